@@ -1,0 +1,116 @@
+"""The segmentation parameter set of the API contract (``shared/API.md``), validated once.
+
+The same pydantic model validates job submissions, gallery defaults and schedules, and its
+JSON schema is what the OpenAPI document publishes.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from shared.errors import InvalidParameterError
+
+OUTPUT_NAMES: tuple[str, ...] = ("labels", "gray", "color", "recolor", "overlay")
+OutputName = Literal["labels", "gray", "color", "recolor", "overlay"]
+Normalize = Literal["minmax", "fixed", "none"]
+ColorSpace = Literal["rgb", "lab"]
+
+K_MIN, K_MAX = 2, 256
+AUTO_K_MIN, AUTO_K_MAX = 2, 64
+
+
+class SegmentParams(BaseModel):
+    """Parameters of one segmentation. Defaults are the contract's."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    k: Annotated[int, Field(ge=K_MIN, le=K_MAX, strict=False)] | Literal["auto"] = Field(
+        16, description="Number of clusters (2..256), or \"auto\" to search k_min..k_max."
+    )
+    k_min: int = Field(2, ge=AUTO_K_MIN, le=AUTO_K_MAX, description="Smallest k tried by auto.")
+    k_max: int = Field(12, ge=AUTO_K_MIN, le=AUTO_K_MAX, description="Largest k tried by auto.")
+    normalize: Normalize = Field(
+        "fixed",
+        description="minmax: per-channel min-max scaling; fixed: (c+1)/256; none: raw 0..255.",
+    )
+    color_space: ColorSpace = Field("rgb", description="Space the pixels are clustered in.")
+    outputs: list[OutputName] = Field(
+        default_factory=lambda: list(OUTPUT_NAMES),
+        min_length=1,
+        description="Result images to render.",
+    )
+    max_side: int | None = Field(
+        None, ge=16, description="Fit on a copy whose longer side is at most this (px)."
+    )
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="Random state.")
+
+    @field_validator("k", mode="before")
+    @classmethod
+    def _k_text(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError("k must be an integer or \"auto\"")
+        if isinstance(value, str):
+            text = value.strip().lower()
+            if text == "auto":
+                return "auto"
+            try:
+                return int(text)
+            except ValueError:
+                raise ValueError(f"k must be an integer 2..256 or \"auto\", not {value!r}") from None
+        if isinstance(value, float) and not value.is_integer():
+            raise ValueError("k must be a whole number")
+        return value
+
+    @field_validator("outputs", mode="before")
+    @classmethod
+    def _outputs_text(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("outputs")
+    @classmethod
+    def _outputs_canonical(cls, value: list[str]) -> list[str]:
+        # Canonical order and no repeats, so equal requests compare (and dedupe) equal.
+        return [name for name in OUTPUT_NAMES if name in set(value)]
+
+    @field_validator("max_side", mode="before")
+    @classmethod
+    def _max_side_text(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().lower() in {"", "null", "none"}:
+            return None
+        return value
+
+    @model_validator(mode="after")
+    def _range(self) -> SegmentParams:
+        if self.k_min > self.k_max:
+            raise ValueError(f"k_min ({self.k_min}) must not exceed k_max ({self.k_max})")
+        return self
+
+    def canonical(self) -> dict[str, Any]:
+        """JSON-ready dict; ``k_min``/``k_max`` only when ``k`` is auto (they do nothing else)."""
+        data = self.model_dump()
+        if self.k != "auto":
+            data.pop("k_min")
+            data.pop("k_max")
+        return data
+
+
+def _describe(error: dict[str, Any]) -> str:
+    loc = error.get("loc", ())
+    where = str(loc[0]) if loc else ""  # the field; deeper parts name pydantic's union branches
+    msg = str(error.get("msg", "invalid value"))
+    msg = msg.removeprefix("Value error, ")
+    return f"{where}: {msg}" if where else msg
+
+
+def parse_params(data: dict[str, Any] | None = None, **overrides: Any) -> SegmentParams:
+    """Validate a mapping of parameters; raise :class:`InvalidParameterError` with one clear line."""
+    merged = {**(data or {}), **overrides}
+    try:
+        return SegmentParams.model_validate(merged)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise InvalidParameterError(_describe(dict(first))) from None

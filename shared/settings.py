@@ -1,0 +1,124 @@
+"""Every setting of kseg, read from the environment in one place.
+
+Unset, the embedded default is used: SQLite under ``instance/`` and kombu's filesystem
+transport (a broker that needs no server). Set ``DATABASE_URL`` and ``CELERY_BROKER_URL`` to
+run on PostgreSQL and Redis.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise SystemExit(f"kseg: setting {name}={raw!r} is not an integer") from exc
+
+
+def _float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise SystemExit(f"kseg: setting {name}={raw!r} is not a number") from exc
+
+
+def _bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    return raw.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _str(name: str, default: str) -> str:
+    raw = os.environ.get(name)
+    return default if raw is None or raw.strip() == "" else raw.strip()
+
+
+@dataclass(frozen=True)
+class Settings:
+    """A snapshot of the environment; build one with :func:`get_settings`."""
+
+    instance_dir: Path
+    database_url: str
+    broker_url: str
+    embedded_broker: bool
+    queue: str
+    host: str
+    port: int
+    api_token: str | None
+    auth_disabled: bool
+    secret_key: str
+    max_upload_bytes: int
+    max_image_pixels: int
+    worker_concurrency: int
+    worker_prefetch: int
+    task_soft_time_limit: int
+    task_time_limit: int
+    visibility_timeout: int
+    max_attempts: int
+    broker_polling_interval: float
+    heartbeat_interval: float
+    heartbeat_stale_after: float
+    sweep_interval: float
+    queued_stale_after: float
+    result_retention: int
+    gunicorn_workers: int
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def _instance_dir() -> Path:
+    return Path(_str("KSEG_INSTANCE_DIR", str(Path.cwd() / "instance"))).resolve()
+
+
+def load_settings() -> Settings:
+    """Read every setting from the environment (no caching)."""
+    instance = _instance_dir()
+    default_db = f"sqlite:///{instance / 'kseg.db'}"
+    database_url = _str("DATABASE_URL", default_db)
+    broker_url = _str("CELERY_BROKER_URL", "filesystem://")
+    hard = _int("KSEG_TASK_TIME_LIMIT", 600)
+    return Settings(
+        instance_dir=instance,
+        database_url=database_url,
+        broker_url=broker_url,
+        embedded_broker=broker_url.startswith(("filesystem://", "sqla+", "sqlalchemy+")),
+        queue=_str("KSEG_QUEUE", "kseg"),
+        host=_str("KSEG_HOST", "127.0.0.1"),
+        port=_int("KSEG_PORT", 8000),
+        api_token=os.environ.get("KSEG_API_TOKEN") or None,
+        auth_disabled=_bool("KSEG_AUTH_DISABLED", False),
+        secret_key=_str("KSEG_SECRET_KEY", ""),
+        max_upload_bytes=_int("KSEG_MAX_UPLOAD_BYTES", 50 * 1024 * 1024),
+        max_image_pixels=_int("KSEG_MAX_IMAGE_PIXELS", 50_000_000),
+        worker_concurrency=_int("KSEG_WORKER_CONCURRENCY", 2),
+        worker_prefetch=_int("KSEG_WORKER_PREFETCH", 1),
+        task_soft_time_limit=_int("KSEG_TASK_SOFT_TIME_LIMIT", max(hard - 30, 1)),
+        task_time_limit=hard,
+        # Redis redelivers an unacked message only after this; it must exceed the hard limit.
+        visibility_timeout=_int("KSEG_VISIBILITY_TIMEOUT", hard + 300),
+        max_attempts=_int("KSEG_MAX_ATTEMPTS", 3),
+        broker_polling_interval=_float("KSEG_BROKER_POLLING_INTERVAL", 0.05),
+        heartbeat_interval=_float("KSEG_HEARTBEAT_INTERVAL", 5.0),
+        heartbeat_stale_after=_float("KSEG_HEARTBEAT_STALE_AFTER", 30.0),
+        sweep_interval=_float("KSEG_SWEEP_INTERVAL", 60.0),
+        queued_stale_after=_float("KSEG_QUEUED_STALE_AFTER", 60.0),
+        result_retention=_int("KSEG_RESULT_RETENTION", 3),
+        gunicorn_workers=_int("KSEG_WEB_WORKERS", 2),
+    )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return load_settings()
