@@ -58,7 +58,8 @@ class SegmentParams(BaseModel):
             try:
                 return int(text)
             except ValueError:
-                raise ValueError(f"k must be an integer 2..256 or \"auto\", not {value!r}") from None
+                msg = f"k must be an integer 2..256 or \"auto\", not {value!r}"
+                raise ValueError(msg) from None
         if isinstance(value, float) and not value.is_integer():
             raise ValueError("k must be a whole number")
         return value
@@ -107,7 +108,7 @@ def _describe(error: dict[str, Any]) -> str:
 
 
 def parse_params(data: dict[str, Any] | None = None, **overrides: Any) -> SegmentParams:
-    """Validate a mapping of parameters; raise :class:`InvalidParameterError` with one clear line."""
+    """Validate parameters; raise :class:`InvalidParameterError` with one clear line."""
     merged = {**(data or {}), **overrides}
     try:
         return SegmentParams.model_validate(merged)

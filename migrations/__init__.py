@@ -1,0 +1,1 @@
+"""Alembic migrations of kseg's schema (run them with `kseg migrate`)."""

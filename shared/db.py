@@ -1,0 +1,132 @@
+"""Engine and sessions: one session per request or task, explicit transactions.
+
+``DATABASE_URL`` picks the database (PostgreSQL in production, SQLite by default). SQLite is
+put in WAL mode with a busy timeout, since web, worker and beat are separate processes writing
+to the same file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from shared.settings import get_settings
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+
+class NotMigratedError(RuntimeError):
+    """The database schema is not at the code's revision."""
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """An engine for ``url``; creates the directory of a SQLite file."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        kwargs.setdefault("connect_args", {"timeout": 30})
+        engine = create_engine(url, **kwargs)
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    kwargs.setdefault("pool_pre_ping", True)
+    return create_engine(url, **kwargs)
+
+
+@lru_cache(maxsize=4)
+def get_engine(url: str | None = None) -> Engine:
+    """The process-wide engine for ``url`` (default: the settings' ``DATABASE_URL``)."""
+    return make_engine(url or get_settings().database_url)
+
+
+def get_sessionmaker(url: str | None = None) -> sessionmaker[Session]:
+    return _sessionmaker(url or get_settings().database_url)
+
+
+@lru_cache(maxsize=4)
+def _sessionmaker(url: str) -> sessionmaker[Session]:
+    return sessionmaker(bind=get_engine(url), expire_on_commit=False)
+
+
+@contextmanager
+def session_scope(url: str | None = None) -> Iterator[Session]:
+    """A session in one transaction: committed on success, rolled back on error."""
+    session = get_sessionmaker(url)()
+    try:
+        with session.begin():
+            yield session
+    finally:
+        session.close()
+
+
+def dispose_engines() -> None:
+    """Drop pooled connections (after fork, and between tests)."""
+    for engine_url in list(_engine_urls()):
+        get_engine(engine_url).dispose()
+    get_engine.cache_clear()
+    _sessionmaker.cache_clear()
+
+
+def _engine_urls() -> list[str]:
+    # lru_cache keeps no public key list; the settings' URL is the one that matters.
+    return [get_settings().database_url]
+
+
+def alembic_config(url: str | None = None) -> Any:
+    from alembic.config import Config
+
+    cfg = Config(str(MIGRATIONS_DIR / "alembic.ini"))
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("sqlalchemy.url", (url or get_settings().database_url).replace("%", "%%"))
+    return cfg
+
+
+def migrate(url: str | None = None, revision: str = "head") -> None:
+    """Bring the database to ``revision`` (creates a SQLite file if needed)."""
+    from alembic import command
+
+    url = url or get_settings().database_url
+    make_engine(url).dispose()  # creates the SQLite directory
+    command.upgrade(alembic_config(url), revision)
+
+
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(alembic_config()).get_current_head() or ""
+
+
+def current_revision(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def ensure_migrated(url: str | None = None) -> None:
+    """Refuse to run on a database that is not migrated, naming the command that fixes it."""
+    engine = get_engine(url)
+    current = current_revision(engine)
+    head = head_revision()
+    if current != head:
+        where = make_url(str(engine.url)).render_as_string(hide_password=True)
+        raise NotMigratedError(
+            f"database {where} is at revision {current or 'none'}, the code needs {head}: "
+            "run `kseg migrate` (or `make run`, which migrates first)"
+        )
