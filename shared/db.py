@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -49,19 +48,25 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     return create_engine(url, **kwargs)
 
 
-@lru_cache(maxsize=4)
+_engines: dict[str, Engine] = {}
+_sessionmakers: dict[str, sessionmaker[Session]] = {}
+
+
 def get_engine(url: str | None = None) -> Engine:
     """The process-wide engine for ``url`` (default: the settings' ``DATABASE_URL``)."""
-    return make_engine(url or get_settings().database_url)
+    url = url or get_settings().database_url
+    engine = _engines.get(url)
+    if engine is None:
+        engine = _engines[url] = make_engine(url)
+    return engine
 
 
 def get_sessionmaker(url: str | None = None) -> sessionmaker[Session]:
-    return _sessionmaker(url or get_settings().database_url)
-
-
-@lru_cache(maxsize=4)
-def _sessionmaker(url: str) -> sessionmaker[Session]:
-    return sessionmaker(bind=get_engine(url), expire_on_commit=False)
+    url = url or get_settings().database_url
+    maker = _sessionmakers.get(url)
+    if maker is None:
+        maker = _sessionmakers[url] = sessionmaker(bind=get_engine(url), expire_on_commit=False)
+    return maker
 
 
 @contextmanager
@@ -75,17 +80,12 @@ def session_scope(url: str | None = None) -> Iterator[Session]:
         session.close()
 
 
-def dispose_engines() -> None:
-    """Drop pooled connections (after fork, and between tests)."""
-    for engine_url in list(_engine_urls()):
-        get_engine(engine_url).dispose()
-    get_engine.cache_clear()
-    _sessionmaker.cache_clear()
-
-
-def _engine_urls() -> list[str]:
-    # lru_cache keeps no public key list; the settings' URL is the one that matters.
-    return [get_settings().database_url]
+def dispose_all() -> None:
+    """Close every pooled connection and forget the engines (after fork; between tests)."""
+    for engine in _engines.values():
+        engine.dispose()
+    _engines.clear()
+    _sessionmakers.clear()
 
 
 def alembic_config(url: str | None = None) -> Any:

@@ -1,0 +1,68 @@
+"""Celery settings derived from kseg's settings: a plain dict, so ``shared`` needs no Celery.
+
+Design notes (each one a lesson about Celery's defaults):
+- ``task_acks_late`` + ``task_reject_on_worker_lost``: a task killed mid-run (even by SIGKILL)
+  goes back to the queue instead of being lost; the job row's attempt cap stops poison messages.
+- ``visibility_timeout`` above the hard time limit, or Redis redelivers a still-running task.
+- ``worker_prefetch_multiplier=1``: a long job must not hold other jobs hostage in a prefetch.
+- The embedded broker (kombu's filesystem transport) polls; its interval is tuned down from
+  1 s so a small job does not wait most of a second for pick-up.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shared.settings import Settings
+
+RUN_JOB_TASK = "kseg.run_job"
+SWEEP_TASK = "kseg.sweep"
+
+
+def broker_dirs(settings: Settings) -> dict[str, str]:
+    root = settings.instance_dir / "broker"
+    return {"in": str(root / "queue"), "out": str(root / "queue"), "control": str(root / "control")}
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    transport: dict[str, Any] = {"visibility_timeout": settings.visibility_timeout}
+    if settings.broker_url.startswith("filesystem://"):
+        dirs = broker_dirs(settings)
+        transport = {
+            "data_folder_in": dirs["in"],
+            "data_folder_out": dirs["out"],
+            "control_folder": dirs["control"],
+            "polling_interval": settings.broker_polling_interval,
+            # Consumed messages are deleted, so the broker's store does not grow.
+            "store_processed": False,
+        }
+    elif settings.embedded_broker:
+        transport = {"polling_interval": settings.broker_polling_interval}
+    return {
+        "broker_url": settings.broker_url,
+        "broker_transport_options": transport,
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_timeout": 3,
+        "task_ignore_result": True,
+        "result_backend": None,
+        "task_default_queue": settings.queue,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "task_acks_on_failure_or_timeout": True,
+        "task_soft_time_limit": settings.task_soft_time_limit,
+        "task_time_limit": settings.task_time_limit,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "worker_prefetch_multiplier": settings.worker_prefetch,
+        "worker_concurrency": settings.worker_concurrency,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "worker_hijack_root_logger": False,
+        "worker_send_task_events": False,
+        "task_send_sent_event": False,
+        "worker_enable_remote_control": not settings.embedded_broker,
+        "broker_pool_limit": 10,
+        "timezone": "UTC",
+        "beat_schedule": {
+            "kseg-sweep": {"task": SWEEP_TASK, "schedule": settings.sweep_interval},
+        },
+    }

@@ -1,0 +1,516 @@
+"""Jobs and images as stored facts: upload, submit, the guarded state machine, cancel.
+
+The job row is the truth. Every change of a job's status is a compare-and-set
+(``UPDATE … WHERE status IN (…)``) whose row count is checked, so a redelivered or duplicated
+broker message can never run a finished job again or leave two result sets. Nothing here
+talks to a broker: callers commit, then enqueue the ids these functions hand back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import case, delete, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from shared.models import (
+    ACTIVE_STATUSES,
+    Image,
+    Job,
+    Result,
+    ResultOutput,
+    utcnow,
+)
+from shared.params import SegmentParams
+from shared.segment import ALGORITHM_VERSION, Segmentation
+
+
+class JobLostError(RuntimeError):
+    """The job is no longer this worker's to finish (canceled, or taken over after a stall)."""
+
+
+def params_key(params: SegmentParams) -> str:
+    """SHA-256 of the canonical parameters: equal requests get equal keys."""
+    text = json.dumps(params.canonical(), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+# ---------------------------------------------------------------- images
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    format: str
+    content_type: str
+    width: int
+    height: int
+
+
+def inspect_image(data: bytes, *, max_pixels: int | None = None) -> ImageInfo:
+    """Check that ``data`` is an image the core can segment; its size after EXIF orientation.
+
+    Raises the core's typed :class:`~shared.errors.ImageError` subclasses.
+    """
+    from PIL import Image as PILImage
+
+    from shared.imageio import load_image
+
+    pixels = load_image(data, max_pixels=max_pixels)  # validates fully: decodes every byte
+    height, width = int(pixels.shape[0]), int(pixels.shape[1])
+    with PILImage.open(io.BytesIO(data)) as probe:
+        fmt = (probe.format or "unknown").upper()
+        mime = probe.get_format_mimetype() or "application/octet-stream"
+    return ImageInfo(format=fmt, content_type=mime, width=width, height=height)
+
+
+def store_image(
+    session: Session,
+    owner_id: str,
+    data: bytes,
+    filename: str | None,
+    *,
+    max_pixels: int | None = None,
+) -> tuple[Image, bool]:
+    """Store an upload, deduplicated per owner by SHA-256. Returns ``(image, created)``."""
+    digest = hashlib.sha256(data).hexdigest()
+    existing = session.scalar(
+        select(Image).where(Image.owner_id == owner_id, Image.sha256 == digest)
+    )
+    if existing is not None:
+        return existing, False
+    info = inspect_image(data, max_pixels=max_pixels)
+    image = Image(
+        owner_id=owner_id,
+        sha256=digest,
+        filename=_clean_filename(filename, info.format),
+        content_type=info.content_type,
+        format=info.format,
+        size_bytes=len(data),
+        width=info.width,
+        height=info.height,
+        data=data,
+    )
+    try:
+        with session.begin_nested():
+            session.add(image)
+    except IntegrityError:
+        # The same bytes were uploaded concurrently by the same owner: theirs wins.
+        winner = session.scalar(
+            select(Image).where(Image.owner_id == owner_id, Image.sha256 == digest)
+        )
+        if winner is None:
+            raise
+        return winner, False
+    return image, True
+
+
+def _clean_filename(filename: str | None, fmt: str) -> str:
+    name = (filename or "").replace("\\", "/").rsplit("/", 1)[-1].strip()
+    name = "".join(ch for ch in name if ch.isprintable())[:255]
+    return name or f"upload.{fmt.lower()}"
+
+
+# ---------------------------------------------------------------- submit
+
+
+def find_reusable_result(
+    session: Session, owner_id: str, image_id: str, key: str
+) -> tuple[Job, Result] | None:
+    """The newest succeeded job of this owner for the same image and parameters, if its result
+    was computed by the current algorithm version."""
+    row = session.execute(
+        select(Job, Result)
+        .join(Result, Job.result_id == Result.id)
+        .where(
+            Job.owner_id == owner_id,
+            Job.image_id == image_id,
+            Job.params_key == key,
+            Job.status == "succeeded",
+            Result.algorithm_version == ALGORITHM_VERSION,
+        )
+        .order_by(Job.finished_at.desc())
+        .limit(1)
+    ).first()
+    return None if row is None else (row[0], row[1])
+
+
+def submit_job(
+    session: Session,
+    owner_id: str,
+    image: Image,
+    params: SegmentParams,
+    *,
+    reuse: bool = True,
+) -> Job:
+    """Create a job row. With ``reuse``, an identical finished job's result is shared and the
+    new job is born ``succeeded`` (``reused_from`` says which job computed it); otherwise the
+    job is ``queued`` and the caller enqueues it after committing."""
+    key = params_key(params)
+    now = utcnow()
+    job = Job(
+        owner_id=owner_id,
+        image_id=image.id,
+        params=params.canonical(),
+        params_key=key,
+        status="queued",
+        created_at=now,
+        queued_at=now,
+    )
+    job.image = image
+    found = find_reusable_result(session, owner_id, image.id, key) if reuse else None
+    if found is not None:
+        source, result = found
+        job.status = "succeeded"
+        job.progress = 100
+        job.stage = "reused"
+        job.result_id = result.id
+        job.result = result
+        job.reused_from = source.id
+        job.started_at = now
+        job.finished_at = now
+    session.add(job)
+    session.flush()
+    return job
+
+
+# ---------------------------------------------------------------- worker side
+
+
+def _running_by(job_id: str, worker: str) -> Any:
+    return (Job.id == job_id) & (Job.status == "running") & (Job.worker == worker)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The outcome of :func:`claim_job`."""
+
+    claimed: bool
+    reason: str  # "claimed", "finished", "missing", "busy", "exhausted"
+    attempts: int = 0
+
+
+def claim_job(
+    session: Session,
+    job_id: str,
+    worker: str,
+    *,
+    max_attempts: int,
+    stale_after: float,
+    dead_workers: Sequence[str] = (),
+    now: datetime | None = None,
+) -> Claim:
+    """Move a job to ``running`` for ``worker`` if nobody else may hold it.
+
+    A job can be claimed when it is queued, or when it is running but its holder stopped
+    heart-beating (``stale_after`` seconds) or is known dead (``dead_workers``). Each claim
+    counts one attempt; past ``max_attempts`` the job fails instead of running again (a poison
+    image that kills its worker every time must not loop forever).
+    """
+    now = now or utcnow()
+    stale = now - timedelta(seconds=stale_after)
+    takeover = (Job.status == "running") & (
+        or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < stale, Job.worker.in_(dead_workers))
+        if dead_workers
+        else or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < stale)
+    )
+    claimable = (Job.id == job_id) & ((Job.status == "queued") | takeover)
+    result = session.execute(
+        update(Job)
+        .where(claimable, Job.attempts < max_attempts)
+        .values(
+            status="running",
+            attempts=Job.attempts + 1,
+            worker=worker,
+            stage="decode",
+            started_at=func.coalesce(Job.started_at, now),
+            heartbeat_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    row = session.execute(select(Job.status, Job.attempts).where(Job.id == job_id)).first()
+    if row is None:
+        return Claim(False, "missing")
+    status, attempts = row
+    if result.rowcount == 1:  # type: ignore[attr-defined]
+        return Claim(True, "claimed", attempts)
+    if status in ("succeeded", "failed", "canceled"):
+        return Claim(False, "finished", attempts)
+    exhausted = session.execute(
+        update(Job)
+        .where(claimable, Job.attempts >= max_attempts)
+        .values(
+            status="failed",
+            error_code="too_many_attempts",
+            error_message=(
+                f"The job was started {attempts} times and its worker was lost each time "
+                "(it may crash the worker); it will not be retried. Try a smaller max_side."
+            ),
+            finished_at=now,
+            worker=None,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if exhausted.rowcount == 1:  # type: ignore[attr-defined]
+        return Claim(False, "exhausted", attempts)
+    return Claim(False, "busy", attempts)
+
+
+def report_progress(session: Session, job_id: str, worker: str, stage: str, percent: int) -> None:
+    """Record progress (never lowering it) and the job's heartbeat; raise
+    :class:`JobLostError` when the job is no longer this worker's."""
+    percent = max(0, min(100, int(percent)))
+    result = session.execute(
+        update(Job)
+        .where(_running_by(job_id, worker))
+        .values(
+            progress=case((Job.progress < percent, percent), else_=Job.progress),
+            stage=stage,
+            heartbeat_at=utcnow(),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise JobLostError(job_id)
+
+
+def touch_job(session: Session, job_id: str, worker: str) -> bool:
+    """Heartbeat of a running job; False when it is no longer this worker's."""
+    result = session.execute(
+        update(Job)
+        .where(_running_by(job_id, worker))
+        .values(heartbeat_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+def complete_job(
+    session: Session, job_id: str, worker: str, seg: Segmentation, timings: dict[str, Any]
+) -> str:
+    """Store the result and mark the job succeeded, atomically; returns the result id.
+
+    Raises :class:`JobLostError` (and the caller's transaction must roll back) when the job was
+    canceled or taken over meanwhile, so a result set is written only by the job's holder.
+    """
+    job = session.get(Job, job_id)
+    if job is None:
+        raise JobLostError(job_id)
+    meta = dict(seg.result)
+    meta["timings_ms"] = timings
+    result = Result(
+        job_id=job_id,
+        image_id=job.image_id,
+        params_key=job.params_key,
+        algorithm_version=ALGORITHM_VERSION,
+        meta=meta,
+    )
+    session.add(result)
+    session.flush()  # the unique job_id forbids a second result set
+    session.add_all(
+        ResultOutput(
+            result_id=result.id,
+            name=name,
+            sha256=hashlib.sha256(png).hexdigest(),
+            size_bytes=len(png),
+            data=png,
+        )
+        for name, png in seg.outputs.items()
+    )
+    done = session.execute(
+        update(Job)
+        .where(_running_by(job_id, worker))
+        .values(
+            status="succeeded",
+            progress=100,
+            stage="done",
+            result_id=result.id,
+            finished_at=utcnow(),
+            heartbeat_at=utcnow(),
+            error_code=None,
+            error_message=None,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if done.rowcount != 1:  # type: ignore[attr-defined]
+        raise JobLostError(job_id)
+    return result.id
+
+
+def fail_job(
+    session: Session, job_id: str, code: str, message: str, *, worker: str | None = None
+) -> bool:
+    """Mark a job failed with a user-facing error; only from an active state (and only by its
+    holder when ``worker`` is given). Returns whether this call failed it."""
+    cond = Job.id == job_id
+    cond &= Job.status.in_(ACTIVE_STATUSES) if worker is None else _running_by(job_id, worker)
+    result = session.execute(
+        update(Job)
+        .where(cond)
+        .values(
+            status="failed",
+            error_code=code,
+            error_message=message,
+            finished_at=utcnow(),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+def release_job(session: Session, job_id: str, worker: str) -> bool:
+    """Hand a running job back to the queue (transient failure; it will be retried)."""
+    result = session.execute(
+        update(Job)
+        .where(_running_by(job_id, worker))
+        .values(status="queued", worker=None, queued_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+# ---------------------------------------------------------------- cancel / delete
+
+
+def delete_job(session: Session, job: Job) -> str:
+    """``DELETE /jobs/<id>``: an active job is canceled (its row stays, ``canceled``); a finished
+    one is removed. Either way its results go, unless another job reuses them.
+    Returns ``"canceled"`` or ``"deleted"``."""
+    canceled = session.execute(
+        update(Job)
+        .where(Job.id == job.id, Job.status.in_(ACTIVE_STATUSES))
+        .values(status="canceled", finished_at=utcnow(), worker=None)
+        .execution_options(synchronize_session=False)
+    )
+    result_id = session.scalar(select(Job.result_id).where(Job.id == job.id))
+    own_result = session.scalar(select(Result.id).where(Result.job_id == job.id))
+    if canceled.rowcount == 1:  # type: ignore[attr-defined]
+        outcome = "canceled"
+        session.execute(update(Job).where(Job.id == job.id).values(result_id=None))
+    else:
+        outcome = "deleted"
+        session.execute(delete(Job).where(Job.id == job.id))
+    for rid in {result_id, own_result} - {None}:
+        users = session.scalar(select(func.count()).select_from(Job).where(Job.result_id == rid))
+        if not users:
+            session.execute(delete(ResultOutput).where(ResultOutput.result_id == rid))
+            session.execute(delete(Result).where(Result.id == rid))
+    session.expire_all()
+    return outcome
+
+
+# ---------------------------------------------------------------- sweeper
+
+
+@dataclass
+class SweepReport:
+    requeued_queued: list[str]
+    requeued_running: list[str]
+    failed: list[str]
+
+    @property
+    def to_enqueue(self) -> list[str]:
+        return self.requeued_queued + self.requeued_running
+
+
+def sweep(
+    session: Session,
+    *,
+    queued_stale_after: float,
+    running_stale_after: float,
+    max_attempts: int,
+    now: datetime | None = None,
+    limit: int = 500,
+) -> SweepReport:
+    """Find jobs the broker lost: ``queued`` for longer than ``queued_stale_after`` seconds (the
+    message vanished, e.g. Redis restarted with nothing on disk, or the submission found the
+    broker down), and ``running`` jobs whose worker stopped heart-beating. Their ``queued_at``
+    is bumped (so the next sweep waits again) and their ids returned for re-enqueueing; a
+    stalled job that used up its attempts fails with a clear error."""
+    now = now or utcnow()
+    report = SweepReport([], [], [])
+    old_queued = now - timedelta(seconds=queued_stale_after)
+    for job_id, queued_at in session.execute(
+        select(Job.id, Job.queued_at)
+        .where(Job.status == "queued", Job.queued_at < old_queued)
+        .order_by(Job.queued_at)
+        .limit(limit)
+    ):
+        bumped = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == "queued", Job.queued_at == queued_at)
+            .values(queued_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        if bumped.rowcount == 1:  # type: ignore[attr-defined]
+            report.requeued_queued.append(job_id)
+
+    old_beat = now - timedelta(seconds=running_stale_after)
+    stalled = session.execute(
+        select(Job.id, Job.attempts, Job.heartbeat_at)
+        .where(
+            Job.status == "running",
+            or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < old_beat),
+        )
+        .limit(limit)
+    ).all()
+    for job_id, attempts, beat in stalled:
+        same = (Job.id == job_id) & (Job.status == "running")
+        same &= Job.heartbeat_at.is_(None) if beat is None else Job.heartbeat_at == beat
+        if attempts >= max_attempts:
+            values: dict[str, Any] = {
+                "status": "failed",
+                "error_code": "worker_lost",
+                "error_message": (
+                    f"The worker running this job stopped {attempts} times; it will not be "
+                    "retried. Try again with a smaller max_side, or contact the operator."
+                ),
+                "finished_at": now,
+                "worker": None,
+            }
+        else:
+            values = {"status": "queued", "worker": None, "queued_at": now}
+        moved = session.execute(
+            update(Job).where(same).values(**values).execution_options(synchronize_session=False)
+        )
+        if moved.rowcount == 1:  # type: ignore[attr-defined]
+            (report.failed if values["status"] == "failed" else report.requeued_running).append(
+                job_id
+            )
+    return report
+
+
+def job_counts(session: Session) -> dict[str, int]:
+    """Jobs by status, for metrics."""
+    rows = session.execute(select(Job.status, func.count()).group_by(Job.status)).all()
+    counts = dict.fromkeys(("queued", "running", "succeeded", "failed", "canceled"), 0)
+    counts.update({status: int(n) for status, n in rows})
+    return counts
+
+
+__all__ = [
+    "Claim",
+    "ImageInfo",
+    "JobLostError",
+    "SweepReport",
+    "claim_job",
+    "complete_job",
+    "delete_job",
+    "fail_job",
+    "find_reusable_result",
+    "inspect_image",
+    "job_counts",
+    "params_key",
+    "release_job",
+    "report_progress",
+    "store_image",
+    "submit_job",
+    "sweep",
+    "touch_job",
+]
