@@ -1,0 +1,361 @@
+"""The ``kseg`` command: run the service (``up``, ``web``, ``worker``, ``beat``), manage it
+(``migrate``, ``token create``) and segment one image without any service (``segment``).
+
+The service commands start their servers as child processes (gunicorn, celery), so this
+module imports neither Flask nor Celery.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+from shared.settings import Settings, get_settings
+
+STOP_GRACE_SECONDS = 5.0
+
+
+def _fail(message: str, code: int = 1) -> int:
+    print(f"kseg: error: {message}", file=sys.stderr)
+    return code
+
+
+def _require_migrated(settings: Settings) -> int | None:
+    from shared.db import NotMigratedError, ensure_migrated
+
+    try:
+        ensure_migrated(settings.database_url)
+    except NotMigratedError as exc:
+        return _fail(str(exc))
+    except Exception as exc:  # database unreachable: say which and how to fix it
+        return _fail(
+            f"cannot reach the database ({type(exc).__name__}: {exc}); "
+            "check DATABASE_URL and that the server is running"
+        )
+    return None
+
+
+# ---------------------------------------------------------------- child process commands
+
+
+def web_command(settings: Settings) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--bind",
+        f"{settings.host}:{settings.port}",
+        "--workers",
+        str(settings.gunicorn_workers),
+        "--threads",
+        "4",
+        "--timeout",
+        "120",
+        "--access-logfile",
+        "-",
+        "web.wsgi:app",
+    ]
+
+
+def worker_command(settings: Settings) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "worker.celery_app",
+        "worker",
+        "--loglevel=INFO",
+        "-Q",
+        settings.queue,
+        f"--concurrency={settings.worker_concurrency}",
+        "--without-gossip",
+        "--without-mingle",
+    ]
+
+
+def beat_command(settings: Settings) -> list[str]:
+    settings.instance_dir.mkdir(parents=True, exist_ok=True)
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "worker.celery_app",
+        "beat",
+        "--loglevel=INFO",
+        "-s",
+        str(settings.instance_dir / "celerybeat-schedule"),
+    ]
+
+
+def _exec(argv: list[str]) -> int:
+    os.execv(argv[0], argv)
+    return 0  # not reached
+
+
+def cmd_web(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    if (code := _require_migrated(settings)) is not None:
+        return code
+    if args.dev:
+        return _exec(
+            [
+                sys.executable,
+                "-m",
+                "flask",
+                "--app",
+                "web:create_app",
+                "run",
+                "--debug",
+                "--host",
+                settings.host,
+                "--port",
+                str(settings.port),
+            ]
+        )
+    return _exec(web_command(settings))
+
+
+def cmd_worker(_args: argparse.Namespace) -> int:
+    settings = get_settings()
+    if (code := _require_migrated(settings)) is not None:
+        return code
+    return _exec(worker_command(settings))
+
+
+def cmd_beat(_args: argparse.Namespace) -> int:
+    settings = get_settings()
+    if (code := _require_migrated(settings)) is not None:
+        return code
+    return _exec(beat_command(settings))
+
+
+def cmd_migrate(_args: argparse.Namespace) -> int:
+    from shared.db import current_revision, get_engine, migrate
+
+    settings = get_settings()
+    try:
+        migrate(settings.database_url)
+    except Exception as exc:
+        return _fail(f"migration failed: {type(exc).__name__}: {exc}")
+    revision = current_revision(get_engine(settings.database_url))
+    print(f"kseg: database {_safe_url(settings.database_url)} is at revision {revision}")
+    return 0
+
+
+def cmd_token_create(args: argparse.Namespace) -> int:
+    from shared.auth import create_token
+    from shared.db import session_scope
+
+    settings = get_settings()
+    if (code := _require_migrated(settings)) is not None:
+        return code
+    with session_scope(settings.database_url) as session:
+        token = create_token(session, args.name, args.label or args.name)
+    print(token)
+    print(
+        f"kseg: token for owner {args.name!r}; it is shown only now. "
+        f"Use it as: Authorization: Bearer <token>",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+# ---------------------------------------------------------------- up
+
+
+def _default_token(settings: Settings) -> str:
+    """The token ``up`` prints: ``KSEG_API_TOKEN``, or one kept under ``instance/``."""
+    from shared.auth import DEFAULT_OWNER, create_token, ensure_token, owner_for_token
+    from shared.db import session_scope
+
+    with session_scope(settings.database_url) as session:
+        if settings.api_token:
+            ensure_token(session, DEFAULT_OWNER, settings.api_token)
+            return settings.api_token
+        path = settings.instance_dir / "api_token"
+        if path.exists():
+            token = path.read_text().strip()
+            if token and owner_for_token(session, token) is not None:
+                return token
+        token = create_token(session, DEFAULT_OWNER, "kseg up")
+    path.write_text(token + "\n")
+    path.chmod(0o600)
+    return token
+
+
+def _sign_in_link(settings: Settings) -> str | None:
+    """A one-time sign-in link for the web pages, where the web front end offers one."""
+    from shared.auth import DEFAULT_OWNER, create_token
+    from shared.db import session_scope
+
+    with session_scope(settings.database_url) as session:
+        token = create_token(session, DEFAULT_OWNER, "sign-in link", one_time=True)
+    return f"http://{settings.host}:{settings.port}/login/{token}"
+
+
+class Supervisor:
+    """Starts web, worker and beat; on Ctrl-C (or one of them dying) stops all of them,
+    escalating to SIGKILL after a grace period so nothing is left behind."""
+
+    def __init__(self) -> None:
+        self.children: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str, argv: list[str]) -> None:
+        self.children[name] = subprocess.Popen(argv, start_new_session=True)
+
+    def dead(self) -> list[str]:
+        return [name for name, proc in self.children.items() if proc.poll() is not None]
+
+    def stop(self, grace: float = STOP_GRACE_SECONDS) -> None:
+        for proc in self.children.values():
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for proc in self.children.values():
+            remaining = max(0.0, deadline - time.monotonic())
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(remaining)
+        for proc in self.children.values():
+            # The whole group: a worker's pool children too.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(5)
+
+
+def cmd_up(_args: argparse.Namespace) -> int:
+    settings = get_settings()
+    if cmd_migrate(_args) != 0:
+        return 1
+    token = _default_token(settings)
+    supervisor = Supervisor()
+    stopping = {"flag": False}
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        stopping["flag"] = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    supervisor.start("web", web_command(settings))
+    supervisor.start("worker", worker_command(settings))
+    supervisor.start("beat", beat_command(settings))
+    url = f"http://{settings.host}:{settings.port}"
+    broker = "embedded (filesystem)" if settings.embedded_broker else _safe_url(settings.broker_url)
+    link = None
+    with contextlib.suppress(Exception):
+        link = _sign_in_link(settings)
+    print(
+        "\n".join(
+            [
+                "",
+                f"kseg is starting at {url}",
+                f"  database: {_safe_url(settings.database_url)}",
+                f"  broker:   {broker}",
+                f"  API token (default owner): {token}",
+                *([f"  sign in:  {link}"] if link else []),
+                f"  try: curl -H 'Authorization: Bearer {token}' -F file=@photo.jpg -F k=16 "
+                f"{url}/api/v1/jobs",
+                "Press Ctrl-C to stop.",
+                "",
+            ]
+        ),
+        flush=True,
+    )
+    code = 0
+    try:
+        while not stopping["flag"]:
+            dead = supervisor.dead()
+            if dead:
+                print(
+                    f"kseg: {', '.join(dead)} stopped unexpectedly; stopping the rest",
+                    file=sys.stderr,
+                )
+                code = 1
+                break
+            time.sleep(0.2)
+    finally:
+        print("kseg: stopping web, worker and beat…", file=sys.stderr, flush=True)
+        supervisor.stop()
+    return code
+
+
+# ---------------------------------------------------------------- segment
+
+
+def cmd_segment(args: argparse.Namespace) -> int:
+    from shared.core_cli import run_segment
+
+    return int(run_segment(args))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kseg",
+        description="Segment images by K-Means colour clustering: as a service, or one image "
+        "at a time.",
+        epilog="Settings come from the environment (DATABASE_URL, CELERY_BROKER_URL, KSEG_HOST, "
+        "KSEG_PORT, KSEG_API_TOKEN, …; see the README). Unset, kseg runs on SQLite under "
+        "./instance and a broker that needs no server.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("up", help="migrate, then run web + worker + beat until Ctrl-C")
+    p.set_defaults(func=cmd_up)
+    p = sub.add_parser("web", help="run the web server (gunicorn)")
+    p.add_argument("--dev", action="store_true", help="Flask's debug server instead")
+    p.set_defaults(func=cmd_web)
+    p = sub.add_parser("worker", help="run a Celery worker")
+    p.set_defaults(func=cmd_worker)
+    p = sub.add_parser("beat", help="run Celery beat (the sweeper and schedules)")
+    p.set_defaults(func=cmd_beat)
+    p = sub.add_parser("migrate", help="bring the database schema up to date")
+    p.set_defaults(func=cmd_migrate)
+
+    p = sub.add_parser("token", help="manage API tokens")
+    token_sub = p.add_subparsers(dest="token_command", metavar="ACTION", required=True)
+    t = token_sub.add_parser(
+        "create", help="create an owner (if new) and a token for it; prints the token"
+    )
+    t.add_argument("name", metavar="NAME", help="owner name, e.g. alice")
+    t.add_argument("--label", help="a label for the token (default: the owner name)")
+    t.set_defaults(func=cmd_token_create)
+
+    try:
+        from shared.core_cli import add_segment_parser
+    except ImportError:  # pragma: no cover - the core CLI ships with the core
+        pass
+    else:
+        add_segment_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(func(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

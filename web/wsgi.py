@@ -1,0 +1,13 @@
+"""WSGI entry point for gunicorn: ``gunicorn web.wsgi:app``. Refuses an un-migrated database."""
+
+from __future__ import annotations
+
+from shared.db import NotMigratedError, ensure_migrated
+from web import create_app
+
+try:
+    ensure_migrated()
+except NotMigratedError as exc:
+    raise SystemExit(f"kseg: error: {exc}") from None
+
+app = create_app()

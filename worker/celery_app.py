@@ -1,0 +1,21 @@
+"""The Celery application the worker and beat run: ``celery -A worker.celery_app worker``.
+
+As in Flask's Celery example, the Celery app is made by the Flask app factory
+(``celery_init_app``), so tasks run inside the app context and share its settings.
+"""
+
+from __future__ import annotations
+
+from shared.db import NotMigratedError, ensure_migrated
+from web import create_app
+
+try:
+    ensure_migrated()
+except NotMigratedError as exc:
+    raise SystemExit(f"kseg: error: {exc}") from None
+
+flask_app = create_app()
+celery_app = flask_app.extensions["celery"]
+celery = celery_app  # the name `celery -A worker.celery_app` looks for
+
+from worker import signals, tasks  # noqa: E402,F401  registers tasks and worker hooks

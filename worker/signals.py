@@ -1,0 +1,68 @@
+"""Worker process hooks: fresh database connections after fork, and the worker heartbeat."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Any
+
+from celery.signals import worker_process_init, worker_ready, worker_shutdown
+from sqlalchemy import update
+
+from shared.db import dispose_all, get_sessionmaker
+from shared.models import WorkerHeartbeat, utcnow
+from shared.settings import get_settings
+
+log = logging.getLogger(__name__)
+_stop = threading.Event()
+
+
+@worker_process_init.connect
+def _after_fork(**_: Any) -> None:
+    # Connections inherited from the parent must not be shared with it.
+    dispose_all()
+
+
+def _consuming(consumer: Any) -> bool:
+    connection = getattr(consumer, "connection", None)
+    return connection is not None and bool(getattr(connection, "connected", True))
+
+
+def _beat(hostname: str, consumer: Any) -> None:
+    settings = get_settings()
+    maker = get_sessionmaker(settings.database_url)
+    started = utcnow()
+    while not _stop.is_set():
+        # A worker that lost its broker connection stops beating, so /readyz notices.
+        if _consuming(consumer):
+            try:
+                with maker.begin() as session:
+                    now = utcnow()
+                    updated = session.execute(
+                        update(WorkerHeartbeat)
+                        .where(WorkerHeartbeat.hostname == hostname)
+                        .values(seen_at=now, pid=os.getpid())
+                    )
+                    if updated.rowcount == 0:  # type: ignore[attr-defined]
+                        session.add(
+                            WorkerHeartbeat(
+                                hostname=hostname, pid=os.getpid(), started_at=started, seen_at=now
+                            )
+                        )
+            except Exception:
+                log.warning("worker heartbeat failed", exc_info=True)
+        _stop.wait(settings.heartbeat_interval)
+
+
+@worker_ready.connect
+def _start_heartbeat(sender: Any = None, **_: Any) -> None:
+    hostname = getattr(sender, "hostname", None) or f"worker@{os.uname().nodename}"
+    threading.Thread(
+        target=_beat, args=(hostname, sender), name="kseg-worker-heartbeat", daemon=True
+    ).start()
+
+
+@worker_shutdown.connect
+def _stop_heartbeat(**_: Any) -> None:
+    _stop.set()
