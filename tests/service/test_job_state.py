@@ -1,0 +1,203 @@
+"""The job state machine on real databases: guarded transitions, attempts, the sweeper."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from sqlalchemy import func, select
+
+from shared import jobs
+from shared.auth import get_or_create_owner
+from shared.db import get_sessionmaker
+from shared.models import Image, Job, Result, utcnow
+from shared.params import parse_params
+from shared.segment import Segmentation
+
+
+@pytest.fixture(params=["postgres", "sqlite"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "postgres":
+        make: Callable[[str], str] = request.getfixturevalue("pg_database")
+        return make("state")
+    return str(request.getfixturevalue("sqlite_url"))
+
+
+@pytest.fixture
+def session_factory(db_url: str) -> Iterator[Any]:
+    yield get_sessionmaker(db_url)
+
+
+def _image(session: Any, owner_id: str, tag: str = "a") -> Image:
+    image = Image(
+        owner_id=owner_id,
+        sha256=tag * 64,
+        filename="x.png",
+        content_type="image/png",
+        format="PNG",
+        size_bytes=3,
+        width=2,
+        height=2,
+        data=b"abc",
+    )
+    session.add(image)
+    session.flush()
+    return image
+
+
+def _job(maker: Any, **params: Any) -> str:
+    with maker.begin() as session:
+        owner = get_or_create_owner(session, "alice")
+        image = session.scalar(select(Image).where(Image.owner_id == owner.id)) or _image(
+            session, owner.id
+        )
+        job = jobs.submit_job(session, owner.id, image, parse_params(params), reuse=False)
+        return job.id
+
+
+def _fake_segmentation() -> Segmentation:
+    return Segmentation(
+        width=2,
+        height=2,
+        labels=np.zeros((2, 2), np.uint8),
+        centers=np.zeros((1, 3), np.uint8),
+        outputs={"labels": b"png-bytes"},
+        result={"k": 1, "inertia": 0.0, "mse": 0.0, "psnr": None, "n_iter": 1, "clusters": []},
+    )
+
+
+def _claim(maker: Any, job_id: str, worker: str, **kw: Any) -> jobs.Claim:
+    kw.setdefault("max_attempts", 3)
+    kw.setdefault("stale_after", 30)
+    with maker.begin() as session:
+        return jobs.claim_job(session, job_id, worker, **kw)
+
+
+def test_only_one_worker_claims_a_job(session_factory: Any) -> None:
+    job_id = _job(session_factory)
+    assert _claim(session_factory, job_id, "w1").claimed
+    second = _claim(session_factory, job_id, "w2")
+    assert not second.claimed and second.reason == "busy"
+
+
+def test_finished_job_is_never_run_again_nor_stored_twice(session_factory: Any) -> None:
+    job_id = _job(session_factory)
+    assert _claim(session_factory, job_id, "w1").claimed
+    with session_factory.begin() as session:
+        jobs.complete_job(session, job_id, "w1", _fake_segmentation(), {"total": 1})
+    again = _claim(session_factory, job_id, "w2")
+    assert (again.claimed, again.reason) == (False, "finished")
+    # A second completion (a duplicated message that slipped through) must not store twice.
+    with pytest.raises(Exception), session_factory.begin() as session:  # noqa: B017
+        jobs.complete_job(session, job_id, "w1", _fake_segmentation(), {"total": 1})
+    with session_factory() as session:
+        assert session.scalar(select(func.count()).select_from(Result)) == 1
+        assert session.get(Job, job_id).status == "succeeded"
+
+
+def test_stale_running_job_is_taken_over_and_the_old_holder_loses_it(session_factory: Any) -> None:
+    job_id = _job(session_factory)
+    assert _claim(session_factory, job_id, "w1").claimed
+    later = utcnow() + timedelta(seconds=60)
+    takeover = _claim(session_factory, job_id, "w2", now=later)
+    assert takeover.claimed and takeover.attempts == 2
+    with pytest.raises(jobs.JobLostError), session_factory.begin() as session:
+        jobs.complete_job(session, job_id, "w1", _fake_segmentation(), {})
+    with pytest.raises(jobs.JobLostError), session_factory.begin() as session:
+        jobs.report_progress(session, job_id, "w1", "fit", 50)
+
+
+def test_dead_holder_is_taken_over_at_once(session_factory: Any) -> None:
+    job_id = _job(session_factory)
+    assert _claim(session_factory, job_id, "host:1").claimed
+    assert not _claim(session_factory, job_id, "host:2").claimed
+    assert _claim(session_factory, job_id, "host:2", dead_workers=["host:1"]).claimed
+
+
+def test_attempt_cap_fails_a_poison_job(session_factory: Any) -> None:
+    job_id = _job(session_factory)
+    now = utcnow()
+    for attempt in range(3):
+        claim = _claim(session_factory, job_id, f"w{attempt}", now=now + timedelta(minutes=attempt))
+        assert claim.claimed, claim
+    final = _claim(session_factory, job_id, "w9", now=now + timedelta(minutes=10))
+    assert (final.claimed, final.reason) == (False, "exhausted")
+    with session_factory() as session:
+        job = session.get(Job, job_id)
+        assert job.status == "failed" and job.error_code == "too_many_attempts"
+
+
+def test_progress_never_decreases(session_factory: Any) -> None:
+    job_id = _job(session_factory)
+    assert _claim(session_factory, job_id, "w1").claimed
+    seen = []
+    for stage, pct in [("decode", 10), ("fit", 60), ("fit", 40), ("render", 90)]:
+        with session_factory.begin() as session:
+            jobs.report_progress(session, job_id, "w1", stage, pct)
+        with session_factory() as session:
+            seen.append(session.get(Job, job_id).progress)
+    assert seen == [10, 60, 60, 90]
+
+
+def test_sweeper_requeues_lost_messages_and_stalled_jobs(session_factory: Any) -> None:
+    lost = _job(session_factory, seed=1)
+    stalled = _job(session_factory, seed=2)
+    fresh_running = _job(session_factory, seed=3)
+    assert _claim(session_factory, stalled, "w1").claimed
+    assert _claim(session_factory, fresh_running, "w2").claimed
+    with session_factory.begin() as session:
+        # The fresh one keeps beating; the stalled one does not.
+        session.execute(
+            Job.__table__.update()
+            .where(Job.id == fresh_running)
+            .values(heartbeat_at=utcnow() + timedelta(seconds=100))
+        )
+    now = utcnow() + timedelta(seconds=100)
+    with session_factory.begin() as session:
+        report = jobs.sweep(
+            session, queued_stale_after=60, running_stale_after=30, max_attempts=3, now=now
+        )
+    assert report.requeued_queued == [lost]
+    assert report.requeued_running == [stalled]
+    with session_factory() as session:
+        assert session.get(Job, stalled).status == "queued"
+        assert session.get(Job, fresh_running).status == "running"
+    # Right after a sweep the same jobs are not swept again (queued_at was bumped).
+    with session_factory.begin() as session:
+        again = jobs.sweep(
+            session, queued_stale_after=60, running_stale_after=30, max_attempts=3, now=now
+        )
+    assert again.to_enqueue == []
+
+
+def test_sweeper_fails_a_stalled_job_out_of_attempts(session_factory: Any) -> None:
+    job_id = _job(session_factory)
+    now = utcnow()
+    for attempt in range(3):
+        assert _claim(session_factory, job_id, f"w{attempt}", now=now + timedelta(minutes=attempt))
+    with session_factory.begin() as session:
+        report = jobs.sweep(
+            session,
+            queued_stale_after=60,
+            running_stale_after=30,
+            max_attempts=3,
+            now=now + timedelta(hours=1),
+        )
+    assert report.failed == [job_id]
+    with session_factory() as session:
+        assert session.get(Job, job_id).error_code == "worker_lost"
+
+
+def test_cancel_then_delete(session_factory: Any) -> None:
+    job_id = _job(session_factory)
+    with session_factory.begin() as session:
+        assert jobs.delete_job(session, session.get(Job, job_id)) == "canceled"
+    assert _claim(session_factory, job_id, "w1").reason == "finished"
+    with session_factory.begin() as session:
+        assert jobs.delete_job(session, session.get(Job, job_id)) == "deleted"
+    with session_factory() as session:
+        assert session.get(Job, job_id) is None
