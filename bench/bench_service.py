@@ -1,0 +1,320 @@
+#!/usr/bin/env python
+"""End-to-end benchmark of the kseg service on this machine (a script, not a test).
+
+For each backend (Redis + PostgreSQL, and the embedded default: SQLite + kombu's filesystem
+transport) it starts a real service — gunicorn web, a Celery worker with 2 processes, beat —
+and measures:
+
+* submit → succeeded latency (p50 / p95 / max) for ``baby.jpg`` and for a 1-megapixel photo,
+  seen by a client that polls the job every 10 ms;
+* throughput in jobs/minute for 100 one-megapixel jobs with 2 worker processes, against the
+  core alone in 2 processes (``multiprocessing``) on the same images and parameters.
+
+Targets (issue 3): Redis p50 ≤ 150 ms for baby.jpg; 1 MP throughput ≥ 85 % of the core alone;
+embedded p50 ≤ 0.3 s for baby.jpg.
+
+    python bench/bench_service.py                  # both backends
+    python bench/bench_service.py --backend redis --jobs 40
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+SEED_IMAGES = ROOT.parent / "shared" / "images"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def one_megapixel_photos() -> list[bytes]:
+    """Five real photos (scikit-image, scikit-learn), resized to ~1 MP, as JPEG."""
+    import numpy as np
+    from PIL import Image
+    from skimage import data
+    from sklearn.datasets import load_sample_image
+
+    arrays = [
+        load_sample_image("china.jpg"),
+        load_sample_image("flower.jpg"),
+        data.astronaut(),
+        data.coffee(),
+        data.chelsea(),
+    ]
+    out = []
+    for array in arrays:
+        img = Image.fromarray(np.asarray(array))
+        scale = (1_000_000 / (img.width * img.height)) ** 0.5
+        img = img.resize((round(img.width * scale), round(img.height * scale)), Image.LANCZOS)
+        buf = io.BytesIO()
+        img.save(buf, "JPEG", quality=90)
+        out.append(buf.getvalue())
+    return out
+
+
+class Service:
+    """web (gunicorn) + worker (2 processes) + beat, as child processes."""
+
+    def __init__(self, backend: str, workdir: Path) -> None:
+        self.backend = backend
+        self.workdir = workdir
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.db_name: str | None = None
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("KSEG_", "CELERY_"))}
+        env.update(
+            KSEG_INSTANCE_DIR=str(workdir / "instance"),
+            KSEG_PORT=str(self.port),
+            KSEG_QUEUE=f"kseg-bench-{uuid.uuid4().hex[:8]}",
+            KSEG_WORKER_CONCURRENCY="2",
+            KSEG_WEB_WORKERS="2",
+            PYTHONUNBUFFERED="1",
+        )
+        if backend == "redis":
+            self.db_name = f"kseg_bench_{uuid.uuid4().hex[:8]}"
+            self._pg(f'CREATE DATABASE "{self.db_name}"')
+            env["DATABASE_URL"] = f"postgresql+psycopg://postgres@127.0.0.1/{self.db_name}"
+            env["CELERY_BROKER_URL"] = os.environ.get(
+                "BENCH_REDIS_URL", "redis://127.0.0.1:6379/14"
+            )
+        else:
+            env["DATABASE_URL"] = f"sqlite:///{workdir / 'instance' / 'kseg.db'}"
+            env["CELERY_BROKER_URL"] = "filesystem://"
+        self.env = env
+
+    def _pg(self, sql: str) -> None:
+        from sqlalchemy import create_engine, text
+
+        engine = create_engine(
+            "postgresql+psycopg://postgres@127.0.0.1/postgres", isolation_level="AUTOCOMMIT"
+        )
+        with engine.connect() as conn:
+            conn.execute(text(sql))
+        engine.dispose()
+
+    def kseg(self, *args: str) -> str:
+        return subprocess.run(
+            [sys.executable, "-m", "shared.cli", *args],
+            env=self.env,
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+
+    def start(self) -> None:
+        self.kseg("migrate")
+        self.token = self.kseg("token", "create", "bench").splitlines()[0]
+        log = (self.workdir / "service.log").open("wb")
+        for command in ("web", "worker", "beat"):
+            self.procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "shared.cli", command],
+                    env=self.env,
+                    cwd=ROOT,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                status, body = self.call("GET", "/readyz?workers=1")
+                if status == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise SystemExit(f"service did not become ready; see {self.workdir / 'service.log'}")
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+        if self.db_name:
+            self._pg(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
+
+    def call(
+        self, method: str, path: str, body: bytes | None = None, ctype: str | None = None
+    ) -> tuple[int, dict[str, Any]]:
+        req = urllib.request.Request(self.base + path, data=body, method=method)
+        req.add_header("Authorization", f"Bearer {getattr(self, 'token', '')}")
+        if ctype:
+            req.add_header("Content-Type", ctype)
+        try:
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                return resp.status, json.loads(resp.read() or b"{}")
+        except urllib.error.HTTPError as err:
+            return err.code, json.loads(err.read() or b"{}")
+
+    def submit(self, data: bytes, **params: Any) -> str:
+        boundary = uuid.uuid4().hex
+        parts = []
+        for key, value in params.items():
+            parts.append(
+                f'--{boundary}\r\nContent-Disposition: form-data; name="{key}"\r\n\r\n{value}\r\n'.encode()
+            )
+        parts.append(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="b.jpg"\r\n'
+            f"Content-Type: image/jpeg\r\n\r\n".encode()
+            + data
+            + b"\r\n"
+        )
+        parts.append(f"--{boundary}--\r\n".encode())
+        status, job = self.call(
+            "POST", "/api/v1/jobs", b"".join(parts), f"multipart/form-data; boundary={boundary}"
+        )
+        if status != 202:
+            raise SystemExit(f"submit failed: {status} {job}")
+        return str(job["id"])
+
+    def wait(self, job_id: str, interval: float = 0.01, timeout: float = 600) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            _, job = self.call("GET", f"/api/v1/jobs/{job_id}")
+            if job.get("status") in ("succeeded", "failed", "canceled"):
+                if job["status"] != "succeeded":
+                    raise SystemExit(f"job {job_id} {job['status']}: {job.get('error')}")
+                return job
+            time.sleep(interval)
+        raise SystemExit(f"job {job_id} did not finish in {timeout} s")
+
+
+def latency(service: Service, data: bytes, runs: int, params: dict[str, Any]) -> list[float]:
+    seconds = []
+    for i in range(runs):
+        start = time.perf_counter()
+        job_id = service.submit(data, seed=1000 + i, **params)
+        service.wait(job_id)
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def _core_once(args: tuple[bytes, dict[str, Any]]) -> float:
+    from shared.params import parse_params
+    from shared.segment import segment
+
+    data, params = args
+    start = time.perf_counter()
+    segment(data, parse_params(params))
+    return time.perf_counter() - start
+
+
+def throughput(service: Service, photos: list[bytes], jobs: int, params: dict[str, Any]) -> float:
+    work = [(photos[i % len(photos)], {**params, "seed": 2000 + i}) for i in range(jobs)]
+    start = time.perf_counter()
+    with ThreadPoolExecutor(4) as pool:
+        ids = list(pool.map(lambda w: service.submit(w[0], **w[1]), work))
+    for job_id in ids:
+        service.wait(job_id, interval=0.05)
+    return jobs / (time.perf_counter() - start) * 60
+
+
+def core_throughput(photos: list[bytes], jobs: int, params: dict[str, Any]) -> float:
+    work = [(photos[i % len(photos)], {**params, "seed": 2000 + i}) for i in range(jobs)]
+    with get_context("spawn").Pool(2) as pool:
+        pool.map(_core_once, work[:2])  # warm both processes' imports
+        start = time.perf_counter()
+        pool.map(_core_once, work, chunksize=1)
+        return jobs / (time.perf_counter() - start) * 60
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--backend", choices=["redis", "embedded", "both"], default="both")
+    parser.add_argument("--runs", type=int, default=30, help="latency samples per image (30)")
+    parser.add_argument("--jobs", type=int, default=100, help="1 MP jobs for throughput (100)")
+    parser.add_argument("-k", type=int, default=16, help="clusters (16)")
+    args = parser.parse_args()
+
+    baby = (SEED_IMAGES / "baby.jpg").read_bytes()
+    photos = one_megapixel_photos()
+    params = {"k": args.k}
+    print(f"core alone, 2 processes, {args.jobs} x 1 MP jobs …", flush=True)
+    core_rate = core_throughput(photos, args.jobs, params)
+    rows = []
+    backends = ["redis", "embedded"] if args.backend == "both" else [args.backend]
+    for backend in backends:
+        workdir = Path(tempfile.mkdtemp(prefix=f"kseg-bench-{backend}-"))
+        service = Service(backend, workdir)
+        print(f"{backend}: starting service …", flush=True)
+        try:
+            service.start()
+            latency(service, baby, 3, params)  # warm-up: imports, connections
+            small = latency(service, baby, args.runs, params)
+            large = latency(service, photos[0], max(5, args.runs // 3), params)
+            rate = throughput(service, photos, args.jobs, params)
+        finally:
+            service.stop()
+            shutil.rmtree(workdir, ignore_errors=True)
+        rows.append((backend, small, large, rate))
+
+    print()
+    print(
+        "| backend | baby.jpg p50 | p95 | max | 1 MP p50 | p95 | 1 MP jobs/min (2 procs) "
+        "| core alone jobs/min | ratio |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for backend, small, large, rate in rows:
+        print(
+            f"| {backend} | {statistics.median(small) * 1000:.0f} ms | {pct(small, 0.95) * 1000:.0f} ms"
+            f" | {max(small) * 1000:.0f} ms | {statistics.median(large) * 1000:.0f} ms"
+            f" | {pct(large, 0.95) * 1000:.0f} ms | {rate:.1f} | {core_rate:.1f}"
+            f" | {rate / core_rate:.0%} |"
+        )
+    print()
+    for backend, small, _large, rate in rows:
+        target = 0.150 if backend == "redis" else 0.300
+        p50 = statistics.median(small)
+        print(
+            f"{backend}: baby.jpg p50 {p50 * 1000:.0f} ms (target ≤ {target * 1000:.0f} ms): "
+            f"{'PASS' if p50 <= target else 'FAIL'}"
+        )
+        if backend == "redis":
+            print(
+                f"{backend}: throughput {rate / core_rate:.0%} of the core alone (target ≥ 85 %): "
+                f"{'PASS' if rate >= 0.85 * core_rate else 'FAIL'}"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
