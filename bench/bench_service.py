@@ -144,7 +144,7 @@ class Service:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
-                status, body = self.call("GET", "/readyz?workers=1")
+                status, _ = self.call("GET", "/readyz?workers=1")
                 if status == 200:
                     return
             except OSError:
@@ -183,7 +183,8 @@ class Service:
         parts = []
         for key, value in params.items():
             parts.append(
-                f'--{boundary}\r\nContent-Disposition: form-data; name="{key}"\r\n\r\n{value}\r\n'.encode()
+                f'--{boundary}\r\nContent-Disposition: form-data; name="{key}"\r\n\r\n'
+                f"{value}\r\n".encode()
             )
         parts.append(
             f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="b.jpg"\r\n'
@@ -295,7 +296,8 @@ def main() -> int:
     print("|---|---|---|---|---|---|---|---|---|")
     for backend, small, large, rate in rows:
         print(
-            f"| {backend} | {statistics.median(small) * 1000:.0f} ms | {pct(small, 0.95) * 1000:.0f} ms"
+            f"| {backend} | {statistics.median(small) * 1000:.0f} ms"
+            f" | {pct(small, 0.95) * 1000:.0f} ms"
             f" | {max(small) * 1000:.0f} ms | {statistics.median(large) * 1000:.0f} ms"
             f" | {pct(large, 0.95) * 1000:.0f} ms | {rate:.1f} | {core_rate:.1f}"
             f" | {rate / core_rate:.0%} |"
