@@ -1,0 +1,107 @@
+"""Bearer-token authentication for the API: ``Authorization: Bearer <token>``.
+
+``KSEG_API_TOKEN`` is made valid for the default owner on the first request (lazily, so an app
+can start before the database is migrated). ``KSEG_AUTH_DISABLED`` makes every request the
+default owner — only for a single-user local run.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import current_app, g, request
+from sqlalchemy.exc import IntegrityError
+
+from shared.auth import DEFAULT_OWNER, ensure_token, get_or_create_owner, owner_for_token
+from shared.settings import Settings
+from web.api.errors import ApiError
+from web.db import get_session
+
+log = logging.getLogger(__name__)
+
+PUBLIC_ENDPOINTS = {"api.openapi"}
+_ENSURED = "kseg_api_token_ensured"
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="kseg"'}
+
+
+def _settings() -> Settings:
+    settings: Settings = current_app.config["KSEG_SETTINGS"]
+    return settings
+
+
+def ensure_env_token() -> None:
+    """Accept ``KSEG_API_TOKEN`` for the default owner, once per app; retried until it works."""
+    settings = _settings()
+    if not settings.api_token or current_app.extensions.get(_ENSURED):
+        return
+    session = get_session()
+    try:
+        ensure_token(session, DEFAULT_OWNER, settings.api_token)
+        session.commit()
+    except ValueError as exc:
+        session.rollback()
+        log.error("KSEG_API_TOKEN is not usable for %r: %s", DEFAULT_OWNER, exc)
+    except Exception as exc:  # not migrated yet, a concurrent insert, database down: retry later
+        session.rollback()
+        log.warning("could not register KSEG_API_TOKEN yet: %s", exc)
+        return
+    current_app.extensions[_ENSURED] = True
+
+
+def _default_owner_id() -> str:
+    session = get_session()
+    for attempt in range(2):
+        try:
+            owner = get_or_create_owner(session, DEFAULT_OWNER)
+            session.commit()
+            return owner.id
+        except IntegrityError:  # created concurrently by another request
+            session.rollback()
+            if attempt:
+                raise
+    raise AssertionError("unreachable")
+
+
+def authenticate() -> None:
+    """``before_request`` of the API blueprint: sets ``g.owner_id`` or answers 401."""
+    if request.endpoint in PUBLIC_ENDPOINTS or request.method == "OPTIONS":
+        return
+    if _settings().auth_disabled:
+        g.owner_id = _default_owner_id()
+        return
+    ensure_env_token()
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.strip().partition(" ")
+    if not header:
+        raise ApiError(
+            401,
+            "missing_token",
+            "This endpoint needs a token: send 'Authorization: Bearer <token>' "
+            "(create one with `kseg token create NAME`).",
+            _CHALLENGE,
+        )
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiError(
+            401,
+            "invalid_token",
+            "The Authorization header must be 'Bearer <token>'.",
+            {"WWW-Authenticate": 'Bearer realm="kseg", error="invalid_request"'},
+        )
+    session = get_session()
+    owner = owner_for_token(session, token.strip())
+    if owner is None:
+        session.rollback()
+        raise ApiError(
+            401,
+            "invalid_token",
+            "The token is unknown or revoked; check it, or create a new one with "
+            "`kseg token create NAME`.",
+            {"WWW-Authenticate": 'Bearer realm="kseg", error="invalid_token"'},
+        )
+    owner_id = owner.id
+    session.commit()  # last_used_at, or a spent one-time token
+    g.owner_id = owner_id
+
+
+def owner_id() -> str:
+    return str(g.owner_id)

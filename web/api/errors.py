@@ -1,0 +1,149 @@
+"""JSON errors for everything under ``/api/``: ``{"error": {"code", "message"}}``.
+
+Handlers are registered on the blueprint (errors raised by its views) and on the app (errors
+raised before a blueprint is known: unknown ``/api/`` paths, wrong methods, oversize bodies),
+so no request under ``/api/`` ever gets an HTML page or a bare 500.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from flask import Flask, Response, current_app, jsonify, request
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+from werkzeug.exceptions import HTTPException
+
+from shared.errors import KsegError
+
+log = logging.getLogger(__name__)
+
+API_PREFIX = "/api/"
+
+
+class ApiError(Exception):
+    """An error the API answers with: status, stable snake_case code, actionable message."""
+
+    def __init__(
+        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers or {}
+
+
+def not_found(what: str, ident: str) -> ApiError:
+    return ApiError(
+        404,
+        f"{what}_not_found",
+        f"No {what.replace('_', ' ')} with id {ident!r} exists for this token; "
+        f"check the id (list yours with GET /api/v1/{what}s).",
+    )
+
+
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> Response:
+    response = jsonify({"error": {"code": code, "message": message}})
+    response.status_code = status
+    for key, value in (headers or {}).items():
+        response.headers[key] = value
+    return response
+
+
+_HTTP_MESSAGES: dict[int, tuple[str, str]] = {
+    400: ("bad_request", "The request is malformed; check its syntax and content type."),
+    401: ("unauthorized", "Send a valid token as 'Authorization: Bearer <token>'."),
+    404: ("not_found", "No such endpoint; see GET /api/v1/openapi.json for the API."),
+    405: ("method_not_allowed", "This endpoint does not accept that method; see the Allow header."),
+    406: ("not_acceptable", "This endpoint answers JSON (or PNG for image downloads)."),
+    411: ("length_required", "Send a Content-Length header with the request body."),
+    415: ("unsupported_media_type", "Send multipart/form-data or application/json."),
+}
+
+
+def _snake(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_") or "error"
+
+
+def http_error(exc: HTTPException) -> Response:
+    status = exc.code or 500
+    if status == 413:
+        limit = current_app.config.get("MAX_CONTENT_LENGTH")
+        size = f" of {limit:,} bytes" if limit else ""
+        return error_response(
+            413,
+            "upload_too_large",
+            f"The request body is over the upload limit{size}; send a smaller file "
+            "(or ask the operator to raise KSEG_MAX_UPLOAD_BYTES).",
+        )
+    if status >= 500:
+        if status == 500:
+            original = getattr(exc, "original_exception", None)
+            if original is not None:
+                return unexpected_error(original)
+        code, message = _snake(exc.name), exc.description or exc.name
+        return error_response(status, code, message)
+    code, default = _HTTP_MESSAGES.get(status, (_snake(exc.name), exc.description or exc.name))
+    message = default
+    if status == 400 and exc.description and not exc.description.startswith("The browser"):
+        message = f"{exc.description} {default}".strip()
+    headers: dict[str, str] = {}
+    for key, value in exc.get_headers():
+        if key.lower() in {"allow", "www-authenticate", "retry-after"}:
+            headers[key] = value
+    return error_response(status, code, message, headers)
+
+
+def kseg_error(exc: KsegError) -> Response:
+    return error_response(exc.status, exc.code, exc.message)
+
+
+def api_error(exc: ApiError) -> Response:
+    return error_response(exc.status, exc.code, exc.message, exc.headers)
+
+
+def database_error(exc: Exception) -> Response:
+    log.warning("database unavailable: %s", exc)
+    return error_response(
+        503,
+        "database_unavailable",
+        "The database is not answering; retry in a few seconds (operators: check /readyz).",
+        {"Retry-After": "5"},
+    )
+
+
+def unexpected_error(exc: BaseException) -> Response:
+    if isinstance(exc, (OperationalError, DBAPIError)):
+        return database_error(exc)  # type: ignore[arg-type]
+    if isinstance(exc, SQLAlchemyError) and "connect" in str(exc).lower():
+        return database_error(exc)  # type: ignore[arg-type]
+    log.error("unexpected error on %s %s", request.method, request.path, exc_info=exc)
+    return error_response(
+        500,
+        "internal_error",
+        "Something went wrong on our side; retry, and report it if it persists.",
+    )
+
+
+def handle_any(exc: Exception) -> Any:
+    """The one handler: JSON under ``/api/``, Flask's default elsewhere."""
+    on_api = request.path.startswith(API_PREFIX) or request.path == API_PREFIX.rstrip("/")
+    if isinstance(exc, ApiError):
+        return api_error(exc)
+    if isinstance(exc, KsegError):
+        return kseg_error(exc)
+    if isinstance(exc, HTTPException):
+        return http_error(exc) if on_api else exc
+    if not on_api:
+        raise exc  # Flask's own handling (and the page's blueprint handlers) apply
+    return unexpected_error(exc)
+
+
+def register_app_handlers(app: Flask) -> None:
+    """App-level handlers, for errors no blueprint sees (routing, size limit)."""
+    app.register_error_handler(HTTPException, handle_any)
+    app.register_error_handler(Exception, handle_any)

@@ -1,0 +1,93 @@
+"""``/api/v1/images``: upload (deduplicated per owner by content), metadata, original bytes."""
+
+from __future__ import annotations
+
+from flask import Response, current_app, jsonify, request
+from sqlalchemy import select
+
+from shared.errors import ImageError
+from shared.jobs import store_image
+from shared.models import Image
+from web.api import bp, paging
+from web.api.auth import owner_id
+from web.api.errors import ApiError, not_found
+from web.api.requests import body_kind, file_parts, form_fields
+from web.api.serialize import image_obj
+from web.db import get_session
+
+
+def _own_image(image_id: str) -> Image:
+    image = get_session().scalar(
+        select(Image).where(Image.id == image_id, Image.owner_id == owner_id())
+    )
+    if image is None:
+        raise not_found("image", image_id)
+    return image
+
+
+@bp.post("/images")
+def upload_images() -> tuple[Response, int]:
+    """All or nothing: one bad file rejects the request and stores none of them."""
+    if body_kind() != "multipart":
+        raise ApiError(
+            400,
+            "unsupported_content_type",
+            "Upload images as multipart/form-data, each in a part named 'file'.",
+        )
+    parts = file_parts(many=True)
+    extra = form_fields()
+    if extra:
+        raise ApiError(
+            422,
+            "unknown_field",
+            f"Unknown form field {next(iter(extra))!r}; only parts named 'file' are accepted.",
+        )
+    session = get_session()
+    settings = current_app.config["KSEG_SETTINGS"]
+    items = []
+    for index, part in enumerate(parts):
+        try:
+            image, _ = store_image(
+                session,
+                owner_id(),
+                part.read(),
+                part.filename,
+                max_pixels=settings.max_image_pixels,
+            )
+        except ImageError as exc:
+            if len(parts) == 1:
+                raise
+            label = part.filename or f"part {index + 1}"
+            raise type(exc)(f"{label}: {exc.message}", code=exc.code) from exc
+        items.append(image)
+    session.commit()
+    return jsonify({"items": [image_obj(image) for image in items]}), 201
+
+
+@bp.get("/images")
+def list_images() -> Response:
+    page = paging.parse_page()
+    session = get_session()
+    stmt = select(Image).where(Image.owner_id == owner_id())
+    rows = list(session.scalars(paging.apply(stmt, Image, page)))
+    rows, cursor = paging.finish(rows, page)
+    return jsonify({"items": [image_obj(image) for image in rows], "next": cursor})
+
+
+@bp.get("/images/<image_id>")
+def get_image(image_id: str) -> Response:
+    return jsonify(image_obj(_own_image(image_id)))
+
+
+@bp.get("/images/<image_id>/file")
+def image_file(image_id: str) -> Response:
+    image = _own_image(image_id)
+    if request.if_none_match.contains_weak(image.sha256):
+        response = Response(status=304)
+    else:
+        data = get_session().scalar(select(Image.data).where(Image.id == image.id))
+        response = Response(data, mimetype=image.content_type)
+        response.headers.set("Content-Disposition", "inline", filename=image.filename)
+    response.set_etag(image.sha256)
+    response.headers["Cache-Control"] = "private, max-age=31536000, immutable"
+    return response

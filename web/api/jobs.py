@@ -1,0 +1,148 @@
+"""``/api/v1/jobs``: submit, read, list, cancel/delete, and download outputs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Response, current_app, jsonify, request
+from sqlalchemy import select
+
+from shared.jobs import delete_job, store_image, submit_job
+from shared.models import JOB_STATUSES, Image, Job, ResultOutput
+from shared.params import OUTPUT_NAMES, SegmentParams, parse_params
+from web.api import bp, paging
+from web.api.auth import owner_id
+from web.api.errors import ApiError, not_found
+from web.api.requests import body_kind, file_parts, form_fields, json_object, parse_bool, validate
+from web.api.schemas import JobSubmitJson
+from web.api.serialize import job_obj, jobs_objs, output_names
+from web.db import get_session
+from web.queue import enqueue_jobs
+
+CACHE_FOREVER = "private, max-age=31536000, immutable"
+
+
+def _own_job(job_id: str) -> Job:
+    job = get_session().scalar(select(Job).where(Job.id == job_id, Job.owner_id == owner_id()))
+    if job is None:
+        raise not_found("job", job_id)
+    return job
+
+
+def _submission() -> tuple[Image, SegmentParams, bool]:
+    session = get_session()
+    settings = current_app.config["KSEG_SETTINGS"]
+    if body_kind() == "multipart":
+        part = file_parts(many=False)[0]
+        fields = form_fields()
+        reuse = parse_bool("reuse", fields.pop("reuse", None))
+        params = parse_params(fields)  # before storing anything: a bad k stores no image
+        image, _ = store_image(
+            session,
+            owner_id(),
+            part.read(),
+            part.filename,
+            max_pixels=settings.max_image_pixels,
+        )
+        return image, params, reuse
+    body: dict[str, Any] = json_object()
+    sub = validate(JobSubmitJson, body)
+    params = parse_params(sub.model_dump(exclude={"image_id", "reuse"}))
+    image = session.scalar(
+        select(Image).where(Image.id == sub.image_id, Image.owner_id == owner_id())
+    )
+    if image is None:
+        raise not_found("image", sub.image_id)
+    return image, params, sub.reuse
+
+
+@bp.post("/jobs")
+def create_job() -> tuple[Response, int, dict[str, str]]:
+    session = get_session()
+    image, params, reuse = _submission()
+    job = submit_job(session, owner_id(), image, params, reuse=reuse)
+    session.commit()  # the row is the truth: committed before any message is published
+    if job.status == "queued":
+        enqueue_jobs([job.id])  # broker down: the job stays queued and the sweeper sends it
+    names = output_names(session, [job.result_id] if job.result_id else [])
+    body = job_obj(job, names.get(job.result_id or "", []))
+    return jsonify(body), 202, {"Location": f"/api/v1/jobs/{job.id}"}
+
+
+@bp.get("/jobs/<job_id>")
+def get_job(job_id: str) -> Response:
+    return jsonify(jobs_objs(get_session(), [_own_job(job_id)])[0])
+
+
+@bp.get("/jobs")
+def list_jobs() -> Response:
+    page = paging.parse_page()
+    stmt = select(Job).where(Job.owner_id == owner_id())
+    raw_status = request.args.get("status")
+    if raw_status:
+        wanted = [s.strip() for s in raw_status.split(",") if s.strip()]
+        bad = [s for s in wanted if s not in JOB_STATUSES]
+        if bad or not wanted:
+            raise ApiError(
+                422,
+                "invalid_parameter",
+                f"status: {bad[0] if bad else raw_status!r} is not a job status; use one or "
+                f"more (comma-separated) of {', '.join(JOB_STATUSES)}.",
+            )
+        stmt = stmt.where(Job.status.in_(wanted))
+    if request.args.get("gallery_id"):
+        # Galleries are not stored yet, so no job belongs to any gallery: an empty page.
+        return jsonify({"items": [], "next": None})
+    session = get_session()
+    rows = list(session.scalars(paging.apply(stmt, Job, page)).unique())
+    rows, cursor = paging.finish(rows, page)
+    return jsonify({"items": jobs_objs(session, rows), "next": cursor})
+
+
+@bp.delete("/jobs/<job_id>")
+def remove_job(job_id: str) -> tuple[str, int]:
+    session = get_session()
+    job = _own_job(job_id)
+    delete_job(session, job)
+    session.commit()
+    return "", 204
+
+
+@bp.get("/jobs/<job_id>/outputs/<name>.png")
+def job_output(job_id: str, name: str) -> Response:
+    session = get_session()
+    job = _own_job(job_id)
+    if name not in OUTPUT_NAMES:
+        raise ApiError(
+            404,
+            "output_not_found",
+            f"There is no output named {name!r}; outputs are {', '.join(OUTPUT_NAMES)}.",
+        )
+    if job.status != "succeeded" or job.result_id is None:
+        raise ApiError(
+            404,
+            "output_not_found",
+            f"Job {job_id} is {job.status}; its outputs exist once it has succeeded "
+            "(poll GET /api/v1/jobs/<id>).",
+        )
+    row = session.execute(
+        select(ResultOutput.id, ResultOutput.sha256).where(
+            ResultOutput.result_id == job.result_id, ResultOutput.name == name
+        )
+    ).first()
+    if row is None:
+        raise ApiError(
+            404,
+            "output_not_found",
+            f"Job {job_id} did not render {name!r} (its params.outputs did not ask for it); "
+            "submit a job with that output.",
+        )
+    output_id, sha = row
+    if request.if_none_match.contains_weak(sha):
+        response = Response(status=304)
+    else:
+        data = session.scalar(select(ResultOutput.data).where(ResultOutput.id == output_id))
+        response = Response(data, mimetype="image/png")
+    response.set_etag(sha)
+    response.headers["Cache-Control"] = CACHE_FOREVER
+    return response

@@ -1,0 +1,377 @@
+"""The OpenAPI 3.1 document, generated from the pydantic models of :mod:`web.api.schemas` and
+:class:`shared.params.SegmentParams` (``model_json_schema`` with a components ref template), so
+it describes exactly what the code validates and answers."""
+
+from __future__ import annotations
+
+import copy
+from functools import lru_cache
+from typing import Any
+
+from flask import Response, jsonify
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from shared.models import JOB_STATUSES
+from shared.params import OUTPUT_NAMES
+from web.api import bp
+from web.api.paging import DEFAULT_LIMIT, MAX_LIMIT
+from web.api.schemas import REQUEST_MODELS, RESPONSE_MODELS
+
+REF = "#/components/schemas/{model}"
+
+
+def ref(name: str) -> dict[str, str]:
+    return {"$ref": REF.format(model=name)}
+
+
+def _components() -> dict[str, Any]:
+    pairs: list[tuple[type[BaseModel], Any]] = [(m, "validation") for m in REQUEST_MODELS]
+    pairs += [(m, "serialization") for m in RESPONSE_MODELS]
+    _, top = models_json_schema(pairs, ref_template=REF)
+    return dict(top.get("$defs", {}))
+
+
+ERROR_TEXT = {
+    400: "Malformed request (bad JSON, wrong content type, missing file part, bad cursor).",
+    401: "Missing or bad token.",
+    404: "No such object for this token (another owner's objects answer 404 too).",
+    405: "Method not allowed.",
+    413: "Upload over the size limit, or an image over the pixel limit.",
+    415: "Not an image format kseg reads.",
+    422: "Well-formed but invalid value (e.g. k=1, unknown field, corrupt or empty image).",
+    503: "Database or broker unavailable; retry later.",
+}
+
+
+def errors(*statuses: int) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        str(s): {"$ref": f"#/components/responses/E{s}"} for s in (401, 503, *statuses)
+    }
+    out["default"] = {"$ref": "#/components/responses/Error"}
+    return out
+
+
+def json_body(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def path_param(name: str, description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "description": description,
+        "schema": {"type": "string"},
+    }
+
+
+PAGING = [
+    {
+        "name": "limit",
+        "in": "query",
+        "required": False,
+        "description": f"Page size, 1..{MAX_LIMIT} (default {DEFAULT_LIMIT}).",
+        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
+    },
+    {
+        "name": "cursor",
+        "in": "query",
+        "required": False,
+        "description": "Opaque: the `next` of the previous page. Newest first.",
+        "schema": {"type": "string"},
+    },
+]
+ETAG = {"ETag": {"description": "Content hash (SHA-256).", "schema": {"type": "string"}}}
+PUBLIC: list[dict[str, list[str]]] = []
+
+
+def _paths() -> dict[str, Any]:
+    job_id = path_param("job_id", "Job id.")
+    image_id = path_param("image_id", "Image id.")
+    return {
+        "/api/v1/jobs": {
+            "post": {
+                "operationId": "createJob",
+                "tags": ["jobs"],
+                "summary": "Submit a segmentation job",
+                "description": "Multipart: the image in part `file` and the parameters as form "
+                "fields (`outputs` comma-separated or repeated). JSON: `image_id` of an "
+                "uploaded image plus parameters. The job is stored before it is queued; when an "
+                "identical job already succeeded (same image, parameters, algorithm version) "
+                "and `reuse` is true, the new job is born `succeeded` with `reused_from` set.",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "multipart/form-data": {
+                            "schema": ref("JobSubmitForm"),
+                            "encoding": {
+                                "file": {"contentType": "image/*, application/octet-stream"}
+                            },
+                        },
+                        "application/json": {"schema": ref("JobSubmitJson")},
+                    },
+                },
+                "responses": {
+                    "202": {
+                        **json_body(ref("JobOut"), "Accepted: the job object."),
+                        "headers": {
+                            "Location": {
+                                "description": "URL of the job.",
+                                "schema": {"type": "string"},
+                            }
+                        },
+                    },
+                    **errors(400, 404, 413, 415, 422),
+                },
+            },
+            "get": {
+                "operationId": "listJobs",
+                "tags": ["jobs"],
+                "summary": "List your jobs, newest first",
+                "parameters": [
+                    {
+                        "name": "status",
+                        "in": "query",
+                        "required": False,
+                        "description": "Only jobs in these states (comma-separated): "
+                        + ", ".join(JOB_STATUSES)
+                        + ".",
+                        "schema": {"type": "string"},
+                    },
+                    {
+                        "name": "gallery_id",
+                        "in": "query",
+                        "required": False,
+                        "description": "Only jobs of this gallery. Galleries are not stored yet, "
+                        "so any gallery_id gives an empty list.",
+                        "schema": {"type": "string"},
+                    },
+                    *PAGING,
+                ],
+                "responses": {
+                    "200": json_body(ref("JobList"), "A page of jobs."),
+                    **errors(400, 422),
+                },
+            },
+        },
+        "/api/v1/jobs/{job_id}": {
+            "parameters": [job_id],
+            "get": {
+                "operationId": "getJob",
+                "tags": ["jobs"],
+                "summary": "A job: status, progress, parameters and (when succeeded) result",
+                "responses": {
+                    "200": json_body(ref("JobOut"), "The job."),
+                    **errors(404),
+                },
+            },
+            "delete": {
+                "operationId": "deleteJob",
+                "tags": ["jobs"],
+                "summary": "Cancel a queued/running job, or delete a finished one, and its results",
+                "description": "A queued or running job becomes `canceled` (its row stays); a "
+                "finished job is removed. Results shared with another job are kept for it.",
+                "responses": {"204": {"description": "Done."}, **errors(404)},
+            },
+        },
+        "/api/v1/jobs/{job_id}/outputs/{name}.png": {
+            "parameters": [
+                job_id,
+                {
+                    "name": "name",
+                    "in": "path",
+                    "required": True,
+                    "description": "Output name.",
+                    "schema": {"type": "string", "enum": list(OUTPUT_NAMES)},
+                },
+            ],
+            "get": {
+                "operationId": "getJobOutput",
+                "tags": ["jobs"],
+                "summary": "A result image (PNG); cacheable forever, ETag = SHA-256",
+                "parameters": [
+                    {
+                        "name": "If-None-Match",
+                        "in": "header",
+                        "required": False,
+                        "schema": {"type": "string"},
+                    }
+                ],
+                "responses": {
+                    "200": {
+                        "description": "The PNG.",
+                        "headers": ETAG,
+                        "content": {
+                            "image/png": {"schema": {"type": "string", "format": "binary"}}
+                        },
+                    },
+                    "304": {
+                        "description": "Not modified (If-None-Match matched).",
+                        "headers": ETAG,
+                    },
+                    **errors(404),
+                },
+            },
+        },
+        "/api/v1/images": {
+            "post": {
+                "operationId": "uploadImages",
+                "tags": ["images"],
+                "summary": "Upload one or more images (parts `file`)",
+                "description": "The same bytes uploaded twice by one owner give the same image "
+                "id. All or nothing: one unusable file rejects the whole request.",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "multipart/form-data": {
+                            "schema": ref("ImageUploadForm"),
+                            "encoding": {
+                                "file": {"contentType": "image/*, application/octet-stream"}
+                            },
+                        }
+                    },
+                },
+                "responses": {
+                    "201": json_body(ref("ImageList"), "The images, one per part, in order."),
+                    **errors(400, 413, 415, 422),
+                },
+            },
+            "get": {
+                "operationId": "listImages",
+                "tags": ["images"],
+                "summary": "List your images, newest first (extension)",
+                "parameters": PAGING,
+                "responses": {
+                    "200": json_body(ref("ImageList"), "A page of images."),
+                    **errors(400, 422),
+                },
+            },
+        },
+        "/api/v1/images/{image_id}": {
+            "parameters": [image_id],
+            "get": {
+                "operationId": "getImage",
+                "tags": ["images"],
+                "summary": "Image metadata",
+                "responses": {"200": json_body(ref("ImageOut"), "The image."), **errors(404)},
+            },
+        },
+        "/api/v1/images/{image_id}/file": {
+            "parameters": [image_id],
+            "get": {
+                "operationId": "getImageFile",
+                "tags": ["images"],
+                "summary": "The original bytes as uploaded, with their content type",
+                "responses": {
+                    "200": {
+                        "description": "The original file.",
+                        "headers": ETAG,
+                        "content": {"image/*": {"schema": {"type": "string", "format": "binary"}}},
+                    },
+                    "304": {"description": "Not modified.", "headers": ETAG},
+                    **errors(404),
+                },
+            },
+        },
+        "/api/v1/openapi.json": {
+            "get": {
+                "operationId": "getOpenApi",
+                "tags": ["operations"],
+                "summary": "This document",
+                "security": PUBLIC,
+                "responses": {"200": json_body({"type": "object"}, "The OpenAPI 3.1 document.")},
+            }
+        },
+        "/healthz": {
+            "get": {
+                "operationId": "healthz",
+                "tags": ["operations"],
+                "summary": "Liveness: 200 while the process serves",
+                "security": PUBLIC,
+                "responses": {"200": json_body(ref("Health"), "Alive.")},
+            }
+        },
+        "/readyz": {
+            "get": {
+                "operationId": "readyz",
+                "tags": ["operations"],
+                "summary": "Readiness: 200 when the database and the broker answer",
+                "description": "With `?workers=1`, also 503 when no worker heart-beat recently.",
+                "security": PUBLIC,
+                "parameters": [
+                    {
+                        "name": "workers",
+                        "in": "query",
+                        "required": False,
+                        "description": "1: also require a fresh worker heartbeat.",
+                        "schema": {"type": "string", "enum": ["0", "1"]},
+                    }
+                ],
+                "responses": {
+                    "200": json_body(ref("Ready"), "Ready."),
+                    "503": json_body(ref("Ready"), "Not ready; each check says why."),
+                },
+            }
+        },
+        "/metrics": {
+            "get": {
+                "operationId": "metrics",
+                "tags": ["operations"],
+                "summary": "Prometheus metrics: jobs by status, queue depth, job durations",
+                "security": PUBLIC,
+                "responses": {
+                    "200": {
+                        "description": "Prometheus text exposition format.",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
+            }
+        },
+    }
+
+
+def _error_responses() -> dict[str, Any]:
+    out = {f"E{s}": json_body(ref("Error"), text) for s, text in ERROR_TEXT.items()}
+    out["E401"]["headers"] = {
+        "WWW-Authenticate": {"description": "Bearer challenge.", "schema": {"type": "string"}}
+    }
+    out["Error"] = json_body(ref("Error"), "Any other error, same body.")
+    return out
+
+
+@lru_cache(maxsize=1)
+def _document() -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "kseg",
+            "version": "1",
+            "description": "Image segmentation by K-Means colour clustering. Every error answers "
+            '`{"error": {"code", "message"}}`. Lists take `limit` and `cursor` and answer '
+            '`{"items", "next"}`. Times are ISO 8601 UTC with a `Z` suffix.',
+        },
+        "tags": [{"name": "jobs"}, {"name": "images"}, {"name": "operations"}],
+        "security": [{"bearer": []}],
+        "paths": _paths(),
+        "components": {
+            "schemas": _components(),
+            "responses": _error_responses(),
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "An API token (`kseg token create NAME`, or KSEG_API_TOKEN).",
+                }
+            },
+        },
+    }
+
+
+def document() -> dict[str, Any]:
+    return copy.deepcopy(_document())
+
+
+@bp.get("/openapi.json")
+def openapi() -> Response:
+    return jsonify(_document())
