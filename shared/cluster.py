@@ -1,0 +1,688 @@
+"""K-Means colour clustering of an image, done on its distinct colours.
+
+The core identity: K-Means over all H×W pixels equals *weighted* K-Means over the image's
+distinct colours, each weighted by its pixel count — the assignment step gives equal colours
+equal labels, and the update step's mean over pixels is the count-weighted mean over colours.
+A photo has far fewer distinct colours (a 12 MP JPEG ~0.5 M) than pixels, so every Lloyd
+iteration is that much cheaper, and the per-pixel label map comes from one lookup table indexed
+by the packed colour code instead of a 12 M × k distance matrix.
+
+Pipeline (:func:`cluster_image`):
+
+1. pack each pixel to ``r << 16 | g << 8 | b`` (uint32) and count distinct codes by sorting
+   (:func:`color_histogram`; sorting 12 M uint32 is faster than ``np.bincount`` with 2**24
+   bins once page faults of the 128 MB count array are included — measured, see bench/);
+2. map the distinct colours to clustering features (:func:`color_features`);
+3. k-means++ seeding, ``n_init`` times, on a count-weighted sample of ≤ ``sample_size``
+   distinct colours, each followed by Lloyd on the sample; the best (lowest sample inertia)
+   continues with weighted Lloyd over *all* distinct colours (:func:`weighted_lloyd`);
+4. label every pixel through ``lut[code]``; renumber labels by cluster size.
+
+Units: colours are 0..255 RGB unless stated; "feature space" is the space clustering ran in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+from PIL import Image
+
+__all__ = [
+    "Clustering",
+    "ColorHistogram",
+    "KMeansFit",
+    "choose_k",
+    "cluster_image",
+    "color_features",
+    "color_histogram",
+    "fit_kmeans",
+    "kmeans_plusplus",
+    "kneedle_scores",
+    "nearest_center",
+    "pack_rgb",
+    "unpack_codes",
+    "weighted_lloyd",
+]
+
+Normalize = Literal["minmax", "fixed", "none"]
+ColorSpace = Literal["rgb", "lab"]
+FractionFn = Callable[[float], None]
+
+#: Rows of the (rows × k) distance block computed at once; small enough to stay in cache.
+_CHUNK = 1 << 14
+_N_COLORS = 1 << 24
+
+
+# --------------------------------------------------------------------------------------------
+# Distinct colours
+
+
+@dataclass(frozen=True)
+class ColorHistogram:
+    """The distinct colours of an image and how many pixels have each.
+
+    Attributes:
+        codes: ``(M,)`` uint32 packed colours ``r << 16 | g << 8 | b``, ascending.
+        colors: ``(M, 3)`` uint8 RGB of each code.
+        counts: ``(M,)`` int64 pixel count of each colour; sums to the pixel count.
+    """
+
+    codes: np.ndarray
+    colors: np.ndarray
+    counts: np.ndarray
+
+    @property
+    def n_pixels(self) -> int:
+        return int(self.counts.sum())
+
+    def __len__(self) -> int:
+        return int(self.codes.shape[0])
+
+
+def pack_rgb(rgb: np.ndarray) -> np.ndarray:
+    """``(H, W, 3)`` or ``(N, 3)`` uint8 RGB -> ``(H*W,)`` uint32 codes ``r << 16 | g << 8 | b``.
+
+    Builds the codes by writing B, G, R, 0 bytes into a 4-byte little-endian word: one copy
+    instead of three widening casts, shifts and ors over 12 M pixels (5× faster, measured).
+    """
+    flat = np.asarray(rgb, dtype=np.uint8).reshape(-1, 3)
+    words = np.empty((flat.shape[0], 4), dtype=np.uint8)
+    words[:, :3] = flat[:, ::-1]
+    words[:, 3] = 0
+    return words.view("<u4").reshape(-1).astype(np.uint32, copy=False)
+
+
+def unpack_codes(codes: np.ndarray) -> np.ndarray:
+    """``(M,)`` uint32 codes -> ``(M, 3)`` uint8 RGB (inverse of :func:`pack_rgb`)."""
+    codes = np.asarray(codes, dtype=np.uint32)
+    out = np.empty((codes.shape[0], 3), dtype=np.uint8)
+    out[:, 0] = codes >> 16
+    out[:, 1] = (codes >> 8) & 0xFF
+    out[:, 2] = codes & 0xFF
+    return out
+
+
+def color_histogram(codes: np.ndarray) -> ColorHistogram:
+    """Distinct colours of packed pixel codes and their pixel counts.
+
+    Args:
+        codes: ``(N,)`` uint32 packed pixels (see :func:`pack_rgb`), N ≥ 1.
+    """
+    ordered = np.sort(codes)  # SIMD quicksort: 10× faster here than the stable radix sort
+    starts = np.empty(ordered.shape[0], dtype=bool)
+    starts[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=starts[1:])
+    first = np.flatnonzero(starts)
+    distinct = ordered[first]
+    del ordered, starts
+    counts = np.diff(first, append=codes.shape[0]).astype(np.int64)
+    return ColorHistogram(codes=distinct, colors=unpack_codes(distinct), counts=counts)
+
+
+# --------------------------------------------------------------------------------------------
+# Features
+
+
+def color_features(
+    colors: np.ndarray,
+    *,
+    normalize: Normalize = "fixed",
+    color_space: ColorSpace = "rgb",
+) -> np.ndarray:
+    """Map ``(M, 3)`` uint8 RGB colours to the ``(M, 3)`` float64 space clustering runs in.
+
+    ``color_space``: ``rgb`` keeps the 0..255 values; ``lab`` converts with
+    ``skimage.color.rgb2lab`` (sRGB, D65), giving L in 0..100 and a, b in about -128..127.
+
+    ``normalize``:
+
+    * ``none``: the values as they are (0..255 RGB, or raw Lab);
+    * ``fixed``: a fixed affine map — in RGB the tutorial's ``(c + 1) / 256``; in Lab all three
+      channels divided by one factor, 100, so Euclidean distance stays CIE76 ΔE (÷ 100)
+      instead of re-weighting lightness against colour;
+    * ``minmax``: per channel ``(x - min) / (max - min)`` over the image's pixels, as
+      ``sklearn.preprocessing.MinMaxScaler`` (a constant channel maps to 0). The min and max
+      over pixels equal those over distinct colours, so this is computed on the colours.
+
+    K-Means is invariant to translating and uniformly scaling the data, so ``none`` and
+    ``fixed`` give the same clustering; ``minmax`` stretches channels unequally and can differ.
+    """
+    values = np.asarray(colors, dtype=np.float64)
+    if color_space == "lab":
+        from skimage.color import rgb2lab  # deferred: skimage.color import is slow
+
+        values = rgb2lab((values / 255.0).reshape(-1, 1, 3)).reshape(-1, 3)
+    elif color_space != "rgb":
+        raise ValueError(f"unknown color_space {color_space!r}")
+
+    if normalize == "none":
+        return values
+    if normalize == "fixed":
+        return values / 100.0 if color_space == "lab" else (values + 1.0) / 256.0
+    if normalize == "minmax":
+        lo = values.min(axis=0)
+        span = values.max(axis=0) - lo
+        span[span == 0] = 1.0
+        return (values - lo) / span
+    raise ValueError(f"unknown normalize {normalize!r}")
+
+
+# --------------------------------------------------------------------------------------------
+# Weighted K-Means
+
+
+def _augment(x: np.ndarray) -> np.ndarray:
+    """``(M, d)`` -> ``(M, d + 1)`` with a column of ones (see :func:`_nearest`)."""
+    out = np.empty((x.shape[0], x.shape[1] + 1), dtype=np.float64)
+    out[:, :-1] = x
+    out[:, -1] = 1.0
+    return out
+
+
+def _nearest(
+    xa: np.ndarray, x2: np.ndarray | None, centers: np.ndarray
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Nearest centre of augmented points ``xa`` (:func:`_augment`); distances if ``x2`` given.
+
+    ``|x - c|² = |x|² - 2 x·c + |c|²``; the ``|c|²`` term rides in the matmul as the weight of
+    the ones column, so each row block costs one matmul and one argmin pass, and ``|x|²``
+    (``x2``, constant per point) is added only to the winning distance.
+    """
+    n = xa.shape[0]
+    proj = np.empty((centers.shape[1] + 1, centers.shape[0]), dtype=np.float64)
+    proj[:-1] = -2.0 * centers.T
+    proj[-1] = np.einsum("ij,ij->i", centers, centers)
+    labels = np.empty(n, dtype=np.intp)
+    d2 = np.empty(n, dtype=np.float64) if x2 is not None else None
+    for start in range(0, n, _CHUNK):
+        stop = start + _CHUNK
+        dist = xa[start:stop] @ proj
+        lab = dist.argmin(axis=1)
+        labels[start:stop] = lab
+        if d2 is not None and x2 is not None:
+            best = np.take_along_axis(dist, lab[:, None], axis=1)[:, 0]
+            best += x2[start:stop]
+            np.maximum(best, 0.0, out=best)  # the expansion can dip just below 0
+            d2[start:stop] = best
+    return labels, d2
+
+
+def nearest_center(
+    x: np.ndarray, centers: np.ndarray, *, with_distances: bool = False
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Index of the nearest centre for each row, and optionally the squared distance.
+
+    Args:
+        x: ``(M, d)`` float64 points.
+        centers: ``(k, d)`` float64 centres.
+        with_distances: also return the ``(M,)`` squared Euclidean distances.
+
+    Returns:
+        ``(labels, d2)``: ``(M,)`` intp labels (first minimum on ties) and distances or None.
+
+    Works in row blocks so the M × k distance matrix never exists at once.
+    """
+    x2 = np.einsum("ij,ij->i", x, x) if with_distances else None
+    return _nearest(_augment(x), x2, np.asarray(centers, dtype=np.float64))
+
+
+def _weighted_means(
+    x: np.ndarray, w: np.ndarray, labels: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(k, d)`` weighted mean of the rows of each label, and the ``(k,)`` weight of each."""
+    mass = np.bincount(labels, weights=w, minlength=k)
+    sums = np.stack(
+        [np.bincount(labels, weights=w * x[:, j], minlength=k) for j in range(x.shape[1])],
+        axis=1,
+    )
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = sums / mass[:, None]
+    return means, mass
+
+
+def _tolerance(x: np.ndarray, w: np.ndarray, tol: float) -> float:
+    """Absolute centre-shift tolerance: ``tol`` × the mean weighted per-feature variance."""
+    if tol <= 0:
+        return 0.0
+    mean = (w @ x) / w.sum()
+    var = (w @ (x - mean) ** 2) / w.sum()
+    return float(tol * var.mean())
+
+
+def weighted_lloyd(
+    x: np.ndarray,
+    w: np.ndarray,
+    centers: np.ndarray,
+    *,
+    max_iter: int = 300,
+    tol: float = 1e-4,
+) -> tuple[np.ndarray, np.ndarray, float, int]:
+    """Lloyd's algorithm on weighted points, from given centres.
+
+    Args:
+        x: ``(M, d)`` float64 points (here: distinct colours in feature space).
+        w: ``(M,)`` positive weights (pixel counts).
+        centers: ``(k, d)`` initial centres, k ≤ M.
+        max_iter: most update steps.
+        tol: stop when the summed squared centre shift falls to ``tol`` × the mean weighted
+            variance of the features (scikit-learn's convention); 0 runs to strict
+            convergence (labels unchanged).
+
+    Returns:
+        ``(centers, labels, inertia, n_iter)``: the final centres, ``(M,)`` labels consistent
+        with them, the weighted sum of squared distances (feature units) and the number of
+        update steps. An empty cluster is moved onto the point currently farthest from its
+        centre, as scikit-learn does, so no cluster ends empty while M ≥ k.
+    """
+    k = centers.shape[0]
+    centers = np.array(centers, dtype=np.float64)
+    tol_abs = _tolerance(x, w, tol)
+    xa = _augment(x)
+    x2 = np.einsum("ij,ij->i", x, x)
+    labels: np.ndarray | None = None
+    n_iter = 0
+    for _ in range(max_iter):
+        new_labels, _ = _nearest(xa, None, centers)
+        if labels is not None and np.array_equal(new_labels, labels):
+            break  # strict convergence: the update would reproduce the same centres
+        labels = new_labels
+        new_centers, mass = _weighted_means(x, w, labels, k)
+        empty = np.flatnonzero(mass <= 0)
+        if empty.size:
+            _, d2 = _nearest(xa, x2, centers)
+            assert d2 is not None
+            far = np.argsort(-d2, kind="stable")[: empty.size]
+            new_centers[empty] = x[far]
+        shift = float(((new_centers - centers) ** 2).sum())
+        centers = new_centers
+        n_iter += 1
+        if shift <= tol_abs:
+            break
+    labels, d2 = _nearest(xa, x2, centers)
+    assert d2 is not None
+    return centers, labels, float(d2 @ w), n_iter
+
+
+@dataclass(frozen=True)
+class KMeansFit:
+    """A weighted K-Means solution in feature space.
+
+    Attributes:
+        centers: ``(k, d)`` float64 centres.
+        inertia: weighted sum of squared distances of the points it was scored on.
+        n_iter: Lloyd update steps of the final refinement.
+    """
+
+    centers: np.ndarray
+    inertia: float
+    n_iter: int
+
+
+def _weighted_sample(
+    x: np.ndarray, w: np.ndarray, size: int, rng: np.random.Generator, *, at_least: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """≤ ``size`` rows drawn with probability ∝ weight (with replacement), and their multiplicity.
+
+    Drawing ∝ pixel count makes the sample's colour distribution an unbiased estimate of the
+    image's; repeated draws are merged into weights so no point is duplicated. When a few
+    colours hold nearly all pixels the draws may repeat so much that fewer than ``at_least``
+    distinct rows come out; then uniformly chosen extra rows join with their own (tiny) share
+    of the weight, so seeding k centres stays possible.
+    """
+    if x.shape[0] <= size:
+        return x, w
+    picks = rng.choice(x.shape[0], size=size, replace=True, p=w / w.sum())
+    rows, mult = np.unique(picks, return_counts=True)
+    weights = mult.astype(np.float64)
+    if rows.size < at_least:
+        others = np.setdiff1d(np.arange(x.shape[0]), rows, assume_unique=True)
+        extra = np.sort(rng.choice(others, size=at_least - rows.size, replace=False))
+        rows = np.concatenate([rows, extra])
+        weights = np.concatenate([weights, w[extra] * (size / w.sum())])
+    return x[rows], weights
+
+
+def kmeans_plusplus(
+    x: np.ndarray,
+    w: np.ndarray,
+    k: int,
+    rng: np.random.Generator,
+    *,
+    n_local_trials: int | None = None,
+) -> np.ndarray:
+    """Weighted greedy k-means++ seeding (Arthur & Vassilvitskii 2007; as scikit-learn's).
+
+    Each new centre is the best, by resulting potential, of ``n_local_trials`` (default
+    ``2 + ln k``) candidates drawn with probability ∝ weight × squared distance to the nearest
+    centre so far.
+
+    Args:
+        x: ``(M, d)`` float64 points, M ≥ k.
+        w: ``(M,)`` positive weights.
+        k: centres to pick.
+        rng: random generator (consumed).
+
+    Returns:
+        ``(k, d)`` float64 initial centres, rows of ``x``.
+    """
+    n = x.shape[0]
+    trials = n_local_trials or 2 + int(np.log(k))
+    chosen = np.empty(k, dtype=np.intp)
+    chosen[0] = rng.choice(n, p=w / w.sum())
+    closest = ((x - x[chosen[0]]) ** 2).sum(axis=1)
+    potential = float(closest @ w)
+    for i in range(1, k):
+        if potential <= 0.0:  # every point sits on a centre: take unused points in order
+            unused = np.setdiff1d(np.arange(n), chosen[:i])
+            chosen[i:] = unused[: k - i]
+            break
+        cumulative = np.cumsum(w * closest)
+        candidates = np.searchsorted(cumulative, rng.random(trials) * cumulative[-1])
+        candidates = np.minimum(candidates, n - 1)
+        dist = ((x[None, :, :] - x[candidates][:, None, :]) ** 2).sum(axis=2)
+        np.minimum(dist, closest, out=dist)
+        potentials = dist @ w
+        best = int(np.argmin(potentials))
+        chosen[i] = candidates[best]
+        closest, potential = dist[best], float(potentials[best])
+    return x[chosen].copy()
+
+
+def _seeded_fit(
+    xs: np.ndarray,
+    ws: np.ndarray,
+    k: int,
+    *,
+    n_init: int,
+    rng: np.random.Generator,
+    max_iter: int,
+    tol: float,
+) -> tuple[np.ndarray, float, int]:
+    """Best of ``n_init`` k-means++ seedings each refined by Lloyd on ``(xs, ws)``.
+
+    Returns ``(centers, inertia, n_iter)`` of the seeding with the lowest inertia.
+    """
+    best: tuple[np.ndarray, float, int] | None = None
+    for _ in range(n_init):
+        init = kmeans_plusplus(xs, ws, k, rng)
+        centers, _, inertia, n_iter = weighted_lloyd(xs, ws, init, max_iter=max_iter, tol=tol)
+        if best is None or inertia < best[1]:
+            best = (centers, inertia, n_iter)
+    assert best is not None
+    return best
+
+
+def fit_kmeans(
+    x: np.ndarray,
+    w: np.ndarray,
+    k: int,
+    *,
+    seed: int = 0,
+    n_init: int = 3,
+    sample_size: int = 30_000,
+    tol: float = 1e-4,
+    max_iter: int = 300,
+    init: np.ndarray | None = None,
+) -> KMeansFit:
+    """Weighted K-Means of points ``x`` with weights ``w``: seed on a sample, refine on all.
+
+    Args:
+        x: ``(M, d)`` float64 points, M > k.
+        w: ``(M,)`` positive weights.
+        k: number of clusters.
+        seed: random state of sampling and seeding; equal inputs give equal outputs.
+        n_init: k-means++ seedings tried on the sample.
+        sample_size: weighted sample size for seeding (all points when M is smaller).
+        tol: relative tolerance of the final Lloyd over all points (see :func:`weighted_lloyd`).
+        init: ``(k, d)`` centres to refine instead of seeding.
+    """
+    if init is None:
+        rng = np.random.default_rng(seed)
+        xs, ws = _weighted_sample(x, w, sample_size, rng, at_least=k)
+        init, inertia, n_iter = _seeded_fit(
+            xs, ws, k, n_init=n_init, rng=rng, max_iter=max_iter, tol=tol
+        )
+        if xs is x:  # the "sample" was every point: already refined on all of them
+            return KMeansFit(centers=init, inertia=inertia, n_iter=n_iter)
+    centers, _, inertia, n_iter = weighted_lloyd(x, w, init, max_iter=max_iter, tol=tol)
+    return KMeansFit(centers=centers, inertia=inertia, n_iter=n_iter)
+
+
+# --------------------------------------------------------------------------------------------
+# Choosing k
+
+
+def kneedle_scores(ks: np.ndarray, inertias: np.ndarray) -> np.ndarray:
+    """Kneedle score of each k on a decreasing inertia curve (Satopää et al., 2011).
+
+    Both axes are scaled to 0..1; the score is ``(1 - inertia_scaled) - k_scaled``, the
+    height of the normalised curve above the chord joining its ends. The elbow — the k after
+    which more clusters buy little — has the highest score. The ends always score 0.
+    """
+    ks = np.asarray(ks, dtype=np.float64)
+    inertias = np.asarray(inertias, dtype=np.float64)
+    if ks.size < 3:
+        return np.zeros_like(ks)
+    k_scaled = (ks - ks[0]) / (ks[-1] - ks[0])
+    span = inertias.max() - inertias.min()
+    gain = (inertias[0] - inertias) / span if span > 0 else np.zeros_like(inertias)
+    return gain - k_scaled
+
+
+def choose_k(
+    x: np.ndarray,
+    w: np.ndarray,
+    k_min: int,
+    k_max: int,
+    *,
+    seed: int = 0,
+    n_init: int = 2,
+    sample_size: int = 10_000,
+    progress: FractionFn | None = None,
+) -> tuple[int, list[dict[str, float]], dict[int, np.ndarray]]:
+    """Pick k in ``k_min..k_max`` by the kneedle elbow of inertia.
+
+    Each k is fitted (k-means++ × ``n_init`` + Lloyd) on one shared count-weighted sample of
+    the distinct colours; its inertia (feature units) is scaled to the whole image's weight.
+    The chosen k has the highest :func:`kneedle_scores` score; ties and the degenerate ranges
+    (fewer than 3 values of k, a flat curve) go to the smallest k.
+
+    Returns:
+        ``(k, scores, centers)``: the chosen k, ``[{"k", "inertia", "score"}]`` for every k
+        tried, and each k's sample centres (to start the final refinement from).
+    """
+    rng = np.random.default_rng(seed)
+    xs, ws = _weighted_sample(x, w, sample_size, rng, at_least=k_max)
+    scale = float(w.sum() / ws.sum())
+    ks = list(range(k_min, k_max + 1))
+    inertias: list[float] = []
+    centers: dict[int, np.ndarray] = {}
+    for i, k in enumerate(ks):
+        if k >= xs.shape[0]:  # a cluster per sampled colour: nothing left to explain
+            centers[k], inertia = xs, 0.0
+        else:
+            centers[k], inertia, _ = _seeded_fit(
+                xs, ws, k, n_init=n_init, rng=rng, max_iter=100, tol=1e-4
+            )
+        inertias.append(inertia * scale)
+        if progress is not None:
+            progress((i + 1) / len(ks))
+    scores = kneedle_scores(np.array(ks), np.array(inertias))
+    chosen = ks[int(np.argmax(scores))]  # argmax takes the first (smallest k) on ties
+    table = [
+        {"k": int(k), "inertia": float(i), "score": round(float(s), 6)}
+        for k, i, s in zip(ks, inertias, scores, strict=True)
+    ]
+    return chosen, table, centers
+
+
+# --------------------------------------------------------------------------------------------
+# The whole image
+
+
+@dataclass(frozen=True)
+class Clustering:
+    """The clustering of one image, labels renumbered by cluster size.
+
+    Attributes:
+        labels: ``(H, W)`` uint8 label map; label 0 has the most pixels.
+        centers: ``(k, 3)`` uint8 RGB of each cluster: the rounded mean 0..255 RGB colour of
+            its pixels (for ``rgb`` clustering, the K-Means centre mapped back to RGB).
+        counts: ``(k,)`` int64 pixels per cluster, non-increasing.
+        inertia: sum over pixels of the squared 0..255 RGB distance between the pixel and its
+            cluster's ``centers`` colour (exact integer).
+        n_iter: Lloyd update steps of the final refinement.
+        n_colors: distinct colours in the image.
+        k_requested: the k asked for (an int, or "auto").
+        k_scores: for ``"auto"``, every tried k's ``{"k", "inertia", "score"}``.
+        feature_inertia: K-Means inertia in feature space, over all pixels.
+    """
+
+    labels: np.ndarray
+    centers: np.ndarray
+    counts: np.ndarray
+    inertia: int
+    n_iter: int
+    n_colors: int
+    k_requested: int | str
+    k_scores: list[dict[str, float]] | None = None
+    feature_inertia: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def k(self) -> int:
+        """Effective number of clusters (≤ requested when the image has fewer colours)."""
+        return int(self.centers.shape[0])
+
+
+def _downscaled(rgb: np.ndarray, max_side: int) -> np.ndarray:
+    """``rgb`` shrunk (Pillow BOX filter, aspect kept) so its longer side is ≤ ``max_side``."""
+    height, width = rgb.shape[:2]
+    longer = max(height, width)
+    if longer <= max_side:
+        return rgb
+    scale = max_side / longer
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    small = Image.fromarray(rgb).resize(size, Image.Resampling.BOX)
+    return np.asarray(small, dtype=np.uint8)
+
+
+def _size_order(counts: np.ndarray, centers_rgb: np.ndarray) -> np.ndarray:
+    """Cluster order by pixel count, largest first; ties by packed centre colour, then index."""
+    codes = pack_rgb(centers_rgb).astype(np.int64)
+    return np.lexsort((np.arange(counts.size), codes, -counts))
+
+
+def cluster_image(
+    rgb: np.ndarray,
+    *,
+    k: int | Literal["auto"] = 16,
+    k_min: int = 2,
+    k_max: int = 12,
+    normalize: Normalize = "fixed",
+    color_space: ColorSpace = "rgb",
+    max_side: int | None = None,
+    seed: int = 0,
+    n_init: int = 3,
+    sample_size: int = 30_000,
+    tol: float = 1e-4,
+    progress: FractionFn | None = None,
+) -> Clustering:
+    """Cluster the pixel colours of an image.
+
+    Args:
+        rgb: ``(H, W, 3)`` uint8 RGB image.
+        k: clusters wanted (≥ 1), or ``"auto"`` to choose in ``k_min..k_max``
+            (:func:`choose_k`).
+        normalize, color_space: the feature space (:func:`color_features`).
+        max_side: fit on a copy whose longer side is at most this many pixels; the labels
+            (nearest fitted centre) and colours are still computed for every full-size pixel.
+        seed: random state; equal inputs give byte-equal outputs.
+        n_init, sample_size, tol: see :func:`fit_kmeans`.
+        progress: called with the fraction 0..1 of the clustering done.
+
+    Returns:
+        A :class:`Clustering`. When the image has no more distinct colours than k, each
+        colour is its own cluster (effective k = number of colours, possibly 1).
+    """
+    report = progress or (lambda _f: None)
+    rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
+    height, width = rgb.shape[:2]
+    codes = pack_rgb(rgb)
+    hist = color_histogram(codes)
+    report(0.15)
+
+    fit_hist = hist
+    if max_side is not None and max(height, width) > max_side:
+        fit_hist = color_histogram(pack_rgb(_downscaled(rgb, max_side)))
+    x_fit = color_features(fit_hist.colors, normalize=normalize, color_space=color_space)
+    w_fit = fit_hist.counts.astype(np.float64)
+    report(0.2)
+
+    k_scores: list[dict[str, float]] | None = None
+    init: np.ndarray | None = None
+    if k == "auto":
+        k_eff, k_scores, sample_centers = choose_k(
+            x_fit, w_fit, k_min, k_max, seed=seed,
+            progress=lambda f: report(0.2 + 0.5 * f),
+        )
+        init = sample_centers[k_eff] if sample_centers[k_eff].shape[0] == k_eff else None
+    else:
+        k_eff = int(k)
+    if k_eff < 1:
+        raise ValueError(f"k must be at least 1, not {k_eff}")
+
+    n_iter = 0
+    if len(fit_hist) <= k_eff:
+        # No more colours than clusters: each colour is a cluster, exactly.
+        fit_centers = x_fit
+    else:
+        fitted = fit_kmeans(
+            x_fit, w_fit, k_eff, seed=seed, n_init=n_init, sample_size=sample_size, tol=tol,
+            init=init,
+        )
+        fit_centers, n_iter = fitted.centers, fitted.n_iter
+    report(0.85)
+
+    # Label the full image's distinct colours by nearest fitted centre; with max_side off and
+    # after Lloyd this reproduces Lloyd's own final assignment.
+    x_all = x_fit if fit_hist is hist else color_features(
+        hist.colors, normalize=normalize, color_space=color_space
+    )
+    color_labels, d2 = nearest_center(x_all, fit_centers, with_distances=True)
+    assert d2 is not None
+    counts_w = hist.counts
+    n_clusters = fit_centers.shape[0]
+    counts = np.bincount(color_labels, weights=counts_w, minlength=n_clusters).astype(np.int64)
+    means, _ = _weighted_means(hist.colors.astype(np.float64), counts_w.astype(np.float64),
+                               color_labels, n_clusters)
+    keep = np.flatnonzero(counts > 0)  # possible only with max_side: a centre nobody is near
+    centers_rgb = np.clip(np.rint(means[keep]), 0, 255).astype(np.uint8)
+    counts = counts[keep]
+    order = _size_order(counts, centers_rgb)
+    new_label = np.full(n_clusters, -1, dtype=np.intp)
+    new_label[keep[order]] = np.arange(order.size)
+    centers_rgb, counts = centers_rgb[order], counts[order]
+    color_labels = new_label[color_labels].astype(np.uint8)
+
+    diff = hist.colors.astype(np.int64) - centers_rgb[color_labels].astype(np.int64)
+    inertia = int(np.einsum("ij,ij->i", diff, diff) @ hist.counts)
+
+    lut = np.zeros(_N_COLORS, dtype=np.uint8)
+    lut[hist.codes] = color_labels
+    labels = lut[codes].reshape(height, width)
+    report(1.0)
+    return Clustering(
+        labels=labels,
+        centers=centers_rgb,
+        counts=counts,
+        inertia=inertia,
+        n_iter=int(n_iter),
+        n_colors=len(hist),
+        k_requested=k,
+        k_scores=k_scores,
+        feature_inertia=float(d2 @ counts_w),
+    )
