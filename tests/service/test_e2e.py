@@ -122,8 +122,10 @@ def test_baby_k16_end_to_end(stack: Stack) -> None:
     centres = np.array([c["rgb"] for c in clusters], dtype=np.uint8)
     recolor = np.asarray(images["recolor"].convert("RGB"))
     assert np.array_equal(recolor, centres[labels]), "recolor must paint every pixel its centre"
-    mse = float(np.mean((recolor.astype(float) - rgb.astype(float)) ** 2))
-    assert result["mse"] == pytest.approx(mse, rel=1e-6)
+    # The contract: inertia = sum of squared RGB distances, mse = its mean per pixel.
+    inertia = float(np.sum((recolor.astype(float) - rgb.astype(float)) ** 2))
+    assert result["inertia"] == pytest.approx(inertia, rel=1e-6)
+    assert result["mse"] == pytest.approx(inertia / (h * w), rel=1e-6)
 
 
 def test_fifty_jobs_from_ten_threads_each_run_once(stack: Stack) -> None:
