@@ -106,7 +106,10 @@ def open_image(source: bytes | bytearray | memoryview | str | os.PathLike[str],
             "not an image format kseg can read (use PNG, JPEG, GIF, WebP, TIFF or BMP)"
         ) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageTooLargeError(f"the image is too large to decode safely: {exc}") from None
+        raise ImageTooLargeError(
+            f"the image has more pixels than kseg will decode (limit {limit:,}); "
+            f"scale it down first ({exc})"
+        ) from None
     except Exception as exc:  # a header Pillow recognises but cannot parse
         raise CorruptImageError(f"the image header is damaged: {exc}") from None
 

@@ -1,0 +1,198 @@
+"""segment(): outputs, metrics, palette, progress, determinism; the renderers against skimage."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+
+import numpy as np
+import pytest
+from conftest import encode, gradient_rgb
+from PIL import Image
+
+from shared import render
+from shared.errors import CorruptImageError, EmptyImageError, InvalidParameterError
+from shared.params import OUTPUT_NAMES, parse_params
+from shared.segment import ALGORITHM_VERSION, Segmentation, segment
+
+
+def decode(png: bytes) -> Image.Image:
+    img = Image.open(io.BytesIO(png))
+    assert img.format == "PNG"
+    img.load()
+    return img
+
+
+@pytest.fixture
+def seg(baby_bytes: bytes) -> Segmentation:
+    return segment(baby_bytes, parse_params(k=16))
+
+
+def test_outputs_size_and_mode(seg: Segmentation) -> None:
+    assert set(seg.outputs) == set(OUTPUT_NAMES)
+    modes = {"labels": "L", "gray": "L", "color": "RGB", "recolor": "RGB", "overlay": "RGB"}
+    for name, png in seg.outputs.items():
+        img = decode(png)
+        assert img.size == (seg.width, seg.height) == (100, 133), name
+        assert img.mode == modes[name], name
+
+
+def test_only_requested_outputs(small_png: bytes) -> None:
+    s = segment(small_png, parse_params(k=3, outputs="recolor,labels"))
+    assert list(s.outputs) == ["labels", "recolor"]
+
+
+def test_labels_png_is_label_map(seg: Segmentation) -> None:
+    np.testing.assert_array_equal(np.asarray(decode(seg.outputs["labels"])), seg.labels)
+
+
+def test_gray_levels_are_the_tutorials(seg: Segmentation) -> None:
+    gray = np.asarray(decode(seg.outputs["gray"]))
+    expected = {int(256 / (i + 1)) - 1 for i in range(seg.result["k"])}
+    assert set(np.unique(gray).tolist()) == expected
+    assert (gray[seg.labels == 0] == 255).all() and (gray[seg.labels == 1] == 127).all()
+
+
+def test_recolor_paints_reported_rgb(seg: Segmentation) -> None:
+    recolor = np.asarray(decode(seg.outputs["recolor"]))
+    for c in seg.result["clusters"]:
+        mask = seg.labels == c["label"]
+        assert mask.sum() == c["pixels"]
+        assert (recolor[mask] == c["rgb"]).all()
+        assert c["hex"] == "#{:02x}{:02x}{:02x}".format(*c["rgb"])
+
+
+def test_mse_recomputed_from_recolor(seg: Segmentation, baby_bytes: bytes) -> None:
+    original = np.asarray(Image.open(io.BytesIO(baby_bytes)).convert("RGB"), dtype=np.int64)
+    recolor = np.asarray(decode(seg.outputs["recolor"]), dtype=np.int64)
+    sq = ((original - recolor) ** 2).sum()
+    assert seg.result["inertia"] == sq
+    assert seg.result["mse"] == pytest.approx(sq / (100 * 133), rel=1e-12)
+    per_channel = sq / original.size
+    assert seg.result["psnr"] == pytest.approx(10 * math.log10(255**2 / per_channel), rel=1e-9)
+
+
+def test_clusters_ordered_and_fractions(seg: Segmentation) -> None:
+    clusters = seg.result["clusters"]
+    assert [c["label"] for c in clusters] == list(range(seg.result["k"]))
+    fractions = [c["fraction"] for c in clusters]
+    assert fractions == sorted(fractions, reverse=True)
+    assert sum(c["pixels"] for c in clusters) == 100 * 133
+    assert sum(fractions) == pytest.approx(1.0, abs=1e-4)
+    assert all(isinstance(c["name"], str) and c["name"] for c in clusters)
+
+
+def test_result_is_json_and_complete(seg: Segmentation) -> None:
+    data = json.loads(json.dumps(seg.result, allow_nan=False))
+    assert {"k", "inertia", "mse", "psnr", "n_iter", "clusters", "timings_ms"} <= set(data)
+    assert set(data["timings_ms"]) == {"decode", "fit", "render", "total"}
+    assert "k_scores" not in data
+    assert data["algorithm_version"] == ALGORITHM_VERSION
+    assert data["k"] == 16 and data["n_iter"] >= 1
+
+
+def test_color_output_equals_label2rgb(seg: Segmentation) -> None:
+    from skimage.color import label2rgb
+
+    expected = np.rint(label2rgb(seg.labels.astype(np.int64), bg_label=-1) * 255).astype(np.uint8)
+    np.testing.assert_array_equal(np.asarray(decode(seg.outputs["color"])), expected)
+
+
+def test_label2rgb_palette_literal_matches_skimage() -> None:
+    from skimage.color import label2rgb
+
+    labels = np.arange(30).reshape(1, 30)
+    expected = np.rint(label2rgb(labels, bg_label=-1) * 255).astype(np.uint8)[0]
+    np.testing.assert_array_equal(render.render_color(labels.astype(np.uint8))[0], expected)
+
+
+def test_overlay_equals_mark_boundaries(seg: Segmentation, baby_bytes: bytes) -> None:
+    from skimage.segmentation import mark_boundaries
+
+    original = np.asarray(Image.open(io.BytesIO(baby_bytes)).convert("RGB"))
+    expected = np.rint(mark_boundaries(original, seg.labels, mode="thick") * 255)
+    np.testing.assert_array_equal(np.asarray(decode(seg.outputs["overlay"])), expected)
+
+
+def test_deterministic_bytes(baby_bytes: bytes) -> None:
+    params = parse_params(k=8, seed=3)
+    a, b = segment(baby_bytes, params), segment(baby_bytes, params)
+    assert a.outputs == b.outputs
+    assert a.result["clusters"] == b.result["clusters"]
+
+
+def test_seed_changes_are_allowed_but_results_valid(baby_bytes: bytes) -> None:
+    s = segment(baby_bytes, parse_params(k=8, seed=99))
+    assert s.result["k"] == 8
+
+
+def test_one_colour_image_effective_k() -> None:
+    png = encode(Image.new("RGB", (9, 7), (12, 200, 99)))
+    s = segment(png, parse_params(k=16))
+    assert s.result["k"] == 1
+    assert s.result["mse"] == 0 and s.result["psnr"] is None
+    assert s.result["clusters"][0]["rgb"] == [12, 200, 99]
+    assert s.result["clusters"][0]["fraction"] == 1.0
+    assert np.asarray(decode(s.outputs["gray"])).max() == 255
+
+
+def test_one_by_one_image() -> None:
+    s = segment(encode(Image.new("RGB", (1, 1), (5, 6, 7))))
+    assert (s.width, s.height) == (1, 1) and s.result["k"] == 1
+
+
+@pytest.mark.parametrize("k", [1, 257, 0, "x"])
+def test_k_bounds_refused(k: object) -> None:
+    with pytest.raises(InvalidParameterError):
+        parse_params(k=k)
+
+
+def test_auto_k(baby_bytes: bytes) -> None:
+    s = segment(baby_bytes, parse_params(k="auto", k_min=2, k_max=8))
+    scores = s.result["k_scores"]
+    assert [r["k"] for r in scores] == list(range(2, 9))
+    assert 2 <= s.result["k"] <= 8
+    best = max(scores, key=lambda r: r["score"])
+    assert best["k"] == s.result["k"]
+
+
+def test_max_side_full_size_outputs(baby_bytes: bytes) -> None:
+    s = segment(baby_bytes, parse_params(k=6, max_side=32))
+    assert s.labels.shape == (133, 100)
+    for png in s.outputs.values():
+        assert decode(png).size == (100, 133)
+
+
+def test_lab_colour_space(baby_bytes: bytes) -> None:
+    s = segment(baby_bytes, parse_params(k=6, color_space="lab"))
+    assert s.result["k"] == 6
+    rgb = segment(baby_bytes, parse_params(k=6))
+    assert s.result["clusters"] != rgb.result["clusters"]
+
+
+def test_progress_monotonic(baby_bytes: bytes) -> None:
+    seen: list[tuple[str, int]] = []
+    segment(baby_bytes, parse_params(k="auto", k_max=5), progress=lambda s, p: seen.append((s, p)))
+    percents = [p for _, p in seen]
+    assert percents == sorted(percents) and percents[0] == 0 and percents[-1] == 100
+    assert seen[0][0] == "decode"
+    assert {s for s, _ in seen} == {"decode", "fit", "render"}
+    stages = [s for s, _ in seen]
+    assert stages.index("render") > max(i for i, s in enumerate(stages) if s == "fit")
+
+
+def test_errors_propagate_typed() -> None:
+    with pytest.raises(EmptyImageError):
+        segment(b"")
+    data = encode(Image.fromarray(gradient_rgb(64, 64)), "JPEG")
+    with pytest.raises(CorruptImageError):
+        segment(data[:300])
+
+
+def test_rgba_and_array_sources() -> None:
+    rgba = np.zeros((6, 6, 4), dtype=np.uint8)
+    rgba[..., 0] = 255
+    rgba[:3, :, 3] = 255
+    s = segment(rgba, parse_params(k=2))
+    assert sorted(c["hex"] for c in s.result["clusters"]) == ["#ff0000", "#ffffff"]
