@@ -6,7 +6,7 @@ from flask import Response, current_app, jsonify, request
 from sqlalchemy import select
 
 from shared.errors import ImageError
-from shared.jobs import store_image
+from shared.jobs import inspect_image, store_image
 from shared.models import Image
 from web.api import bp, paging
 from web.api.auth import owner_id
@@ -44,21 +44,21 @@ def upload_images() -> tuple[Response, int]:
         )
     session = get_session()
     settings = current_app.config["KSEG_SETTINGS"]
+    blobs = [(part.filename, part.read()) for part in parts]
+    if len(blobs) > 1:
+        # Check every file before storing any: all or nothing, on every backend (a savepoint
+        # is no guarantee of that on SQLite's driver).
+        for index, (filename, data) in enumerate(blobs):
+            try:
+                inspect_image(data, max_pixels=settings.max_image_pixels)
+            except ImageError as exc:
+                label = filename or f"part {index + 1}"
+                raise type(exc)(f"{label}: {exc.message}", code=exc.code) from exc
     items = []
-    for index, part in enumerate(parts):
-        try:
-            image, _ = store_image(
-                session,
-                owner_id(),
-                part.read(),
-                part.filename,
-                max_pixels=settings.max_image_pixels,
-            )
-        except ImageError as exc:
-            if len(parts) == 1:
-                raise
-            label = part.filename or f"part {index + 1}"
-            raise type(exc)(f"{label}: {exc.message}", code=exc.code) from exc
+    for filename, data in blobs:
+        image, _ = store_image(
+            session, owner_id(), data, filename, max_pixels=settings.max_image_pixels
+        )
         items.append(image)
     session.commit()
     return jsonify({"items": [image_obj(image) for image in items]}), 201
