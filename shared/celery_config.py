@@ -11,6 +11,7 @@ Design notes (each one a lesson about Celery's defaults):
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from shared.settings import Settings
@@ -25,9 +26,12 @@ def broker_dirs(settings: Settings) -> dict[str, str]:
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
+    """The Celery configuration; for the filesystem broker this also creates its folders."""
     transport: dict[str, Any] = {"visibility_timeout": settings.visibility_timeout}
     if settings.broker_url.startswith("filesystem://"):
         dirs = broker_dirs(settings)
+        for folder in dirs.values():
+            Path(folder).mkdir(parents=True, exist_ok=True)
         transport = {
             "data_folder_in": dirs["in"],
             "data_folder_out": dirs["out"],
