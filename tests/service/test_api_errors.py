@@ -316,3 +316,36 @@ def test_database_down_is_503(request: pytest.FixtureRequest, tmp_path: Path) ->
     r = client.get("/api/v1/jobs", headers={"Authorization": "Bearer whatever"})
     assert_error(r, 503, "database_unavailable")
     assert client.get("/healthz").status_code == 200
+
+
+@pytest.mark.parametrize("ident", ["a%00b", "x" * 300, "%C3%00%00%AB", "..%2F..%2Fetc"])
+def test_odd_ids_are_404(api: Api, ident: str) -> None:
+    for path in (
+        f"/api/v1/jobs/{ident}",
+        f"/api/v1/images/{ident}",
+        f"/api/v1/images/{ident}/file",
+    ):
+        r = api.get(path)
+        assert_error(r, 404)
+    r = api.post("/api/v1/jobs", json={"image_id": "a\x00b"})
+    assert_error(r, 404, "image_not_found")
+
+
+def test_unmigrated_postgres_is_503(request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    from tests.conftest import _pg_exec, service_env, settings_from
+    from web import create_app
+
+    admin = str(request.getfixturevalue("pg_admin_url"))
+    name = f"kseg_test_empty_{tmp_path.name[-20:]}".replace("-", "_").lower()
+    _pg_exec(admin, f'CREATE DATABASE "{name}"')
+    try:
+        url = admin.rsplit("/", 1)[0] + f"/{name}"
+        env = service_env(url, "filesystem://", tmp_path / "instance", KSEG_API_TOKEN="t0ken")
+        client = create_app({"TESTING": True}, settings=settings_from(env)).test_client()
+        r = client.get("/api/v1/jobs", headers={"Authorization": "Bearer t0ken"})
+        assert_error(r, 503, "database_unavailable")
+    finally:
+        from shared.db import dispose_all
+
+        dispose_all()
+        _pg_exec(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

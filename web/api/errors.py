@@ -12,7 +12,15 @@ import re
 from typing import Any
 
 from flask import Flask, Response, current_app, jsonify, request
-from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import (
+    DataError,
+    DBAPIError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    ProgrammingError,
+    SQLAlchemyError,
+)
 from werkzeug.exceptions import HTTPException
 
 from shared.errors import KsegError
@@ -35,11 +43,20 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
+ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def plausible_id(ident: str) -> bool:
+    """Ids are UUIDs: anything else (too long, control characters, NUL) is not looked up."""
+    return ID_PATTERN.fullmatch(ident) is not None
+
+
 def not_found(what: str, ident: str) -> ApiError:
+    shown = ident if plausible_id(ident) else ident[:64].encode("unicode_escape").decode()
     return ApiError(
         404,
         f"{what}_not_found",
-        f"No {what.replace('_', ' ')} with id {ident!r} exists for this token; "
+        f"No {what.replace('_', ' ')} with id {shown!r} exists for this token; "
         f"check the id (list yours with GET /api/v1/{what}s).",
     )
 
@@ -117,7 +134,23 @@ def database_error(exc: Exception) -> Response:
 
 
 def unexpected_error(exc: BaseException) -> Response:
-    if isinstance(exc, (OperationalError, DBAPIError)):
+    if isinstance(exc, DataError):  # a value validation let through that the database refuses
+        log.warning("database refused a value on %s %s: %s", request.method, request.path, exc)
+        return error_response(
+            422,
+            "invalid_value",
+            "A value in the request cannot be stored (e.g. it contains a NUL character); "
+            "remove control characters and retry.",
+        )
+    if isinstance(exc, IntegrityError):  # lost a race with a concurrent request
+        log.warning("integrity error on %s %s: %s", request.method, request.path, exc)
+        return error_response(
+            409, "conflict", "A concurrent request changed the same object; retry the request."
+        )
+    if isinstance(exc, (OperationalError, InterfaceError, ProgrammingError)) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated
+    ):
+        # down, unreachable, or not migrated yet (a missing table)
         return database_error(exc)  # type: ignore[arg-type]
     if isinstance(exc, SQLAlchemyError) and "connect" in str(exc).lower():
         return database_error(exc)  # type: ignore[arg-type]

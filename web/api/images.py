@@ -10,13 +10,15 @@ from shared.jobs import inspect_image, store_image
 from shared.models import Image
 from web.api import bp, paging
 from web.api.auth import owner_id
-from web.api.errors import ApiError, not_found
+from web.api.errors import ApiError, not_found, plausible_id
 from web.api.requests import body_kind, file_parts, form_fields
 from web.api.serialize import image_obj
 from web.db import get_session
 
 
 def _own_image(image_id: str) -> Image:
+    if not plausible_id(image_id):
+        raise not_found("image", image_id)
     image = get_session().scalar(
         select(Image).where(Image.id == image_id, Image.owner_id == owner_id())
     )

@@ -12,7 +12,7 @@ from shared.models import JOB_STATUSES, Image, Job, ResultOutput
 from shared.params import OUTPUT_NAMES, SegmentParams, parse_params
 from web.api import bp, paging
 from web.api.auth import owner_id
-from web.api.errors import ApiError, not_found
+from web.api.errors import ApiError, not_found, plausible_id
 from web.api.requests import body_kind, file_parts, form_fields, json_object, parse_bool, validate
 from web.api.schemas import JobSubmitJson
 from web.api.serialize import job_obj, jobs_objs, output_names
@@ -23,6 +23,8 @@ CACHE_FOREVER = "private, max-age=31536000, immutable"
 
 
 def _own_job(job_id: str) -> Job:
+    if not plausible_id(job_id):
+        raise not_found("job", job_id)
     job = get_session().scalar(select(Job).where(Job.id == job_id, Job.owner_id == owner_id()))
     if job is None:
         raise not_found("job", job_id)
@@ -48,6 +50,8 @@ def _submission() -> tuple[Image, SegmentParams, bool]:
     body: dict[str, Any] = json_object()
     sub = validate(JobSubmitJson, body)
     params = parse_params(sub.model_dump(exclude={"image_id", "reuse"}))
+    if not plausible_id(sub.image_id):
+        raise not_found("image", sub.image_id)
     image = session.scalar(
         select(Image).where(Image.id == sub.image_id, Image.owner_id == owner_id())
     )

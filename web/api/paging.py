@@ -17,7 +17,7 @@ from typing import Any
 from flask import request
 from sqlalchemy import Select, and_, or_
 
-from web.api.errors import ApiError
+from web.api.errors import ApiError, plausible_id
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
@@ -58,7 +58,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         padded = cursor + "=" * (-len(cursor) % 4)
         stamp, ident = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
         when = datetime.fromisoformat(stamp)
-        if when.tzinfo is None or not isinstance(ident, str):
+        if when.tzinfo is None or not isinstance(ident, str) or not plausible_id(ident):
             raise ValueError
         return when.astimezone(UTC), ident
     except (ValueError, TypeError, UnicodeError, binascii.Error):

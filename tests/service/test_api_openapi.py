@@ -1,0 +1,135 @@
+"""The OpenAPI document: valid, generated from the models, complete, and true to the live app
+(schemathesis generates requests from it and checks every answer against it)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from openapi_spec_validator import validate
+
+from shared.params import SegmentParams
+from tests.service.test_api_common import BACKENDS, Api, make_api, tiny_png
+
+
+@pytest.fixture(params=BACKENDS)
+def api(request: pytest.FixtureRequest, tmp_path: Path) -> Api:
+    return make_api(request, tmp_path, request.param)
+
+
+def test_openapi_is_valid_public_and_complete(api: Api) -> None:
+    r = api.client.get("/api/v1/openapi.json")  # no token needed
+    assert r.status_code == 200 and r.mimetype == "application/json"
+    doc = r.get_json()
+    validate(doc)
+    paths = doc["paths"]
+    expected = {
+        "/api/v1/jobs": {"get", "post"},
+        "/api/v1/jobs/{job_id}": {"get", "delete"},
+        "/api/v1/jobs/{job_id}/outputs/{name}.png": {"get"},
+        "/api/v1/images": {"get", "post"},
+        "/api/v1/images/{image_id}": {"get"},
+        "/api/v1/images/{image_id}/file": {"get"},
+        "/api/v1/openapi.json": {"get"},
+        "/healthz": {"get"},
+        "/readyz": {"get"},
+        "/metrics": {"get"},
+    }
+    for path, methods in expected.items():
+        assert methods <= set(paths[path]), path
+    # every Flask route is documented
+    rules = {
+        rule.rule.replace("<", "{").replace(">", "}")
+        for rule in api.app.url_map.iter_rules()
+        if rule.endpoint != "static"
+    }
+    assert rules == set(expected)
+    assert doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    assert doc["security"] == [{"bearer": []}]
+    assert doc["paths"]["/healthz"]["get"]["security"] == []
+    post = paths["/api/v1/jobs"]["post"]
+    assert set(post["requestBody"]["content"]) == {"multipart/form-data", "application/json"}
+    assert set(post["responses"]) >= {"202", "400", "401", "413", "415", "422", "503"}
+    error = doc["components"]["schemas"]["Error"]
+    assert error["properties"]["error"] == {"$ref": "#/components/schemas/ErrorDetail"}
+
+
+def test_openapi_schemas_come_from_the_models(api: Api) -> None:
+    doc = api.client.get("/api/v1/openapi.json").get_json()
+    schemas = doc["components"]["schemas"]
+    params = SegmentParams.model_json_schema(ref_template="#/components/schemas/{model}")
+    assert schemas["SegmentParams"]["properties"] == params["properties"]
+    form = schemas["JobSubmitForm"]["properties"]
+    assert form["file"]["format"] == "binary"
+    assert (
+        set(params["properties"]) <= set(form)
+        and "image_id" in schemas["JobSubmitJson"]["properties"]
+    )
+    assert form["k"] == params["properties"]["k"]
+
+
+def test_live_app_conforms_to_its_schema(api: Api) -> None:
+    """Bounded generated requests (valid and invalid) to every operation: no 5xx, and every
+    answer's status, content type, headers and body are the documented ones."""
+    import schemathesis
+    from hypothesis import HealthCheck, Phase, given, settings
+    from hypothesis.errors import Unsatisfiable
+    from schemathesis import GenerationMode
+    from schemathesis.checks import (
+        content_type_conformance,
+        not_a_server_error,
+        response_headers_conformance,
+        response_schema_conformance,
+        status_code_conformance,
+    )
+
+    # Some real objects, so generated ids are not the only thing the API ever sees.
+    job = api.submit(tiny_png(1), k=2, outputs="labels").get_json()
+    assert api.run_job(job["id"]) == "succeeded"
+
+    schema = schemathesis.openapi.from_wsgi("/api/v1/openapi.json", api.app)
+    checks: list[Any] = [
+        not_a_server_error,
+        status_code_conformance,
+        content_type_conformance,
+        response_headers_conformance,
+        response_schema_conformance,
+    ]
+    headers = api.headers()
+    deadline = time.monotonic() + 50
+    calls = 0
+
+    def run_cases(operation: Any, mode: Any, op_checks: list[Any]) -> None:
+        @given(case=operation.as_strategy(generation_mode=mode))
+        @settings(
+            max_examples=25,
+            deadline=None,
+            database=None,
+            derandomize=True,
+            phases=[Phase.explicit, Phase.generate],
+            suppress_health_check=list(HealthCheck),
+        )
+        def run(case: Any) -> None:
+            nonlocal calls
+            calls += 1
+            case.call_and_validate(headers=headers, checks=op_checks)
+
+        try:
+            run()
+        except Unsatisfiable:
+            # nothing to make invalid (no parameters, no body): positive cases covered it
+            assert mode == GenerationMode.NEGATIVE, operation.label
+
+    operations = [result.ok() for result in schema.get_all_operations()]
+    labels = sorted(op.label for op in operations)
+    assert len(operations) >= 12, labels  # from_wsgi leaves out the schema URL itself
+    for operation in operations:
+        # /readyz answers a documented 503 when no worker heart-beats (?workers=1)
+        op_checks = checks[1:] if operation.path == "/readyz" else checks
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+            if time.monotonic() > deadline:
+                pytest.fail(f"schemathesis run over its time bound after {calls} calls")
+            run_cases(operation, mode, op_checks)
+    assert calls > 100
