@@ -349,3 +349,43 @@ def test_unmigrated_postgres_is_503(request: pytest.FixtureRequest, tmp_path: Pa
 
         dispose_all()
         _pg_exec(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_oversize_upload_over_a_real_socket_is_413_json(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """Through a real HTTP server the client gets the JSON 413, not a reset connection."""
+    import urllib.error
+    import urllib.request
+
+    from tests.conftest import serve_app
+
+    api = make_api(request, tmp_path, "sqlite", KSEG_MAX_UPLOAD_BYTES=100_000)
+    server = serve_app(api.app)
+    try:
+        boundary = "kseg-413"
+        body = (
+            (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="x.jpg"'
+                "\r\n\r\n"
+            ).encode()
+            + b"x" * 2_000_000
+            + f"\r\n--{boundary}--\r\n".encode()
+        )
+        req = urllib.request.Request(
+            server.base_url + "/api/v1/jobs",
+            data=body,
+            method="POST",
+            headers={
+                **api.headers(),
+                "Content-Type": f"multipart/form-data; boundary={boundary}",
+            },
+        )
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(req, timeout=30)
+        assert caught.value.code == 413
+        assert caught.value.headers.get_content_type() == "application/json"
+        payload = caught.value.read()
+        assert b'"upload_too_large"' in payload
+    finally:
+        server.stop()

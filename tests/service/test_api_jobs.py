@@ -84,12 +84,11 @@ def test_submit_json_with_uploaded_image_id(api: Api) -> None:
     assert job["params"]["k"] == 3 and job["params"]["normalize"] == "minmax"
 
 
-def test_job_enqueued_on_real_broker(request: pytest.FixtureRequest, api: Api) -> None:
-    """On Redis, the message is really published on the job's queue."""
-    if api.backend != "postgres":
-        pytest.skip("the filesystem broker is covered by the end-to-end tests")
+def test_job_enqueued_on_real_broker(request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """On Redis, the message is really published on the job's queue, after the commit."""
     import redis
 
+    api = make_api(request, tmp_path, "postgres")
     job = api.submit(tiny_png(1)).get_json()
     client = redis.Redis.from_url(api.settings.broker_url)
     try:
