@@ -17,7 +17,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import case, delete, func, or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from shared.models import (
@@ -26,6 +27,7 @@ from shared.models import (
     Job,
     Result,
     ResultOutput,
+    new_id,
     utcnow,
 )
 from shared.params import SegmentParams
@@ -86,29 +88,30 @@ def store_image(
     if existing is not None:
         return existing, False
     info = inspect_image(data, max_pixels=max_pixels)
-    image = Image(
-        owner_id=owner_id,
-        sha256=digest,
-        filename=_clean_filename(filename, info.format),
-        content_type=info.content_type,
-        format=info.format,
-        size_bytes=len(data),
-        width=info.width,
-        height=info.height,
-        data=data,
+    values = {
+        "id": new_id(),
+        "owner_id": owner_id,
+        "sha256": digest,
+        "filename": _clean_filename(filename, info.format),
+        "content_type": info.content_type,
+        "format": info.format,
+        "size_bytes": len(data),
+        "width": info.width,
+        "height": info.height,
+        "data": data,
+        "created_at": utcnow(),
+    }
+    # INSERT … ON CONFLICT DO NOTHING: concurrent uploads of the same bytes by one owner end
+    # as one row, without a savepoint (which pysqlite would turn into an early commit).
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    inserted = session.execute(
+        insert(Image).values(**values).on_conflict_do_nothing(index_elements=["owner_id", "sha256"])
     )
-    try:
-        with session.begin_nested():
-            session.add(image)
-    except IntegrityError:
-        # The same bytes were uploaded concurrently by the same owner: theirs wins.
-        winner = session.scalar(
-            select(Image).where(Image.owner_id == owner_id, Image.sha256 == digest)
-        )
-        if winner is None:
-            raise
-        return winner, False
-    return image, True
+    created = inserted.rowcount == 1  # type: ignore[attr-defined]
+    image = session.scalar(select(Image).where(Image.owner_id == owner_id, Image.sha256 == digest))
+    if image is None:  # pragma: no cover - the row exists by now, ours or theirs
+        raise RuntimeError("image row vanished during upload")
+    return image, created
 
 
 def _clean_filename(filename: str | None, fmt: str) -> str:

@@ -17,8 +17,10 @@ def enqueue_jobs(job_ids: Iterable[str]) -> bool:
     """Publish one ``kseg.run_job`` message per id; False when the broker could not be reached."""
     celery = current_app.extensions["celery"]
     queue = current_app.config["KSEG_SETTINGS"].queue
+    # Fail fast: a request must not hang on a dead broker when the sweeper will cover it.
+    options = {**celery.conf.broker_transport_options, "max_retries": 0}
     try:
-        with celery.connection_for_write() as conn:
+        with celery.connection_for_write(transport_options=options) as conn:
             for job_id in job_ids:
                 celery.send_task(
                     RUN_JOB_TASK, args=[job_id], queue=queue, connection=conn, retry=False
