@@ -238,6 +238,19 @@ class Supervisor:
                 proc.wait(5)
 
 
+def _wait_healthy(settings: Settings, supervisor: Supervisor, stopping: dict[str, bool]) -> None:
+    import urllib.request
+
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not stopping["flag"] and not supervisor.dead():
+        try:
+            with urllib.request.urlopen(f"http://{host}:{settings.port}/healthz", timeout=1):
+                return
+        except OSError:
+            time.sleep(0.2)
+
+
 def cmd_up(_args: argparse.Namespace) -> int:
     settings = get_settings()
     if cmd_migrate(_args) != 0:
@@ -255,6 +268,8 @@ def cmd_up(_args: argparse.Namespace) -> int:
     supervisor.start("worker", worker_command(settings))
     supervisor.start("beat", beat_command(settings))
     url = f"http://{settings.host}:{settings.port}"
+    # The banner comes last, once the web server answers, so the logs do not bury it.
+    _wait_healthy(settings, supervisor, stopping)
     broker = "embedded (filesystem)" if settings.embedded_broker else _safe_url(settings.broker_url)
     link = None
     with contextlib.suppress(Exception):
