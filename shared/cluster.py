@@ -36,6 +36,7 @@ __all__ = [
     "KMeansFit",
     "choose_k",
     "cluster_image",
+    "coarse_groups",
     "color_features",
     "color_histogram",
     "fit_kmeans",
@@ -229,18 +230,63 @@ def nearest_center(
     return _nearest(_augment(x), x2, np.asarray(centers, dtype=np.float64))
 
 
+def _two_nearest(
+    xa: np.ndarray, x2: np.ndarray, centers: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Nearest centre of augmented points, its squared distance and the runner-up's.
+
+    Args:
+        xa: ``(n, d + 1)`` points with a ones column (:func:`_augment`).
+        x2: ``(n,)`` squared norms of the points.
+        centers: ``(k, d)`` centres.
+
+    Returns:
+        ``(labels, d1, d2)``: ``(n,)`` intp, and ``(n,)`` squared distances to the nearest and
+        the second nearest centre (``inf`` when k = 1).
+    """
+    n, k = xa.shape[0], centers.shape[0]
+    proj = np.empty((centers.shape[1] + 1, k), dtype=np.float64)
+    proj[:-1] = -2.0 * centers.T
+    proj[-1] = np.einsum("ij,ij->i", centers, centers)
+    labels = np.empty(n, dtype=np.intp)
+    d1 = np.empty(n, dtype=np.float64)
+    d2 = np.full(n, np.inf, dtype=np.float64)
+    for start in range(0, n, _CHUNK):
+        stop = min(start + _CHUNK, n)
+        dist = xa[start:stop] @ proj
+        lab = dist.argmin(axis=1)
+        rows = np.arange(stop - start)
+        labels[start:stop] = lab
+        d1[start:stop] = dist[rows, lab]
+        if k > 1:
+            dist[rows, lab] = np.inf
+            d2[start:stop] = dist.min(axis=1)
+    d1 += x2
+    d2 += x2
+    np.maximum(d1, 0.0, out=d1)  # the expansion can dip just below 0
+    return labels, d1, d2
+
+
 def _weighted_means(
     x: np.ndarray, w: np.ndarray, labels: np.ndarray, k: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(k, d)`` weighted mean of the rows of each label, and the ``(k,)`` weight of each."""
-    mass = np.bincount(labels, weights=w, minlength=k)
-    sums = np.stack(
-        [np.bincount(labels, weights=w * x[:, j], minlength=k) for j in range(x.shape[1])],
-        axis=1,
-    )
+    mass, sums = _weighted_sums(w[:, None] * x, w, labels, k)
     with np.errstate(invalid="ignore", divide="ignore"):
         means = sums / mass[:, None]
     return means, mass
+
+
+def _weighted_sums(
+    wx: np.ndarray, w: np.ndarray, labels: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per label: total weight ``(k,)`` and weighted coordinate sums ``(k, d)``."""
+    mass = np.bincount(labels, weights=w, minlength=k)
+    sums = np.stack(
+        [np.bincount(labels, weights=wx[:, j], minlength=k) for j in range(wx.shape[1])],
+        axis=1,
+    )
+    return mass, sums
 
 
 def _tolerance(x: np.ndarray, w: np.ndarray, tol: float) -> float:
@@ -250,6 +296,86 @@ def _tolerance(x: np.ndarray, w: np.ndarray, tol: float) -> float:
     mean = (w @ x) / w.sum()
     var = (w @ (x - mean) ** 2) / w.sum()
     return float(tol * var.mean())
+
+
+class _Hamerly:
+    """Lloyd iterations that skip points whose label provably cannot change (Hamerly 2010).
+
+    Each point keeps an upper bound ``upper`` on the distance to its centre and a lower bound
+    ``lower`` on the distance to any other centre. After centres move by ``delta``, the
+    bounds loosen by ``delta``; a point whose ``upper`` stays below ``max(lower, s)`` —
+    ``s`` half the distance from its centre to the nearest other centre — keeps its label
+    without a distance computation. Late iterations touch a few percent of the points, and
+    the labels are exactly those of plain Lloyd. The per-cluster sums are updated only for
+    points that moved.
+    """
+
+    def __init__(self, x: np.ndarray, w: np.ndarray, centers: np.ndarray) -> None:
+        self.x, self.w = x, w
+        self.xa = _augment(x)
+        self.x2 = np.einsum("ij,ij->i", x, x)
+        self.wx = w[:, None] * x
+        self.k = centers.shape[0]
+        # Bounds come from a cancellation-prone expansion: pad them by its worst-case error
+        # so rounding can only make pruning more cautious, never wrong.
+        self.slack = 1e-7 * float(np.sqrt(self.x2.max(initial=0.0)) + 1e-300)
+        labels, d1, d2 = _two_nearest(self.xa, self.x2, centers)
+        self.labels = labels
+        self.upper = np.sqrt(d1) + self.slack
+        self.lower = np.sqrt(d2) - self.slack
+        self.mass, self.sums = _weighted_sums(self.wx, w, labels, self.k)
+        self.centers = np.array(centers, dtype=np.float64)
+
+    def update_centers(self) -> float:
+        """M-step: centres to their clusters' weighted means; returns the squared shift."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            new = self.sums / self.mass[:, None]
+        empty = np.flatnonzero(self.mass <= 0)
+        if empty.size:
+            # As scikit-learn: an empty cluster restarts at the points farthest from theirs.
+            diff = self.x - self.centers[self.labels]
+            far = np.argsort(-np.einsum("ij,ij->i", diff, diff), kind="stable")[: empty.size]
+            new[empty] = self.x[far]
+        delta = np.sqrt(((new - self.centers) ** 2).sum(axis=1))
+        self.centers = new
+        self.upper += delta[self.labels]
+        if self.k > 1:
+            top = int(np.argmax(delta))
+            runner_up = float(np.max(np.delete(delta, top)))
+            self.lower -= np.where(self.labels == top, runner_up, float(delta[top]))
+        return float((delta**2).sum())
+
+    def assign(self) -> bool:
+        """E-step for the points that may change label; returns whether any did."""
+        if self.k == 1:
+            return False
+        gap = self.centers[:, None, :] - self.centers[None, :, :]
+        between = np.sqrt(np.einsum("ijk,ijk->ij", gap, gap))
+        np.fill_diagonal(between, np.inf)
+        half = 0.5 * between.min(axis=1) - self.slack
+        bound = np.maximum(half[self.labels], self.lower)
+        cand = np.flatnonzero(self.upper > bound)
+        if cand.size == 0:
+            return False
+        diff = self.x[cand] - self.centers[self.labels[cand]]
+        self.upper[cand] = np.sqrt(np.einsum("ij,ij->i", diff, diff)) + self.slack
+        cand = cand[self.upper[cand] > bound[cand]]
+        if cand.size == 0:
+            return False
+        new, d1, d2 = _two_nearest(self.xa[cand], self.x2[cand], self.centers)
+        self.upper[cand] = np.sqrt(d1) + self.slack
+        self.lower[cand] = np.sqrt(d2) - self.slack
+        old = self.labels[cand]
+        moved = new != old
+        if not moved.any():
+            return False
+        idx, src, dst = cand[moved], old[moved], new[moved]
+        mass_out, sums_out = _weighted_sums(self.wx[idx], self.w[idx], src, self.k)
+        mass_in, sums_in = _weighted_sums(self.wx[idx], self.w[idx], dst, self.k)
+        self.mass += mass_in - mass_out
+        self.sums += sums_in - sums_out
+        self.labels[idx] = dst
+        return True
 
 
 def weighted_lloyd(
@@ -276,34 +402,22 @@ def weighted_lloyd(
         with them, the weighted sum of squared distances (feature units) and the number of
         update steps. An empty cluster is moved onto the point currently farthest from its
         centre, as scikit-learn does, so no cluster ends empty while M ≥ k.
+
+    The iterations are plain Lloyd's; :class:`_Hamerly` only skips provably unneeded
+    distance computations.
     """
-    k = centers.shape[0]
-    centers = np.array(centers, dtype=np.float64)
     tol_abs = _tolerance(x, w, tol)
-    xa = _augment(x)
-    x2 = np.einsum("ij,ij->i", x, x)
-    labels: np.ndarray | None = None
+    state = _Hamerly(x, w, np.asarray(centers, dtype=np.float64))
     n_iter = 0
     for _ in range(max_iter):
-        new_labels, _ = _nearest(xa, None, centers)
-        if labels is not None and np.array_equal(new_labels, labels):
-            break  # strict convergence: the update would reproduce the same centres
-        labels = new_labels
-        new_centers, mass = _weighted_means(x, w, labels, k)
-        empty = np.flatnonzero(mass <= 0)
-        if empty.size:
-            _, d2 = _nearest(xa, x2, centers)
-            assert d2 is not None
-            far = np.argsort(-d2, kind="stable")[: empty.size]
-            new_centers[empty] = x[far]
-        shift = float(((new_centers - centers) ** 2).sum())
-        centers = new_centers
+        shift = state.update_centers()
         n_iter += 1
-        if shift <= tol_abs:
+        changed = state.assign()
+        if not changed or shift <= tol_abs:
             break
-    labels, d2 = _nearest(xa, x2, centers)
-    assert d2 is not None
-    return centers, labels, float(d2 @ w), n_iter
+    diff = x - state.centers[state.labels]
+    inertia = float(np.einsum("ij,ij->i", diff, diff) @ w)
+    return state.centers, state.labels, inertia, n_iter
 
 
 @dataclass(frozen=True)
@@ -312,13 +426,43 @@ class KMeansFit:
 
     Attributes:
         centers: ``(k, d)`` float64 centres.
-        inertia: weighted sum of squared distances of the points it was scored on.
-        n_iter: Lloyd update steps of the final refinement.
+        labels: ``(M,)`` label of each point, consistent with ``centers``.
+        inertia: weighted sum of squared distances of the points to their centres.
+        n_iter: Lloyd update steps over all points.
+        n_iter_coarse: Lloyd update steps over the coarse summary before that (0 if none).
     """
 
     centers: np.ndarray
+    labels: np.ndarray
     inertia: float
     n_iter: int
+    n_iter_coarse: int = 0
+
+
+def coarse_groups(colors: np.ndarray, bits: int = 6) -> np.ndarray:
+    """``(M,)`` index of each ``(M, 3)`` uint8 colour's cell in a ``2**bits`` per channel grid."""
+    shift = 8 - bits
+    c = np.asarray(colors, dtype=np.uint8)
+    return (
+        ((c[:, 0].astype(np.intp) >> shift) << (2 * bits))
+        | ((c[:, 1].astype(np.intp) >> shift) << bits)
+        | (c[:, 2].astype(np.intp) >> shift)
+    )
+
+
+def _summarise(
+    x: np.ndarray, w: np.ndarray, groups: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted mean and total weight of the points of each occupied group."""
+    size = int(groups.max()) + 1
+    mass = np.bincount(groups, weights=w, minlength=size)
+    occupied = np.flatnonzero(mass > 0)
+    sums = np.stack(
+        [np.bincount(groups, weights=w * x[:, j], minlength=size)[occupied]
+         for j in range(x.shape[1])],
+        axis=1,
+    )
+    return sums / mass[occupied, None], mass[occupied]
 
 
 def _weighted_sample(
@@ -370,9 +514,10 @@ def kmeans_plusplus(
     """
     n = x.shape[0]
     trials = n_local_trials or 2 + int(np.log(k))
+    x2 = np.einsum("ij,ij->i", x, x)
     chosen = np.empty(k, dtype=np.intp)
     chosen[0] = rng.choice(n, p=w / w.sum())
-    closest = ((x - x[chosen[0]]) ** 2).sum(axis=1)
+    closest = np.maximum(x2 - 2.0 * (x @ x[chosen[0]]) + x2[chosen[0]], 0.0)
     potential = float(closest @ w)
     for i in range(1, k):
         if potential <= 0.0:  # every point sits on a centre: take unused points in order
@@ -382,7 +527,11 @@ def kmeans_plusplus(
         cumulative = np.cumsum(w * closest)
         candidates = np.searchsorted(cumulative, rng.random(trials) * cumulative[-1])
         candidates = np.minimum(candidates, n - 1)
-        dist = ((x[None, :, :] - x[candidates][:, None, :]) ** 2).sum(axis=2)
+        # (trials, n) squared distances by the expansion: one small matmul
+        dist = x[candidates] @ (-2.0 * x.T)
+        dist += x2
+        dist += x2[candidates][:, None]
+        np.maximum(dist, 0.0, out=dist)
         np.minimum(dist, closest, out=dist)
         potentials = dist @ w
         best = int(np.argmin(potentials))
@@ -400,17 +549,17 @@ def _seeded_fit(
     rng: np.random.Generator,
     max_iter: int,
     tol: float,
-) -> tuple[np.ndarray, float, int]:
+) -> tuple[np.ndarray, np.ndarray, float, int]:
     """Best of ``n_init`` k-means++ seedings each refined by Lloyd on ``(xs, ws)``.
 
-    Returns ``(centers, inertia, n_iter)`` of the seeding with the lowest inertia.
+    Returns ``(centers, labels, inertia, n_iter)`` of the seeding with the lowest inertia.
     """
-    best: tuple[np.ndarray, float, int] | None = None
+    best: tuple[np.ndarray, np.ndarray, float, int] | None = None
     for _ in range(n_init):
         init = kmeans_plusplus(xs, ws, k, rng)
-        centers, _, inertia, n_iter = weighted_lloyd(xs, ws, init, max_iter=max_iter, tol=tol)
-        if best is None or inertia < best[1]:
-            best = (centers, inertia, n_iter)
+        fitted = weighted_lloyd(xs, ws, init, max_iter=max_iter, tol=tol)
+        if best is None or fitted[2] < best[2]:
+            best = fitted
     assert best is not None
     return best
 
@@ -422,33 +571,51 @@ def fit_kmeans(
     *,
     seed: int = 0,
     n_init: int = 3,
-    sample_size: int = 30_000,
+    sample_size: int = 20_000,
+    seed_iter: int = 20,
     tol: float = 1e-4,
     max_iter: int = 300,
     init: np.ndarray | None = None,
+    groups: np.ndarray | None = None,
 ) -> KMeansFit:
-    """Weighted K-Means of points ``x`` with weights ``w``: seed on a sample, refine on all.
+    """Weighted K-Means of points ``x`` with weights ``w``: seed, coarse refine, refine on all.
+
+    1. Seeding (unless ``init`` is given): ``n_init`` k-means++ seedings on a weighted sample
+       of ≤ ``sample_size`` points, each improved by ≤ ``seed_iter`` Lloyd steps on the sample;
+       the lowest sample inertia wins.
+    2. Coarse refinement (when ``groups`` summarise the points at least 2:1): Lloyd to ``tol``
+       on the weighted means of the groups — a cheap, close approximation (the colour
+       quantised to 6 bits per channel) that removes most of Lloyd's slow tail.
+    3. Lloyd to ``tol`` over all points.
 
     Args:
         x: ``(M, d)`` float64 points, M > k.
         w: ``(M,)`` positive weights.
         k: number of clusters.
         seed: random state of sampling and seeding; equal inputs give equal outputs.
-        n_init: k-means++ seedings tried on the sample.
-        sample_size: weighted sample size for seeding (all points when M is smaller).
-        tol: relative tolerance of the final Lloyd over all points (see :func:`weighted_lloyd`).
-        init: ``(k, d)`` centres to refine instead of seeding.
+        n_init, sample_size, seed_iter: seeding effort (see above).
+        tol: relative tolerance of Lloyd (see :func:`weighted_lloyd`).
+        init: ``(k, d)`` centres to start from instead of seeding.
+        groups: ``(M,)`` non-negative group index per point (:func:`coarse_groups`).
     """
     if init is None:
         rng = np.random.default_rng(seed)
         xs, ws = _weighted_sample(x, w, sample_size, rng, at_least=k)
-        init, inertia, n_iter = _seeded_fit(
-            xs, ws, k, n_init=n_init, rng=rng, max_iter=max_iter, tol=tol
+        if xs is x:  # few points: seed and refine on all of them, no sampling
+            centers, labels, inertia, n_iter = _seeded_fit(
+                x, w, k, n_init=n_init, rng=rng, max_iter=max_iter, tol=tol
+            )
+            return KMeansFit(centers, labels, inertia, n_iter)
+        init, _, _, _ = _seeded_fit(
+            xs, ws, k, n_init=n_init, rng=rng, max_iter=seed_iter, tol=tol
         )
-        if xs is x:  # the "sample" was every point: already refined on all of them
-            return KMeansFit(centers=init, inertia=inertia, n_iter=n_iter)
-    centers, _, inertia, n_iter = weighted_lloyd(x, w, init, max_iter=max_iter, tol=tol)
-    return KMeansFit(centers=centers, inertia=inertia, n_iter=n_iter)
+    n_coarse = 0
+    if groups is not None:
+        xg, wg = _summarise(x, w, groups)
+        if k < xg.shape[0] <= x.shape[0] // 2:
+            init, _, _, n_coarse = weighted_lloyd(xg, wg, init, max_iter=max_iter, tol=tol)
+    centers, labels, inertia, n_iter = weighted_lloyd(x, w, init, max_iter=max_iter, tol=tol)
+    return KMeansFit(centers, labels, inertia, n_iter, n_coarse)
 
 
 # --------------------------------------------------------------------------------------------
@@ -504,7 +671,7 @@ def choose_k(
         if k >= xs.shape[0]:  # a cluster per sampled colour: nothing left to explain
             centers[k], inertia = xs, 0.0
         else:
-            centers[k], inertia, _ = _seeded_fit(
+            centers[k], _, inertia, _ = _seeded_fit(
                 xs, ws, k, n_init=n_init, rng=rng, max_iter=100, tol=1e-4
             )
         inertias.append(inertia * scale)
@@ -538,7 +705,7 @@ class Clustering:
         n_colors: distinct colours in the image.
         k_requested: the k asked for (an int, or "auto").
         k_scores: for ``"auto"``, every tried k's ``{"k", "inertia", "score"}``.
-        feature_inertia: K-Means inertia in feature space, over all pixels.
+        extra: diagnostics (``n_iter_coarse``: Lloyd steps on the 6-bit colour summary).
     """
 
     labels: np.ndarray
@@ -549,7 +716,6 @@ class Clustering:
     n_colors: int
     k_requested: int | str
     k_scores: list[dict[str, float]] | None = None
-    feature_inertia: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -587,7 +753,7 @@ def cluster_image(
     max_side: int | None = None,
     seed: int = 0,
     n_init: int = 3,
-    sample_size: int = 30_000,
+    sample_size: int = 20_000,
     tol: float = 1e-4,
     progress: FractionFn | None = None,
 ) -> Clustering:
@@ -635,25 +801,27 @@ def cluster_image(
     if k_eff < 1:
         raise ValueError(f"k must be at least 1, not {k_eff}")
 
-    n_iter = 0
+    n_iter, n_coarse = 0, 0
+    color_labels: np.ndarray | None = None
     if len(fit_hist) <= k_eff:
         # No more colours than clusters: each colour is a cluster, exactly.
         fit_centers = x_fit
+        if fit_hist is hist:
+            color_labels = np.arange(len(hist))
     else:
         fitted = fit_kmeans(
             x_fit, w_fit, k_eff, seed=seed, n_init=n_init, sample_size=sample_size, tol=tol,
-            init=init,
+            init=init, groups=coarse_groups(fit_hist.colors),
         )
-        fit_centers, n_iter = fitted.centers, fitted.n_iter
+        fit_centers, n_iter, n_coarse = fitted.centers, fitted.n_iter, fitted.n_iter_coarse
+        if fit_hist is hist:
+            color_labels = fitted.labels  # Lloyd's final assignment, consistent with centres
     report(0.85)
 
-    # Label the full image's distinct colours by nearest fitted centre; with max_side off and
-    # after Lloyd this reproduces Lloyd's own final assignment.
-    x_all = x_fit if fit_hist is hist else color_features(
-        hist.colors, normalize=normalize, color_space=color_space
-    )
-    color_labels, d2 = nearest_center(x_all, fit_centers, with_distances=True)
-    assert d2 is not None
+    if color_labels is None:
+        # Fitted on a downscaled copy: every full-size colour goes to its nearest centre.
+        x_all = color_features(hist.colors, normalize=normalize, color_space=color_space)
+        color_labels, _ = nearest_center(x_all, fit_centers)
     counts_w = hist.counts
     n_clusters = fit_centers.shape[0]
     counts = np.bincount(color_labels, weights=counts_w, minlength=n_clusters).astype(np.int64)
@@ -684,5 +852,5 @@ def cluster_image(
         n_colors=len(hist),
         k_requested=k,
         k_scores=k_scores,
-        feature_inertia=float(d2 @ counts_w),
+        extra={"n_iter_coarse": int(n_coarse)},
     )
