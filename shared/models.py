@@ -159,6 +159,13 @@ class Job(Base):
     )
     # Set when this job reused the result of an earlier identical job instead of computing.
     reused_from: Mapped[str | None] = mapped_column(String(36), default=None)
+    # Set for jobs made by a gallery run.
+    gallery_id: Mapped[str | None] = mapped_column(
+        ForeignKey("galleries.id", ondelete="SET NULL"), default=None, index=True
+    )
+    run_id: Mapped[str | None] = mapped_column(
+        ForeignKey("runs.id", ondelete="SET NULL"), default=None, index=True
+    )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     queued_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(default=None)
@@ -215,3 +222,86 @@ class WorkerHeartbeat(Base):
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     seen_at: Mapped[datetime] = mapped_column(default=utcnow)
     jobs_done: Mapped[int] = mapped_column(Integer, default=0)
+
+
+# ---------------------------------------------------------------- galleries (issue 5)
+
+RUN_STATUSES = ("running", "succeeded", "partial", "failed")
+
+
+class Gallery(Base):
+    """A named set of an owner's images with default segmentation parameters."""
+
+    __tablename__ = "galleries"
+    __table_args__ = (Index("ix_galleries_owner_created", "owner_id", "created_at", "id"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("owners.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200))
+    params: Mapped[dict[str, Any]] = mapped_column(JSON())
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class GalleryImage(Base):
+    __tablename__ = "gallery_images"
+    __table_args__ = (Index("ix_gallery_images_gallery_added", "gallery_id", "added_at"),)
+
+    gallery_id: Mapped[str] = mapped_column(
+        ForeignKey("galleries.id", ondelete="CASCADE"), primary_key=True
+    )
+    image_id: Mapped[str] = mapped_column(
+        ForeignKey("images.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    added_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Schedule(Base):
+    """When a gallery is reprocessed: a cron expression read in an IANA time zone."""
+
+    __tablename__ = "schedules"
+    __table_args__ = (Index("ix_schedules_due", "enabled", "next_run_at"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    gallery_id: Mapped[str] = mapped_column(
+        ForeignKey("galleries.id", ondelete="CASCADE"), unique=True
+    )
+    cron: Mapped[str] = mapped_column(String(120))
+    timezone: Mapped[str] = mapped_column(String(64))
+    # None: the gallery's parameters at the time of each run.
+    params: Mapped[dict[str, Any] | None] = mapped_column(JSON(), default=None)
+    only_stale: Mapped[bool] = mapped_column(Boolean, default=True)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    next_run_at: Mapped[datetime | None] = mapped_column(default=None)
+    last_run_id: Mapped[str | None] = mapped_column(String(36), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Run(Base):
+    """One reprocessing of a gallery: a job per image; counters kept as jobs end."""
+
+    __tablename__ = "runs"
+    __table_args__ = (
+        Index("ix_runs_gallery_created", "gallery_id", "created_at", "id"),
+        Index("ix_runs_status", "status"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    gallery_id: Mapped[str] = mapped_column(ForeignKey("galleries.id", ondelete="CASCADE"))
+    owner_id: Mapped[str] = mapped_column(ForeignKey("owners.id", ondelete="CASCADE"))
+    trigger: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    params: Mapped[dict[str, Any]] = mapped_column(JSON())
+    params_key: Mapped[str] = mapped_column(String(64))
+    only_stale: Mapped[bool] = mapped_column(Boolean, default=True)
+    # The schedule slot this run is for (scheduled runs only).
+    scheduled_for: Mapped[datetime | None] = mapped_column(default=None)
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    queued: Mapped[int] = mapped_column(Integer, default=0)
+    running: Mapped[int] = mapped_column(Integer, default=0)
+    succeeded: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    skipped: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)

@@ -165,25 +165,11 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # jobs refers to results, so it goes first.
     op.drop_table("result_outputs")
-    with op.batch_alter_table("results", schema=None) as batch_op:
-        batch_op.drop_index("ix_results_image_params")
-
-    op.drop_table("results")
-    with op.batch_alter_table("jobs", schema=None) as batch_op:
-        batch_op.drop_index("ix_jobs_status_queued_at")
-        batch_op.drop_index("ix_jobs_owner_created")
-        batch_op.drop_index(batch_op.f("ix_jobs_image_id"))
-        batch_op.drop_index("ix_jobs_dedup")
-
     op.drop_table("jobs")
-    with op.batch_alter_table("images", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_images_owner_id"))
-
+    op.drop_table("results")
     op.drop_table("images")
-    with op.batch_alter_table("api_tokens", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_api_tokens_owner_id"))
-
     op.drop_table("api_tokens")
     op.drop_table("worker_heartbeats")
     op.drop_table("owners")
