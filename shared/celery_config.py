@@ -18,6 +18,7 @@ from shared.settings import Settings
 
 RUN_JOB_TASK = "kseg.run_job"
 SWEEP_TASK = "kseg.sweep"
+SCHEDULES_TASK = "kseg.run_schedules"
 
 
 def broker_dirs(settings: Settings) -> dict[str, str]:
@@ -68,5 +69,6 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "timezone": "UTC",
         "beat_schedule": {
             "kseg-sweep": {"task": SWEEP_TASK, "schedule": settings.sweep_interval},
+            "kseg-schedules": {"task": SCHEDULES_TASK, "schedule": settings.schedule_tick},
         },
     }

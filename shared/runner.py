@@ -113,6 +113,8 @@ def run_job(
         )
     if not claim.claimed:
         log.info("job %s not run: %s", job_id, claim.reason)
+        if claim.reason == "exhausted":
+            _refresh_run_of(settings, job_id)
         return claim.reason
 
     with maker() as session:
@@ -138,6 +140,40 @@ def run_job(
     beat = _Heartbeat(settings, job_id, worker)
     beat.start()
     started = time.perf_counter()
+    try:
+        return _run_core(
+            job_id, worker, settings, data, params, progress, segment_fn, timeout_errors, started
+        )
+    finally:
+        beat.stop()
+        _refresh_run_of(settings, job_id)
+
+
+def _refresh_run_of(settings: Settings, job_id: str) -> None:
+    """Recount the job's gallery run, if it belongs to one (ending the run with its last job)."""
+    from shared.galleries import refresh_run
+
+    try:
+        with get_sessionmaker(settings.database_url).begin() as session:
+            run_id = session.scalar(select(Job.run_id).where(Job.id == job_id))
+            if run_id:
+                refresh_run(session, run_id)
+    except Exception:  # the sweeper recounts open runs too
+        log.warning("could not refresh the run of job %s", job_id, exc_info=True)
+
+
+def _run_core(
+    job_id: str,
+    worker: str,
+    settings: Settings,
+    data: bytes,
+    params: SegmentParams,
+    progress: Callable[[str, int], None],
+    segment_fn: Callable[..., Any],
+    timeout_errors: tuple[type[BaseException], ...],
+    started: float,
+) -> str:
+    maker = get_sessionmaker(settings.database_url)
     try:
         seg = segment_fn(data, params, max_pixels=settings.max_image_pixels, progress=progress)
         elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
@@ -189,8 +225,6 @@ def run_job(
                 worker=worker,
             )
         return "failed"
-    finally:
-        beat.stop()
 
 
 def _release_quietly(settings: Settings, job_id: str, worker: str) -> None:

@@ -73,6 +73,7 @@ class Settings:
     sweep_interval: float
     queued_stale_after: float
     result_retention: int
+    schedule_tick: float
     gunicorn_workers: int
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -114,6 +115,7 @@ def load_settings() -> Settings:
         sweep_interval=_float("KSEG_SWEEP_INTERVAL", 60.0),
         queued_stale_after=_float("KSEG_QUEUED_STALE_AFTER", 60.0),
         result_retention=_int("KSEG_RESULT_RETENTION", 3),
+        schedule_tick=_float("KSEG_SCHEDULE_TICK", 30.0),
         gunicorn_workers=_int("KSEG_WEB_WORKERS", 2),
     )
 

@@ -8,8 +8,8 @@ from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from flask import current_app
 
-from shared import jobs, runner
-from shared.celery_config import RUN_JOB_TASK, SWEEP_TASK
+from shared import galleries, jobs, runner
+from shared.celery_config import RUN_JOB_TASK, SCHEDULES_TASK, SWEEP_TASK
 from shared.db import get_sessionmaker
 from shared.settings import Settings
 
@@ -43,16 +43,22 @@ def run_job(self, job_id: str) -> str:  # type: ignore[no-untyped-def]
 def sweep() -> dict[str, int]:
     """Re-enqueue jobs the broker lost and jobs whose worker died; fail those out of attempts."""
     settings = _settings()
-    with get_sessionmaker(settings.database_url).begin() as session:
+    maker = get_sessionmaker(settings.database_url)
+    with maker.begin() as session:
         report = jobs.sweep(
             session,
             queued_stale_after=settings.queued_stale_after,
             running_stale_after=settings.heartbeat_stale_after,
             max_attempts=settings.max_attempts,
         )
-    celery = current_app.extensions["celery"]
-    for job_id in report.to_enqueue:
-        celery.send_task(RUN_JOB_TASK, args=[job_id], queue=settings.queue)
+    _enqueue(report.to_enqueue)
+    with maker.begin() as session:
+        # Runs whose jobs ended without the worker recounting (canceled, swept) end here.
+        galleries.refresh_open_runs(session)
+    with maker.begin() as session:
+        pruned = galleries.prune_results(session, settings.result_retention)
+    if pruned:
+        log.info("retention: deleted %d old results", pruned)
     if report.to_enqueue or report.failed:
         log.info(
             "sweep: re-enqueued %d queued and %d stalled jobs, failed %d",
@@ -65,3 +71,30 @@ def sweep() -> dict[str, int]:
         "requeued_running": len(report.requeued_running),
         "failed": len(report.failed),
     }
+
+
+@shared_task(name=SCHEDULES_TASK, ignore_result=True)
+def run_schedules() -> int:
+    """Start a run for every gallery schedule whose slot has come (one beat tick)."""
+    settings = _settings()
+    with get_sessionmaker(settings.database_url).begin() as session:
+        started = galleries.run_due_schedules(session)
+        ids = [job_id for start in started for job_id in start.to_enqueue]
+    _enqueue(ids)
+    if started:
+        log.info("schedules: started %d runs (%d jobs)", len(started), len(ids))
+    return len(started)
+
+
+def _enqueue(job_ids: list[str]) -> None:
+    """Publish jobs; a failure leaves them queued in the database for the next sweep."""
+    if not job_ids:
+        return
+    celery = current_app.extensions["celery"]
+    queue = _settings().queue
+    try:
+        with celery.connection_for_write() as conn:
+            for job_id in job_ids:
+                celery.send_task(RUN_JOB_TASK, args=[job_id], queue=queue, connection=conn)
+    except Exception:
+        log.warning("could not enqueue %d jobs; the sweeper will", len(job_ids), exc_info=True)

@@ -1,0 +1,399 @@
+"""Galleries, their runs and schedules, and result retention — framework-free.
+
+A run makes one job per gallery image (``only_stale`` skips images that already have a
+succeeded result for the same parameters and the current algorithm version), and keeps its
+counters as its jobs end. Schedules are claimed by a compare-and-set on ``next_run_at`` (and
+``FOR UPDATE SKIP LOCKED`` on PostgreSQL), so two beat processes never start the same slot
+twice, and a beat that was down across several slots starts one catch-up run, not a burst.
+As elsewhere, callers commit and then enqueue the job ids handed back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session
+
+from shared import jobs
+from shared.errors import InvalidParameterError
+from shared.models import (
+    Gallery,
+    GalleryImage,
+    Image,
+    Job,
+    Result,
+    ResultOutput,
+    Run,
+    Schedule,
+    utcnow,
+)
+from shared.params import SegmentParams, parse_params
+from shared.schedules import next_slot, parse_timezone, validate_cron
+from shared.segment import ALGORITHM_VERSION
+
+# ---------------------------------------------------------------- galleries
+
+
+def gallery_params(gallery: Gallery, overrides: dict[str, Any] | None = None) -> SegmentParams:
+    """The gallery's default parameters with ``overrides`` on top, validated."""
+    return parse_params({**(gallery.params or {}), **(overrides or {})})
+
+
+def create_gallery(
+    session: Session, owner_id: str, name: str, params: dict[str, Any] | None = None
+) -> Gallery:
+    name = _clean_name(name)
+    gallery = Gallery(owner_id=owner_id, name=name, params=parse_params(params).canonical())
+    session.add(gallery)
+    session.flush()
+    return gallery
+
+
+def update_gallery(
+    session: Session,
+    gallery: Gallery,
+    *,
+    name: str | None = None,
+    params: dict[str, Any] | None = None,
+) -> Gallery:
+    if name is not None:
+        gallery.name = _clean_name(name)
+    if params is not None:
+        gallery.params = parse_params(params).canonical()
+    gallery.updated_at = utcnow()
+    session.flush()
+    return gallery
+
+
+def _clean_name(name: Any) -> str:
+    text = " ".join(str(name or "").split())
+    if not text:
+        raise InvalidParameterError("name: give the gallery a name")
+    if len(text) > 200:
+        raise InvalidParameterError("name: at most 200 characters")
+    return text
+
+
+def add_images(session: Session, gallery: Gallery, images: list[Image]) -> list[Image]:
+    """Add images (already the owner's) to a gallery; ones already in it are kept once."""
+    present = set(
+        session.scalars(
+            select(GalleryImage.image_id).where(
+                GalleryImage.gallery_id == gallery.id,
+                GalleryImage.image_id.in_([image.id for image in images]),
+            )
+        )
+    )
+    now = utcnow()
+    for image in images:
+        if image.id not in present:
+            session.add(GalleryImage(gallery_id=gallery.id, image_id=image.id, added_at=now))
+            present.add(image.id)
+    session.flush()
+    return images
+
+
+def remove_image(session: Session, gallery: Gallery, image_id: str) -> bool:
+    removed = session.execute(
+        delete(GalleryImage).where(
+            GalleryImage.gallery_id == gallery.id, GalleryImage.image_id == image_id
+        )
+    )
+    return removed.rowcount == 1  # type: ignore[attr-defined]
+
+
+def image_count(session: Session, gallery_id: str) -> int:
+    return int(
+        session.scalar(
+            select(func.count())
+            .select_from(GalleryImage)
+            .where(GalleryImage.gallery_id == gallery_id)
+        )
+        or 0
+    )
+
+
+def gallery_image_ids(session: Session, gallery_id: str) -> list[str]:
+    return list(
+        session.scalars(
+            select(GalleryImage.image_id)
+            .where(GalleryImage.gallery_id == gallery_id)
+            .order_by(GalleryImage.added_at, GalleryImage.image_id)
+        )
+    )
+
+
+def latest_jobs(session: Session, gallery_id: str) -> dict[str, Job]:
+    """The newest job of this gallery for each of its images (for thumbnails)."""
+    newest = (
+        select(Job.image_id, func.max(Job.created_at).label("at"))
+        .where(Job.gallery_id == gallery_id)
+        .group_by(Job.image_id)
+        .subquery()
+    )
+    rows = session.scalars(
+        select(Job)
+        .join(newest, (Job.image_id == newest.c.image_id) & (Job.created_at == newest.c.at))
+        .where(Job.gallery_id == gallery_id)
+    )
+    return {job.image_id: job for job in rows}
+
+
+# ---------------------------------------------------------------- runs
+
+
+@dataclass
+class RunStart:
+    run: Run
+    to_enqueue: list[str] = field(default_factory=list)
+
+
+def _has_current_result(session: Session, owner_id: str, image_id: str, key: str) -> bool:
+    return jobs.find_reusable_result(session, owner_id, image_id, key) is not None
+
+
+def start_run(
+    session: Session,
+    gallery: Gallery,
+    *,
+    trigger: str,
+    params: SegmentParams,
+    only_stale: bool,
+    scheduled_for: datetime | None = None,
+) -> RunStart:
+    """Create a run and one job per image; skipped images (``only_stale``) get no job."""
+    key = jobs.params_key(params)
+    run = Run(
+        gallery_id=gallery.id,
+        owner_id=gallery.owner_id,
+        trigger=trigger,
+        status="running",
+        params=params.canonical(),
+        params_key=key,
+        only_stale=only_stale,
+        scheduled_for=scheduled_for,
+    )
+    session.add(run)
+    session.flush()
+    start = RunStart(run)
+    images = session.scalars(
+        select(Image)
+        .join(GalleryImage, GalleryImage.image_id == Image.id)
+        .where(GalleryImage.gallery_id == gallery.id)
+        .order_by(GalleryImage.added_at, Image.id)
+    ).all()
+    run.total = len(images)
+    for image in images:
+        if only_stale and _has_current_result(session, gallery.owner_id, image.id, key):
+            run.skipped += 1
+            continue
+        # A run reprocesses: it computes afresh rather than reusing an older result.
+        job = jobs.submit_job(session, gallery.owner_id, image, params, reuse=False)
+        job.gallery_id = gallery.id
+        job.run_id = run.id
+        start.to_enqueue.append(job.id)
+    session.flush()
+    refresh_run(session, run.id)
+    return start
+
+
+def refresh_run(session: Session, run_id: str) -> Run | None:
+    """Recount a run's jobs and, when none is active, end it: ``succeeded`` (no failures),
+    ``partial`` (some failed) or ``failed`` (every processed image failed)."""
+    counts = dict.fromkeys(("queued", "running", "succeeded", "failed", "canceled"), 0)
+    for status, n in session.execute(
+        select(Job.status, func.count()).where(Job.run_id == run_id).group_by(Job.status)
+    ):
+        counts[status] = int(n)
+    run = session.get(Run, run_id, populate_existing=True)
+    if run is None:
+        return None
+    failed = counts["failed"] + counts["canceled"]
+    values: dict[str, Any] = {
+        "queued": counts["queued"],
+        "running": counts["running"],
+        "succeeded": counts["succeeded"],
+        "failed": failed,
+    }
+    if counts["queued"] == 0 and counts["running"] == 0:
+        processed = counts["succeeded"] + failed
+        if failed == 0:
+            values["status"] = "succeeded"
+        elif counts["succeeded"] == 0 and processed > 0:
+            values["status"] = "failed"
+        else:
+            values["status"] = "partial"
+        values["finished_at"] = utcnow()
+        # Only a running run ends, and only once.
+        session.execute(
+            update(Run)
+            .where(Run.id == run_id, Run.status == "running")
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+        values.pop("status")
+        values.pop("finished_at")
+    session.execute(
+        update(Run)
+        .where(Run.id == run_id)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    return session.get(Run, run_id, populate_existing=True)
+
+
+def refresh_open_runs(session: Session, limit: int = 100) -> int:
+    """Recount every still-running run (the sweeper's safety net); returns how many."""
+    ids = list(session.scalars(select(Run.id).where(Run.status == "running").limit(limit)))
+    for run_id in ids:
+        refresh_run(session, run_id)
+    return len(ids)
+
+
+# ---------------------------------------------------------------- schedules
+
+
+def set_schedule(
+    session: Session,
+    gallery: Gallery,
+    *,
+    cron: str,
+    timezone: str,
+    params: dict[str, Any] | None,
+    enabled: bool = True,
+    only_stale: bool = True,
+    now: datetime | None = None,
+) -> Schedule:
+    """Create or replace the gallery's schedule; computes ``next_run_at``."""
+    cron = validate_cron(cron)
+    parse_timezone(timezone)
+    canonical = parse_params({**(gallery.params or {}), **params}).canonical() if params else None
+    now = now or utcnow()
+    schedule = session.scalar(select(Schedule).where(Schedule.gallery_id == gallery.id))
+    if schedule is None:
+        schedule = Schedule(gallery_id=gallery.id)
+        session.add(schedule)
+    schedule.cron = cron
+    schedule.timezone = timezone.strip()
+    schedule.params = canonical
+    schedule.enabled = bool(enabled)
+    schedule.only_stale = bool(only_stale)
+    schedule.next_run_at = next_slot(cron, schedule.timezone, now) if enabled else None
+    schedule.updated_at = now
+    session.flush()
+    return schedule
+
+
+def delete_schedule(session: Session, gallery: Gallery) -> bool:
+    removed = session.execute(delete(Schedule).where(Schedule.gallery_id == gallery.id))
+    return removed.rowcount == 1  # type: ignore[attr-defined]
+
+
+def run_due_schedules(session: Session, *, now: datetime | None = None) -> list[RunStart]:
+    """One beat tick: start a run for every enabled schedule whose slot has come.
+
+    Each due schedule is claimed by moving ``next_run_at`` from the value read to the next
+    slot after ``now`` — a compare-and-set whose row count says who won. Missed slots (beat
+    was down) collapse into this one catch-up run.
+    """
+    now = now or utcnow()
+    query = (
+        select(Schedule.id, Schedule.next_run_at)
+        .where(Schedule.enabled.is_(True), Schedule.next_run_at <= now)
+        .order_by(Schedule.next_run_at)
+        .limit(100)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    started: list[RunStart] = []
+    for schedule_id, slot in session.execute(query).all():
+        schedule = session.get(Schedule, schedule_id)
+        if schedule is None:
+            continue
+        following = next_slot(schedule.cron, schedule.timezone, now)
+        claimed = session.execute(
+            update(Schedule)
+            .where(Schedule.id == schedule_id, Schedule.next_run_at == slot)
+            .values(next_run_at=following)
+            .execution_options(synchronize_session=False)
+        )
+        if claimed.rowcount != 1:  # type: ignore[attr-defined]
+            continue  # another beat took this slot
+        gallery = session.get(Gallery, schedule.gallery_id)
+        if gallery is None:
+            continue
+        params = parse_params(schedule.params) if schedule.params else gallery_params(gallery)
+        start = start_run(
+            session,
+            gallery,
+            trigger="schedule",
+            params=params,
+            only_stale=schedule.only_stale,
+            scheduled_for=slot,
+        )
+        session.execute(
+            update(Schedule)
+            .where(Schedule.id == schedule_id)
+            .values(last_run_id=start.run.id)
+            .execution_options(synchronize_session=False)
+        )
+        started.append(start)
+    return started
+
+
+# ---------------------------------------------------------------- retention
+
+
+def prune_results(session: Session, keep: int, *, limit: int = 500) -> int:
+    """Keep the newest ``keep`` results per image and parameters; delete older ones (their
+    PNGs too). Jobs that pointed at a deleted result stay, with ``result`` gone and stage
+    ``expired``. Returns how many results were deleted."""
+    if keep < 1:
+        return 0
+    ranked = (
+        select(
+            Result.id.label("id"),
+            func.row_number()
+            .over(
+                partition_by=(Result.image_id, Result.params_key),
+                order_by=(Result.created_at.desc(), Result.id.desc()),
+            )
+            .label("rank"),
+        )
+    ).subquery()
+    doomed = list(session.scalars(select(ranked.c.id).where(ranked.c.rank > keep).limit(limit)))
+    if not doomed:
+        return 0
+    session.execute(
+        update(Job)
+        .where(Job.result_id.in_(doomed))
+        .values(result_id=None, stage="expired")
+        .execution_options(synchronize_session=False)
+    )
+    session.execute(delete(ResultOutput).where(ResultOutput.result_id.in_(doomed)))
+    session.execute(delete(Result).where(Result.id.in_(doomed)))
+    return len(doomed)
+
+
+__all__ = [
+    "ALGORITHM_VERSION",
+    "RunStart",
+    "add_images",
+    "create_gallery",
+    "delete_schedule",
+    "gallery_image_ids",
+    "gallery_params",
+    "image_count",
+    "latest_jobs",
+    "prune_results",
+    "refresh_open_runs",
+    "refresh_run",
+    "remove_image",
+    "run_due_schedules",
+    "set_schedule",
+    "start_run",
+    "update_gallery",
+]
