@@ -798,8 +798,8 @@ def cluster_image(
         init = sample_centers[k_eff] if sample_centers[k_eff].shape[0] == k_eff else None
     else:
         k_eff = int(k)
-    if k_eff < 1:
-        raise ValueError(f"k must be at least 1, not {k_eff}")
+    if not 1 <= k_eff <= 256:
+        raise ValueError(f"k must be 1..256 (labels are 8-bit), not {k_eff}")
 
     n_iter, n_coarse = 0, 0
     color_labels: np.ndarray | None = None

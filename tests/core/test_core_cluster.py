@@ -192,3 +192,28 @@ def test_sampled_seeding_path_matches_quality() -> None:
     small = cluster_image(rgb, k=8, sample_size=2000)
     full = cluster_image(rgb, k=8, sample_size=10**6)
     assert small.inertia <= full.inertia * 1.02
+
+
+def test_result_is_a_lloyd_fixed_point() -> None:
+    # Many colours (the coarse stage and the sample seeding both run): every colour is
+    # labelled by its nearest centre, and each centre is its cluster's weighted mean.
+    rng = np.random.default_rng(5)
+    blobs = rng.integers(20, 236, size=(20, 3))
+    pixels = blobs[rng.integers(0, 20, size=120_000)] + rng.normal(0, 4, size=(120_000, 3))
+    rgb = np.clip(np.rint(pixels), 0, 255).astype(np.uint8).reshape(300, 400, 3)
+    hist = color_histogram(pack_rgb(rgb))
+    x = color_features(hist.colors)
+    w = hist.counts.astype(np.float64)
+    groups = cluster.coarse_groups(hist.colors)
+    assert len(np.unique(groups)) <= len(hist) // 2  # the coarse stage really runs
+    fit = cluster.fit_kmeans(x, w, 12, sample_size=3000, tol=0.0, groups=groups)
+    assert fit.n_iter_coarse >= 1
+    nearest, _ = cluster.nearest_center(x, fit.centers)
+    np.testing.assert_array_equal(fit.labels, nearest)
+    means, _ = cluster._weighted_means(x, w, fit.labels, 12)
+    np.testing.assert_allclose(fit.centers, means, atol=1e-12)
+
+
+def test_k_over_256_refused(small_rgb: np.ndarray) -> None:
+    with pytest.raises(ValueError):
+        cluster_image(small_rgb, k=257)

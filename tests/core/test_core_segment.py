@@ -196,3 +196,12 @@ def test_rgba_and_array_sources() -> None:
     rgba[:3, :, 3] = 255
     s = segment(rgba, parse_params(k=2))
     assert sorted(c["hex"] for c in s.result["clusters"]) == ["#ff0000", "#ffffff"]
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (3, 7), (17, 5, 3), (1, 9, 3), (64, 33)])
+def test_png_encoder_roundtrip(shape: tuple[int, ...]) -> None:
+    rng = np.random.default_rng(sum(shape))
+    pixels = rng.integers(0, 256, size=shape, dtype=np.uint8)
+    img = decode(render.encode_png(pixels))
+    assert img.mode == ("L" if len(shape) == 2 else "RGB")
+    np.testing.assert_array_equal(np.asarray(img), pixels)
