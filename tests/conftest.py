@@ -223,7 +223,7 @@ class Proc:
         except FileNotFoundError:
             return ""
 
-    def stop(self, grace: float = 5.0) -> None:
+    def stop(self, grace: float = 2.0) -> None:
         if not self.alive():
             return
         with contextlib.suppress(ProcessLookupError):
