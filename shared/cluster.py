@@ -14,9 +14,11 @@ Pipeline (:func:`cluster_image`):
    bins once page faults of the 128 MB count array are included — measured, see bench/);
 2. map the distinct colours to clustering features (:func:`color_features`);
 3. k-means++ seeding, ``n_init`` times, on a count-weighted sample of ≤ ``sample_size``
-   distinct colours, each followed by Lloyd on the sample; the best (lowest sample inertia)
-   continues with weighted Lloyd over *all* distinct colours (:func:`weighted_lloyd`);
-4. label every pixel through ``lut[code]``; renumber labels by cluster size.
+   distinct colours, each followed by a few Lloyd steps on the sample; the best (lowest sample
+   inertia) is refined on a 6-bit-per-channel summary of the colours and then by weighted
+   Lloyd over *all* distinct colours to ``tol`` (:func:`fit_kmeans`, :func:`weighted_lloyd`);
+4. label every pixel through ``lut[code]``; renumber labels by cluster size; the reported
+   colour of a cluster is the mean RGB of its pixels, and the inertia is measured against it.
 
 Units: colours are 0..255 RGB unless stated; "feature space" is the space clustering ran in.
 """

@@ -9,6 +9,8 @@ Metrics, all in 0..255 RGB of the ``recolor`` image against the original, whatev
 * ``inertia`` — sum over pixels of the squared RGB distance (an exact integer);
 * ``mse`` — its mean per pixel, ``inertia / (H * W)`` (the contract's "mean per pixel"; the
   per-channel mean is ``mse / 3``);
+* ``n_iter`` — Lloyd iterations over all distinct colours (after seeding on a sample and a
+  coarse pass on a 6-bit colour summary; 0 when there were no more colours than k);
 * ``psnr`` — ``10 * log10(255² / (mse / 3))`` dB, i.e. the usual PSNR of an RGB image (as
   ``skimage.metrics.peak_signal_noise_ratio``), from the per-channel mean; ``null`` when
   ``mse`` is 0 (a lossless result has infinite PSNR, which JSON cannot hold).
