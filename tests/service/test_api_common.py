@@ -54,6 +54,14 @@ class Api:
         headers = {**self.headers(token), **kw.pop("headers", {})}
         return self.client.post(path, headers=headers, **kw)
 
+    def put(self, path: str, token: str | None = None, **kw: Any) -> TestResponse:
+        headers = {**self.headers(token), **kw.pop("headers", {})}
+        return self.client.put(path, headers=headers, **kw)
+
+    def patch(self, path: str, token: str | None = None, **kw: Any) -> TestResponse:
+        headers = {**self.headers(token), **kw.pop("headers", {})}
+        return self.client.patch(path, headers=headers, **kw)
+
     def delete(self, path: str, token: str | None = None) -> TestResponse:
         return self.client.delete(path, headers=self.headers(token))
 

@@ -130,8 +130,8 @@ def test_list_filters_status_and_gallery(api: Api) -> None:
     assert [j["id"] for j in canceled] == [second]
     both = api.get("/api/v1/jobs?status=queued,canceled").get_json()["items"]
     assert {j["id"] for j in both} == {first, second}
-    gallery = api.get("/api/v1/jobs?gallery_id=some-gallery").get_json()
-    assert gallery == {"items": [], "next": None}
+    # gallery_id filters by the gallery's runs (tests/service/test_api_galleries.py)
+    assert_error(api.get("/api/v1/jobs?gallery_id=some-gallery"), 404, "gallery_not_found")
     assert_error(api.get("/api/v1/jobs?status=bogus"), 422, "invalid_parameter")
 
 

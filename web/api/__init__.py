@@ -2,7 +2,7 @@
 
 Modules: :mod:`.auth` (bearer tokens), :mod:`.errors` (JSON errors), :mod:`.requests` (bodies),
 :mod:`.schemas` (pydantic models), :mod:`.serialize` (rows → JSON), :mod:`.paging` (cursors),
-and the views in :mod:`.jobs`, :mod:`.images` and :mod:`.openapi`.
+and the views in :mod:`.jobs`, :mod:`.images`, :mod:`.galleries` and :mod:`.openapi`.
 """
 
 from __future__ import annotations
@@ -23,6 +23,6 @@ def _on_register(state: BlueprintSetupState) -> None:
     register_app_handlers(state.app)
 
 
-from web.api import images, jobs, openapi  # noqa: E402  (views register on bp)
+from web.api import galleries, images, jobs, openapi  # noqa: E402  (views register on bp)
 
-__all__ = ["bp", "images", "jobs", "openapi"]
+__all__ = ["bp", "galleries", "images", "jobs", "openapi"]

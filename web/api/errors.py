@@ -51,13 +51,15 @@ def plausible_id(ident: str) -> bool:
     return ID_PATTERN.fullmatch(ident) is not None
 
 
-def not_found(what: str, ident: str) -> ApiError:
+def not_found(what: str, ident: str, listing: str | None = None) -> ApiError:
+    """404 ``<what>_not_found``; ``listing`` names where to list them (default: ``/<what>s``)."""
     shown = ident if plausible_id(ident) else ident[:64].encode("unicode_escape").decode()
+    plural = what[:-1] + "ies" if what.endswith("y") else what + "s"
     return ApiError(
         404,
         f"{what}_not_found",
         f"No {what.replace('_', ' ')} with id {shown!r} exists for this token; "
-        f"check the id (list yours with GET /api/v1/{what}s).",
+        f"check the id (list yours with {listing or f'GET /api/v1/{plural}'}).",
     )
 
 

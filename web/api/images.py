@@ -16,7 +16,8 @@ from web.api.serialize import image_obj
 from web.db import get_session
 
 
-def _own_image(image_id: str) -> Image:
+def own_image(image_id: str) -> Image:
+    """The token owner's image, or 404 (another owner's too)."""
     if not plausible_id(image_id):
         raise not_found("image", image_id)
     image = get_session().scalar(
@@ -27,15 +28,9 @@ def _own_image(image_id: str) -> Image:
     return image
 
 
-@bp.post("/images")
-def upload_images() -> tuple[Response, int]:
-    """All or nothing: one bad file rejects the request and stores none of them."""
-    if body_kind() != "multipart":
-        raise ApiError(
-            400,
-            "unsupported_content_type",
-            "Upload images as multipart/form-data, each in a part named 'file'.",
-        )
+def store_uploads() -> list[Image]:
+    """Store the multipart request's ``file`` parts (one image each, in order), all or
+    nothing: every file is checked before any is stored. The caller commits."""
     parts = file_parts(many=True)
     extra = form_fields()
     if extra:
@@ -62,7 +57,20 @@ def upload_images() -> tuple[Response, int]:
             session, owner_id(), data, filename, max_pixels=settings.max_image_pixels
         )
         items.append(image)
-    session.commit()
+    return items
+
+
+@bp.post("/images")
+def upload_images() -> tuple[Response, int]:
+    """All or nothing: one bad file rejects the request and stores none of them."""
+    if body_kind() != "multipart":
+        raise ApiError(
+            400,
+            "unsupported_content_type",
+            "Upload images as multipart/form-data, each in a part named 'file'.",
+        )
+    items = store_uploads()
+    get_session().commit()
     return jsonify({"items": [image_obj(image) for image in items]}), 201
 
 
@@ -78,12 +86,12 @@ def list_images() -> Response:
 
 @bp.get("/images/<image_id>")
 def get_image(image_id: str) -> Response:
-    return jsonify(image_obj(_own_image(image_id)))
+    return jsonify(image_obj(own_image(image_id)))
 
 
 @bp.get("/images/<image_id>/file")
 def image_file(image_id: str) -> Response:
-    image = _own_image(image_id)
+    image = own_image(image_id)
     if request.if_none_match.contains_weak(image.sha256):
         response = Response(status=304)
     else:

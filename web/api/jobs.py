@@ -7,12 +7,15 @@ from typing import Any
 from flask import Response, current_app, jsonify, request
 from sqlalchemy import select
 
+from shared.galleries import refresh_run
 from shared.jobs import delete_job, store_image, submit_job
 from shared.models import JOB_STATUSES, Image, Job, ResultOutput
 from shared.params import OUTPUT_NAMES, SegmentParams, parse_params
 from web.api import bp, paging
 from web.api.auth import owner_id
 from web.api.errors import ApiError, not_found, plausible_id
+from web.api.galleries import own_gallery
+from web.api.images import own_image
 from web.api.requests import body_kind, file_parts, form_fields, json_object, parse_bool, validate
 from web.api.schemas import JobSubmitJson
 from web.api.serialize import job_obj, jobs_objs, output_names
@@ -50,14 +53,7 @@ def _submission() -> tuple[Image, SegmentParams, bool]:
     body: dict[str, Any] = json_object()
     sub = validate(JobSubmitJson, body)
     params = parse_params(sub.model_dump(exclude={"image_id", "reuse"}))
-    if not plausible_id(sub.image_id):
-        raise not_found("image", sub.image_id)
-    image = session.scalar(
-        select(Image).where(Image.id == sub.image_id, Image.owner_id == owner_id())
-    )
-    if image is None:
-        raise not_found("image", sub.image_id)
-    return image, params, sub.reuse
+    return own_image(sub.image_id), params, sub.reuse
 
 
 @bp.post("/jobs")
@@ -94,9 +90,9 @@ def list_jobs() -> Response:
                 f"more (comma-separated) of {', '.join(JOB_STATUSES)}.",
             )
         stmt = stmt.where(Job.status.in_(wanted))
-    if request.args.get("gallery_id"):
-        # Galleries are not stored yet, so no job belongs to any gallery: an empty page.
-        return jsonify({"items": [], "next": None})
+    gallery_id = request.args.get("gallery_id")
+    if gallery_id:
+        stmt = stmt.where(Job.gallery_id == own_gallery(gallery_id).id)
     session = get_session()
     rows = list(session.scalars(paging.apply(stmt, Job, page)).unique())
     rows, cursor = paging.finish(rows, page)
@@ -107,7 +103,10 @@ def list_jobs() -> Response:
 def remove_job(job_id: str) -> tuple[str, int]:
     session = get_session()
     job = _own_job(job_id)
+    run_id = job.run_id
     delete_job(session, job)
+    if run_id:
+        refresh_run(session, run_id)  # a canceled job counts as failed; its run may end now
     session.commit()
     return "", 204
 

@@ -143,15 +143,15 @@ def _paths() -> dict[str, Any]:
                         "name": "gallery_id",
                         "in": "query",
                         "required": False,
-                        "description": "Only jobs of this gallery. Galleries are not stored yet, "
-                        "so any gallery_id gives an empty list.",
+                        "description": "Only jobs made by this gallery's runs (an unknown or "
+                        "another owner's gallery is a 404).",
                         "schema": {"type": "string"},
                     },
                     *PAGING,
                 ],
                 "responses": {
                     "200": json_body(ref("JobList"), "A page of jobs."),
-                    **errors(400, 422),
+                    **errors(400, 404, 422),
                 },
             },
         },
@@ -274,6 +274,7 @@ def _paths() -> dict[str, Any]:
                 },
             },
         },
+        **_gallery_paths(),
         "/api/v1/openapi.json": {
             "get": {
                 "operationId": "getOpenApi",
@@ -331,6 +332,205 @@ def _paths() -> dict[str, Any]:
     }
 
 
+def _gallery_paths() -> dict[str, Any]:
+    gallery_id = path_param("gallery_id", "Gallery id.")
+    run_id = path_param("run_id", "Run id.")
+    image_id = path_param("image_id", "Image id.")
+    tags = ["galleries"]
+
+    def json_request(model: str, required: bool = True) -> dict[str, Any]:
+        return {"required": required, "content": {"application/json": {"schema": ref(model)}}}
+
+    location = {"Location": {"description": "URL of the new object.", "schema": {"type": "string"}}}
+    done = {"204": {"description": "Done."}}
+    return {
+        "/api/v1/galleries": {
+            "post": {
+                "operationId": "createGallery",
+                "tags": tags,
+                "summary": "Create a gallery: a name and default segmentation parameters",
+                "requestBody": json_request("GalleryCreate"),
+                "responses": {
+                    "201": {
+                        **json_body(ref("GalleryOut"), "Created: the gallery."),
+                        "headers": location,
+                    },
+                    **errors(400, 422),
+                },
+            },
+            "get": {
+                "operationId": "listGalleries",
+                "tags": tags,
+                "summary": "List your galleries, newest first",
+                "parameters": PAGING,
+                "responses": {
+                    "200": json_body(ref("GalleryList"), "A page of galleries."),
+                    **errors(400, 422),
+                },
+            },
+        },
+        "/api/v1/galleries/{gallery_id}": {
+            "parameters": [gallery_id],
+            "get": {
+                "operationId": "getGallery",
+                "tags": tags,
+                "summary": "A gallery with its image count, schedule and newest run",
+                "responses": {"200": json_body(ref("GalleryOut"), "The gallery."), **errors(404)},
+            },
+            "patch": {
+                "operationId": "updateGallery",
+                "tags": tags,
+                "summary": "Rename a gallery and/or change its default parameters",
+                "description": "`params` is merged over the current defaults (JSON merge "
+                'patch); `"params": null` resets them to the contract\'s defaults.',
+                "requestBody": json_request("GalleryUpdate"),
+                "responses": {
+                    "200": json_body(ref("GalleryOut"), "The gallery."),
+                    **errors(400, 404, 422),
+                },
+            },
+            "delete": {
+                "operationId": "deleteGallery",
+                "tags": tags,
+                "summary": "Delete a gallery with its membership, schedule and runs",
+                "description": "The images and the jobs stay (the jobs lose `gallery_id` and "
+                "`run_id`).",
+                "responses": {**done, **errors(404)},
+            },
+        },
+        "/api/v1/galleries/{gallery_id}/images": {
+            "parameters": [gallery_id],
+            "post": {
+                "operationId": "addGalleryImages",
+                "tags": tags,
+                "summary": "Add images: upload them (parts `file`) or name uploaded ones",
+                "description": "Multipart: one or more parts `file`, uploaded all or nothing as "
+                "with POST /api/v1/images. JSON: `image_ids` of your images (an unknown id is a "
+                "404 and adds none). Images already in the gallery stay in it once.",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "multipart/form-data": {
+                            "schema": ref("ImageUploadForm"),
+                            "encoding": {
+                                "file": {"contentType": "image/*, application/octet-stream"}
+                            },
+                        },
+                        "application/json": {"schema": ref("GalleryImagesJson")},
+                    },
+                },
+                "responses": {
+                    "201": json_body(ref("ImageList"), "The images, in the order given."),
+                    **errors(400, 404, 413, 415, 422),
+                },
+            },
+            "get": {
+                "operationId": "listGalleryImages",
+                "tags": tags,
+                "summary": "The gallery's images, newest added first, each with its newest job",
+                "parameters": PAGING,
+                "responses": {
+                    "200": json_body(ref("GalleryImageList"), "A page of images."),
+                    **errors(400, 404, 422),
+                },
+            },
+        },
+        "/api/v1/galleries/{gallery_id}/images/{image_id}": {
+            "parameters": [gallery_id, image_id],
+            "delete": {
+                "operationId": "removeGalleryImage",
+                "tags": tags,
+                "summary": "Take an image out of the gallery (the image itself stays)",
+                "responses": {**done, **errors(404)},
+            },
+        },
+        "/api/v1/galleries/{gallery_id}/schedule": {
+            "parameters": [gallery_id],
+            "put": {
+                "operationId": "putSchedule",
+                "tags": tags,
+                "summary": "Create or replace the gallery's reprocessing schedule",
+                "description": "The cron expression is matched on the wall clock of `timezone`. "
+                "Around daylight-saving changes a skipped local time runs shifted forward by "
+                "the gap, and a repeated one runs once, at its first occurrence. A bad cron "
+                "expression or time zone is a 422.",
+                "requestBody": json_request("ScheduleIn"),
+                "responses": {
+                    "200": json_body(ref("ScheduleOut"), "The schedule, with `next_run_at`."),
+                    **errors(400, 404, 422),
+                },
+            },
+            "get": {
+                "operationId": "getSchedule",
+                "tags": tags,
+                "summary": "The gallery's schedule (404 when it has none)",
+                "responses": {
+                    "200": json_body(ref("ScheduleOut"), "The schedule."),
+                    **errors(404),
+                },
+            },
+            "delete": {
+                "operationId": "deleteSchedule",
+                "tags": tags,
+                "summary": "Remove the gallery's schedule",
+                "responses": {**done, **errors(404)},
+            },
+        },
+        "/api/v1/galleries/{gallery_id}/runs": {
+            "parameters": [gallery_id],
+            "post": {
+                "operationId": "createRun",
+                "tags": tags,
+                "summary": "Reprocess the gallery now: a job per image",
+                "description": "`params` are merged over the gallery's defaults. With "
+                "`only_stale` (the default), images that already have a succeeded result for "
+                "the same parameters and the current algorithm version get no job and count as "
+                "`skipped`. The jobs are stored before they are queued; an empty body is fine.",
+                "requestBody": json_request("RunCreate", required=False),
+                "responses": {
+                    "202": {
+                        **json_body(ref("RunOut"), "Accepted: the run."),
+                        "headers": location,
+                    },
+                    **errors(400, 404, 422),
+                },
+            },
+            "get": {
+                "operationId": "listRuns",
+                "tags": tags,
+                "summary": "The gallery's runs, newest first",
+                "parameters": PAGING,
+                "responses": {
+                    "200": json_body(ref("RunList"), "A page of runs."),
+                    **errors(400, 404, 422),
+                },
+            },
+        },
+        "/api/v1/runs/{run_id}": {
+            "parameters": [run_id],
+            "get": {
+                "operationId": "getRun",
+                "tags": tags,
+                "summary": "A run: status and how many of its jobs are in each state",
+                "responses": {"200": json_body(ref("RunOut"), "The run."), **errors(404)},
+            },
+        },
+        "/api/v1/runs/{run_id}/jobs": {
+            "parameters": [run_id],
+            "get": {
+                "operationId": "listRunJobs",
+                "tags": tags,
+                "summary": "The run's jobs, newest first (extension)",
+                "parameters": PAGING,
+                "responses": {
+                    "200": json_body(ref("JobList"), "A page of jobs."),
+                    **errors(400, 404, 422),
+                },
+            },
+        },
+    }
+
+
 def _error_responses() -> dict[str, Any]:
     out = {f"E{s}": json_body(ref("Error"), text) for s, text in ERROR_TEXT.items()}
     out["E401"]["headers"] = {
@@ -351,7 +551,12 @@ def _document() -> dict[str, Any]:
             '`{"error": {"code", "message"}}`. Lists take `limit` and `cursor` and answer '
             '`{"items", "next"}`. Times are ISO 8601 UTC with a `Z` suffix.',
         },
-        "tags": [{"name": "jobs"}, {"name": "images"}, {"name": "operations"}],
+        "tags": [
+            {"name": "jobs"},
+            {"name": "images"},
+            {"name": "galleries"},
+            {"name": "operations"},
+        ],
         "security": [{"bearer": []}],
         "paths": _paths(),
         "components": {

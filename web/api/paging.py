@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -70,19 +71,27 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         ) from None
 
 
-def apply(stmt: Select[Any], model: Any, page: Page) -> Select[Any]:
-    """Order newest first and start after the cursor; fetches one extra row to see the end."""
+def apply(
+    stmt: Select[Any], model: Any, page: Page, *, at: Any = None, ident: Any = None
+) -> Select[Any]:
+    """Order newest first and start after the cursor; fetches one extra row to see the end.
+
+    The order is ``(model.created_at, model.id)``, or the columns ``at`` and ``ident``."""
+    at = model.created_at if at is None else at
+    ident = model.id if ident is None else ident
     if page.after is not None:
-        when, ident = page.after
-        stmt = stmt.where(
-            or_(model.created_at < when, and_(model.created_at == when, model.id < ident))
-        )
-    return stmt.order_by(model.created_at.desc(), model.id.desc()).limit(page.limit + 1)
+        when, last = page.after
+        stmt = stmt.where(or_(at < when, and_(at == when, ident < last)))
+    return stmt.order_by(at.desc(), ident.desc()).limit(page.limit + 1)
 
 
-def finish(rows: list[Any], page: Page) -> tuple[list[Any], str | None]:
+def finish(
+    rows: list[Any], page: Page, key: Callable[[Any], tuple[datetime, str]] | None = None
+) -> tuple[list[Any], str | None]:
+    """The page's rows and the next cursor; ``key`` gives a row's ``(at, ident)`` when the
+    page was not ordered by ``created_at`` and ``id``."""
     if len(rows) <= page.limit:
         return rows, None
     rows = rows[: page.limit]
     last = rows[-1]
-    return rows, encode_cursor(last.created_at, last.id)
+    return rows, encode_cursor(*(key(last) if key else (last.created_at, last.id)))

@@ -22,9 +22,7 @@ def body_kind() -> str:
     mimetype = request.mimetype
     if mimetype == MULTIPART:
         return "multipart"
-    if mimetype == "application/json" or (
-        mimetype.startswith("application/") and mimetype.endswith("+json")
-    ):
+    if _is_json(mimetype):
         return "json"
     shown = mimetype or "none"
     raise ApiError(
@@ -33,6 +31,26 @@ def body_kind() -> str:
         f"Content-Type {shown!r} is not accepted here: send multipart/form-data "
         "(the image as part 'file') or application/json.",
     )
+
+
+def _is_json(mimetype: str) -> bool:
+    return mimetype == "application/json" or (
+        mimetype.startswith("application/") and mimetype.endswith("+json")
+    )
+
+
+def json_body(*, optional: bool = False) -> dict[str, Any]:
+    """The JSON object body of a JSON-only endpoint; with ``optional``, no body at all is ``{}``."""
+    if optional and not request.get_data(cache=True).strip():
+        return {}
+    if not _is_json(request.mimetype):
+        shown = request.mimetype or "none"
+        raise ApiError(
+            400,
+            "unsupported_content_type",
+            f"Content-Type {shown!r} is not accepted here: send a JSON object as application/json.",
+        )
+    return json_object()
 
 
 def json_object() -> dict[str, Any]:

@@ -7,13 +7,35 @@ They validate what comes in, shape what goes out, and are the source of the Open
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, GetJsonSchemaHandler
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 from shared.params import SegmentParams
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "canceled"]
+RunStatus = Literal["running", "succeeded", "partial", "failed"]
+RunTrigger = Literal["schedule", "manual"]
+
+
+class _AsSegmentParams:
+    """Publishes a partial parameter set (a dict merged over defaults, validated as a whole
+    only once merged) as SegmentParams: every one of its fields has a default, so its schema
+    describes any subset exactly."""
+
+    def __get_pydantic_json_schema__(
+        self, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        params = handler.generate_json_schema.generate_inner(SegmentParams.__pydantic_core_schema__)
+        return {
+            "anyOf": [params, {"type": "null"}],
+            "description": "Segmentation parameters: any subset of SegmentParams.",
+        }
+
+
+PartialParams = Annotated[dict[str, Any] | None, _AsSegmentParams()]
 
 
 class ErrorDetail(BaseModel):
@@ -59,6 +81,77 @@ class ImageUploadForm(BaseModel):
     model_config = ConfigDict(title="ImageUploadForm")
 
     file: list[bytes] = Field(min_length=1, description="One or more images, each a part `file`.")
+
+
+class GalleryCreate(BaseModel):
+    """``POST /api/v1/galleries``: a name and default parameters (missing ones: the
+    contract's defaults)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, title="GalleryCreate")
+
+    name: str = Field(min_length=1, max_length=200, description="Shown in lists; not unique.")
+    params: PartialParams = None
+
+
+class GalleryUpdate(BaseModel):
+    """``PATCH /api/v1/galleries/{id}``: rename and/or change the default parameters.
+    ``params`` is merged over the current defaults (JSON merge patch)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, title="GalleryUpdate")
+
+    name: str | None = Field(None, min_length=1, max_length=200)
+    params: PartialParams = None
+
+
+class GalleryImagesJson(BaseModel):
+    """``POST /api/v1/galleries/{id}/images`` with a JSON body: ids of your uploaded images."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, title="GalleryImagesJson")
+
+    image_ids: list[str] = Field(
+        min_length=1, max_length=1000, description="Ids of images you uploaded (1..1000)."
+    )
+
+
+class ScheduleIn(BaseModel):
+    """``PUT /api/v1/galleries/{id}/schedule``: create or replace the gallery's schedule."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, title="ScheduleIn")
+
+    cron: str = Field(
+        max_length=120,
+        description="Five-field cron expression (minute hour day-of-month month day-of-week), "
+        "matched on the wall clock of `timezone`.",
+        examples=["0 3 * * *"],
+    )
+    timezone: str = Field("UTC", max_length=64, description="IANA time zone.")
+    params: PartialParams = Field(
+        None,
+        description="Parameters of scheduled runs, merged over the gallery's defaults when the "
+        "schedule is saved; null: the gallery's defaults at the time of each run.",
+    )
+    enabled: bool = True
+    only_stale: bool = Field(
+        True,
+        description="Skip images that already have a succeeded result for the same parameters "
+        "and the current algorithm version (extension).",
+    )
+
+
+class RunCreate(BaseModel):
+    """``POST /api/v1/galleries/{id}/runs``: reprocess the gallery now (an empty body is
+    fine)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, title="RunCreate")
+
+    params: PartialParams = Field(
+        None, description="Merged over the gallery's default parameters for this run."
+    )
+    only_stale: bool = Field(
+        True,
+        description="Skip images that already have a succeeded result for the same parameters "
+        "and the current algorithm version.",
+    )
 
 
 # ---------------------------------------------------------------- responses
@@ -160,6 +253,8 @@ class JobOut(BaseModel):
     reused_from: str | None = Field(
         None, description="Id of the earlier identical job whose result this job shares."
     )
+    gallery_id: str | None = Field(None, description="The gallery whose run made this job.")
+    run_id: str | None = Field(None, description="The gallery run that made this job.")
     links: JobLinks
 
 
@@ -170,6 +265,124 @@ class JobList(BaseModel):
 
 class ImageList(BaseModel):
     items: list[ImageOut]
+    next: str | None = Field(None, description="Cursor of the next page, or null.")
+
+
+class LatestJob(BaseModel):
+    """The newest job of the gallery for one image (null when none was made yet)."""
+
+    id: str
+    status: JobStatus
+    progress: int = Field(ge=0, le=100)
+    run_id: str | None
+    created_at: datetime
+    finished_at: datetime | None
+    recolor_url: str | None = Field(
+        description="URL of the `recolor` output once succeeded (null otherwise, or when the "
+        "job did not render it)."
+    )
+    outputs: dict[str, str] = Field(description="Output name → URL, once succeeded.")
+    links: dict[str, str]
+
+
+class GalleryImageOut(ImageOut):
+    """An image of a gallery, with the gallery's newest job for it."""
+
+    added_at: datetime = Field(description="When the image was added to the gallery.")
+    latest_job: LatestJob | None
+
+
+class GalleryImageList(BaseModel):
+    items: list[GalleryImageOut]
+    next: str | None = Field(None, description="Cursor of the next page, or null.")
+
+
+class RunCounts(BaseModel):
+    """How the run's images fared. ``failed`` counts canceled jobs too; ``skipped`` are
+    images ``only_stale`` left out."""
+
+    total: int = Field(ge=0, description="Images in the gallery when the run started.")
+    queued: int = Field(ge=0)
+    running: int = Field(ge=0)
+    succeeded: int = Field(ge=0)
+    failed: int = Field(ge=0)
+    skipped: int = Field(ge=0)
+
+
+class RunLinks(BaseModel):
+    self: str
+    gallery: str
+    jobs: str
+
+
+class RunOut(BaseModel):
+    """One reprocessing of a gallery. ``running`` until every job ended; then ``succeeded``
+    (none failed), ``partial`` (some failed) or ``failed`` (all failed)."""
+
+    id: str
+    gallery_id: str
+    trigger: RunTrigger
+    status: RunStatus
+    created_at: datetime
+    finished_at: datetime | None
+    jobs: RunCounts
+    params: dict[str, Any] = Field(description="The canonical parameters of the run's jobs.")
+    only_stale: bool
+    scheduled_for: datetime | None = Field(
+        None, description="The schedule slot this run is for (scheduled runs only)."
+    )
+    links: RunLinks
+
+
+class RunList(BaseModel):
+    items: list[RunOut]
+    next: str | None = Field(None, description="Cursor of the next page, or null.")
+
+
+class ScheduleOut(BaseModel):
+    """A gallery's schedule. ``next_run_at`` is null while it is disabled."""
+
+    cron: str
+    timezone: str
+    params: dict[str, Any] | None = Field(
+        description="Canonical parameters of scheduled runs; null: the gallery's defaults at "
+        "the time of each run."
+    )
+    enabled: bool
+    only_stale: bool
+    next_run_at: datetime | None
+    description: str = Field(
+        description="Human reading, e.g. 'every day at 03:00 (UTC), next: 2026-01-02 03:00 UTC'."
+    )
+    last_run_id: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class GalleryLinks(BaseModel):
+    self: str
+    images: str
+    runs: str
+    schedule: str
+    jobs: str
+
+
+class GalleryOut(BaseModel):
+    """A named set of your images with default segmentation parameters."""
+
+    id: str
+    name: str
+    params: dict[str, Any] = Field(description="The canonical default parameters.")
+    image_count: int = Field(ge=0)
+    schedule: ScheduleOut | None
+    last_run: RunOut | None = Field(description="The newest run, or null.")
+    created_at: datetime
+    updated_at: datetime
+    links: GalleryLinks
+
+
+class GalleryList(BaseModel):
+    items: list[GalleryOut]
     next: str | None = Field(None, description="Cursor of the next page, or null.")
 
 
@@ -189,13 +402,29 @@ class Ready(BaseModel):
     fresh_workers: int | None = None
 
 
-REQUEST_MODELS: tuple[type[BaseModel], ...] = (JobSubmitJson, JobSubmitForm, ImageUploadForm)
+REQUEST_MODELS: tuple[type[BaseModel], ...] = (
+    JobSubmitJson,
+    JobSubmitForm,
+    ImageUploadForm,
+    GalleryCreate,
+    GalleryUpdate,
+    GalleryImagesJson,
+    ScheduleIn,
+    RunCreate,
+)
 RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     Error,
     JobOut,
     JobList,
     ImageOut,
     ImageList,
+    GalleryOut,
+    GalleryList,
+    GalleryImageOut,
+    GalleryImageList,
+    ScheduleOut,
+    RunOut,
+    RunList,
     Health,
     Ready,
     SegmentParams,

@@ -8,12 +8,21 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from shared.models import Image, Job, ResultOutput
+from shared.models import Gallery, GalleryImage, Image, Job, ResultOutput, Run, Schedule
 from shared.params import OUTPUT_NAMES
-from web.api.schemas import ImageOut, JobOut, JobResult
+from shared.schedules import describe
+from web.api.schemas import (
+    GalleryImageOut,
+    GalleryOut,
+    ImageOut,
+    JobOut,
+    JobResult,
+    RunOut,
+    ScheduleOut,
+)
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +42,8 @@ def output_url(job_id: str, name: str) -> str:
     return f"{BASE}/jobs/{job_id}/outputs/{name}.png"
 
 
-def image_obj(image: Image) -> dict[str, Any]:
-    data = {
+def _image_data(image: Image) -> dict[str, Any]:
+    return {
         "id": image.id,
         "filename": image.filename,
         "width": image.width,
@@ -46,7 +55,10 @@ def image_obj(image: Image) -> dict[str, Any]:
         "created_at": image.created_at,
         "links": {"self": f"{BASE}/images/{image.id}", "file": f"{BASE}/images/{image.id}/file"},
     }
-    return ImageOut.model_validate(data).model_dump(mode="json")
+
+
+def image_obj(image: Image) -> dict[str, Any]:
+    return ImageOut.model_validate(_image_data(image)).model_dump(mode="json")
 
 
 def output_names(session: Session, result_ids: Iterable[str]) -> dict[str, list[str]]:
@@ -104,6 +116,8 @@ def job_obj(job: Job, names: list[str] | None = None) -> dict[str, Any]:
         "error": error if job.status == "failed" else None,
         "result": None,
         "reused_from": job.reused_from,
+        "gallery_id": job.gallery_id,
+        "run_id": job.run_id,
         "links": {"self": f"{BASE}/jobs/{job.id}", "image": f"{BASE}/images/{image.id}"},
     }
     out = JobOut.model_validate(data).model_dump(mode="json")
@@ -116,3 +130,140 @@ def jobs_objs(session: Session, jobs: Sequence[Job]) -> list[dict[str, Any]]:
         session, (j.result_id for j in jobs if j.status == "succeeded" and j.result_id)
     )
     return [job_obj(job, names.get(job.result_id or "", [])) for job in jobs]
+
+
+# ---------------------------------------------------------------- galleries, schedules, runs
+
+
+def run_obj(run: Run) -> dict[str, Any]:
+    data = {
+        "id": run.id,
+        "gallery_id": run.gallery_id,
+        "trigger": run.trigger,
+        "status": run.status,
+        "created_at": run.created_at,
+        "finished_at": run.finished_at,
+        "jobs": {
+            name: int(getattr(run, name) or 0)
+            for name in ("total", "queued", "running", "succeeded", "failed", "skipped")
+        },
+        "params": dict(run.params or {}),
+        "only_stale": bool(run.only_stale),
+        "scheduled_for": run.scheduled_for,
+        "links": {
+            "self": f"{BASE}/runs/{run.id}",
+            "gallery": f"{BASE}/galleries/{run.gallery_id}",
+            "jobs": f"{BASE}/runs/{run.id}/jobs",
+        },
+    }
+    return RunOut.model_validate(data).model_dump(mode="json")
+
+
+def schedule_obj(schedule: Schedule) -> dict[str, Any]:
+    next_run_at = schedule.next_run_at if schedule.enabled else None
+    description = describe(schedule.cron, schedule.timezone, next_run_at)
+    if not schedule.enabled:
+        description += ", disabled"
+    data = {
+        "cron": schedule.cron,
+        "timezone": schedule.timezone,
+        "params": dict(schedule.params) if schedule.params else None,
+        "enabled": bool(schedule.enabled),
+        "only_stale": bool(schedule.only_stale),
+        "next_run_at": next_run_at,
+        "description": description,
+        "last_run_id": schedule.last_run_id,
+        "created_at": schedule.created_at,
+        "updated_at": schedule.updated_at,
+    }
+    return ScheduleOut.model_validate(data).model_dump(mode="json")
+
+
+def galleries_objs(session: Session, galleries: Sequence[Gallery]) -> list[dict[str, Any]]:
+    """Gallery objects with image count, schedule and newest run: four queries for a page."""
+    ids = [gallery.id for gallery in galleries]
+    if not ids:
+        return []
+    counts = dict(
+        session.execute(
+            select(GalleryImage.gallery_id, func.count())
+            .where(GalleryImage.gallery_id.in_(ids))
+            .group_by(GalleryImage.gallery_id)
+        ).all()
+    )
+    schedules = {
+        s.gallery_id: s
+        for s in session.scalars(select(Schedule).where(Schedule.gallery_id.in_(ids)))
+    }
+    newest = (
+        select(Run.gallery_id, func.max(Run.created_at).label("at"))
+        .where(Run.gallery_id.in_(ids))
+        .group_by(Run.gallery_id)
+        .subquery()
+    )
+    last_runs: dict[str, Run] = {}
+    for run in session.scalars(
+        select(Run)
+        .join(newest, (Run.gallery_id == newest.c.gallery_id) & (Run.created_at == newest.c.at))
+        .order_by(Run.id)
+    ):
+        last_runs[run.gallery_id] = run  # same instant: the larger id, as the paging order
+    out = []
+    for gallery in galleries:
+        schedule = schedules.get(gallery.id)
+        last_run = last_runs.get(gallery.id)
+        data = {
+            "id": gallery.id,
+            "name": gallery.name,
+            "params": dict(gallery.params or {}),
+            "image_count": int(counts.get(gallery.id, 0)),
+            "schedule": schedule_obj(schedule) if schedule else None,
+            "last_run": run_obj(last_run) if last_run else None,
+            "created_at": gallery.created_at,
+            "updated_at": gallery.updated_at,
+            "links": {
+                "self": f"{BASE}/galleries/{gallery.id}",
+                "images": f"{BASE}/galleries/{gallery.id}/images",
+                "runs": f"{BASE}/galleries/{gallery.id}/runs",
+                "schedule": f"{BASE}/galleries/{gallery.id}/schedule",
+                "jobs": f"{BASE}/jobs?gallery_id={gallery.id}",
+            },
+        }
+        out.append(GalleryOut.model_validate(data).model_dump(mode="json"))
+    return out
+
+
+def _latest_job(job: Job, names: list[str]) -> dict[str, Any]:
+    succeeded = job.status == "succeeded" and job.result_id is not None
+    outputs = {name: output_url(job.id, name) for name in names} if succeeded else {}
+    return {
+        "id": job.id,
+        "status": job.status,
+        "progress": max(0, min(100, int(job.progress or 0))),
+        "run_id": job.run_id,
+        "created_at": job.created_at,
+        "finished_at": job.finished_at,
+        "recolor_url": outputs.get("recolor"),
+        "outputs": outputs,
+        "links": {"self": f"{BASE}/jobs/{job.id}"},
+    }
+
+
+def gallery_images_objs(
+    session: Session, rows: Sequence[tuple[Image, datetime]], latest: dict[str, Job]
+) -> list[dict[str, Any]]:
+    """``(image, added_at)`` rows with the gallery's newest job of each image."""
+    jobs = [latest[image.id] for image, _ in rows if image.id in latest]
+    names = output_names(
+        session, (j.result_id for j in jobs if j.status == "succeeded" and j.result_id)
+    )
+    out = []
+    for image, added_at in rows:
+        job = latest.get(image.id)
+        data = {
+            **_image_data(image),
+            "added_at": added_at,
+            "latest_job": _latest_job(job, names.get(job.result_id or "", [])) if job else None,
+        }
+        out.append(GalleryImageOut.model_validate(data).model_dump(mode="json"))
+    return out

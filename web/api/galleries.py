@@ -1,0 +1,291 @@
+"""``/api/v1/galleries`` and ``/api/v1/runs``: galleries and their images, schedules and runs.
+
+The data layer is :mod:`shared.galleries`; as for jobs, a run's rows are committed before its
+jobs are enqueued, so a broker that is down only delays them (the sweeper enqueues them).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from croniter import CroniterError
+from flask import Response, jsonify
+from sqlalchemy import delete, select
+
+from shared.errors import InvalidParameterError
+from shared.galleries import (
+    add_images,
+    create_gallery,
+    delete_schedule,
+    gallery_params,
+    latest_jobs,
+    remove_image,
+    set_schedule,
+    start_run,
+    update_gallery,
+)
+from shared.models import Gallery, GalleryImage, Image, Job, Run, Schedule
+from web.api import bp, paging
+from web.api.auth import owner_id
+from web.api.errors import ApiError, not_found, plausible_id
+from web.api.images import store_uploads
+from web.api.requests import body_kind, json_body, json_object, validate
+from web.api.schemas import GalleryCreate, GalleryImagesJson, GalleryUpdate, RunCreate, ScheduleIn
+from web.api.serialize import (
+    BASE,
+    galleries_objs,
+    gallery_images_objs,
+    image_obj,
+    jobs_objs,
+    run_obj,
+    schedule_obj,
+)
+from web.db import get_session
+from web.queue import enqueue_jobs
+
+
+def own_gallery(gallery_id: str) -> Gallery:
+    """The token owner's gallery, or 404 (another owner's too)."""
+    if not plausible_id(gallery_id):
+        raise not_found("gallery", gallery_id)
+    gallery = get_session().scalar(
+        select(Gallery).where(Gallery.id == gallery_id, Gallery.owner_id == owner_id())
+    )
+    if gallery is None:
+        raise not_found("gallery", gallery_id)
+    return gallery
+
+
+def _own_run(run_id: str) -> Run:
+    listing = "GET /api/v1/galleries/<id>/runs"
+    if not plausible_id(run_id):
+        raise not_found("run", run_id, listing)
+    run = get_session().scalar(select(Run).where(Run.id == run_id, Run.owner_id == owner_id()))
+    if run is None:
+        raise not_found("run", run_id, listing)
+    return run
+
+
+def _gallery_response(gallery: Gallery) -> Response:
+    return jsonify(galleries_objs(get_session(), [gallery])[0])
+
+
+# ---------------------------------------------------------------- galleries
+
+
+@bp.post("/galleries")
+def create_gallery_view() -> tuple[Response, int, dict[str, str]]:
+    session = get_session()
+    sub = validate(GalleryCreate, json_body())
+    gallery = create_gallery(session, owner_id(), sub.name, sub.params)
+    session.commit()
+    location = f"{BASE}/galleries/{gallery.id}"
+    return _gallery_response(gallery), 201, {"Location": location}
+
+
+@bp.get("/galleries")
+def list_galleries() -> Response:
+    page = paging.parse_page()
+    session = get_session()
+    stmt = select(Gallery).where(Gallery.owner_id == owner_id())
+    rows = list(session.scalars(paging.apply(stmt, Gallery, page)))
+    rows, cursor = paging.finish(rows, page)
+    return jsonify({"items": galleries_objs(session, rows), "next": cursor})
+
+
+@bp.get("/galleries/<gallery_id>")
+def get_gallery(gallery_id: str) -> Response:
+    return _gallery_response(own_gallery(gallery_id))
+
+
+@bp.patch("/galleries/<gallery_id>")
+def patch_gallery(gallery_id: str) -> Response:
+    """Rename and/or change the defaults; ``params`` is merged over the current ones (JSON
+    merge patch: ``"params": null`` resets them to the contract's defaults)."""
+    session = get_session()
+    gallery = own_gallery(gallery_id)
+    sub = validate(GalleryUpdate, json_body())
+    given = sub.model_fields_set
+    if "name" in given and sub.name is None:
+        raise InvalidParameterError("name: a gallery needs a name; leave it out to keep it")
+    params: dict[str, Any] | None = None
+    if "params" in given:
+        params = {**(gallery.params or {}), **sub.params} if sub.params is not None else {}
+    update_gallery(session, gallery, name=sub.name, params=params)
+    session.commit()
+    return _gallery_response(gallery)
+
+
+@bp.delete("/galleries/<gallery_id>")
+def delete_gallery(gallery_id: str) -> tuple[str, int]:
+    """Removes the gallery, its membership, schedule and runs; images and jobs stay."""
+    session = get_session()
+    gallery = own_gallery(gallery_id)
+    session.execute(delete(Gallery).where(Gallery.id == gallery.id))
+    session.commit()
+    return "", 204
+
+
+# ---------------------------------------------------------------- gallery images
+
+
+def _images_by_id(ids: list[str]) -> list[Image]:
+    """The owner's images with these ids, in the order given; 404 naming the first unknown."""
+    for ident in ids:
+        if not plausible_id(ident):
+            raise not_found("image", ident)
+    wanted = set(ids)
+    found = {
+        image.id: image
+        for image in get_session().scalars(
+            select(Image).where(Image.id.in_(wanted), Image.owner_id == owner_id())
+        )
+    }
+    for ident in ids:
+        if ident not in found:
+            raise not_found("image", ident)
+    return [found[ident] for ident in ids]
+
+
+@bp.post("/galleries/<gallery_id>/images")
+def add_gallery_images(gallery_id: str) -> tuple[Response, int]:
+    """Multipart ``file`` parts (uploaded all or nothing) or JSON ``{"image_ids": [...]}``;
+    images already in the gallery stay in it once."""
+    session = get_session()
+    gallery = own_gallery(gallery_id)
+    if body_kind() == "multipart":
+        images = store_uploads()
+    else:
+        sub = validate(GalleryImagesJson, json_object())
+        images = _images_by_id(sub.image_ids)
+    add_images(session, gallery, images)
+    session.commit()
+    return jsonify({"items": [image_obj(image) for image in images]}), 201
+
+
+@bp.get("/galleries/<gallery_id>/images")
+def list_gallery_images(gallery_id: str) -> Response:
+    """Newest added first, each with the gallery's newest job for it."""
+    page = paging.parse_page()
+    session = get_session()
+    gallery = own_gallery(gallery_id)
+    stmt = (
+        select(Image, GalleryImage.added_at)
+        .join(GalleryImage, GalleryImage.image_id == Image.id)
+        .where(GalleryImage.gallery_id == gallery.id)
+    )
+    stmt = paging.apply(stmt, Image, page, at=GalleryImage.added_at, ident=Image.id)
+    rows = [(image, added_at) for image, added_at in session.execute(stmt)]
+    rows, cursor = paging.finish(rows, page, key=lambda row: (row[1], row[0].id))
+    items = gallery_images_objs(session, rows, latest_jobs(session, gallery.id))
+    return jsonify({"items": items, "next": cursor})
+
+
+@bp.delete("/galleries/<gallery_id>/images/<image_id>")
+def remove_gallery_image(gallery_id: str, image_id: str) -> tuple[str, int]:
+    """Takes the image out of the gallery; the image itself (and its jobs) stay."""
+    session = get_session()
+    gallery = own_gallery(gallery_id)
+    if not plausible_id(image_id) or not remove_image(session, gallery, image_id):
+        raise not_found("image", image_id, f"GET /api/v1/galleries/{gallery.id}/images")
+    session.commit()
+    return "", 204
+
+
+# ---------------------------------------------------------------- schedule
+
+
+def _own_schedule(gallery: Gallery) -> Schedule:
+    schedule = get_session().scalar(select(Schedule).where(Schedule.gallery_id == gallery.id))
+    if schedule is None:
+        raise ApiError(
+            404,
+            "schedule_not_found",
+            f"Gallery {gallery.id} has no schedule; create one with "
+            f"PUT /api/v1/galleries/{gallery.id}/schedule.",
+        )
+    return schedule
+
+
+@bp.put("/galleries/<gallery_id>/schedule")
+def put_schedule(gallery_id: str) -> Response:
+    """Create or replace the schedule; a bad cron expression or time zone is a 422."""
+    session = get_session()
+    gallery = own_gallery(gallery_id)
+    sub = validate(ScheduleIn, json_body())
+    try:
+        schedule = set_schedule(
+            session,
+            gallery,
+            cron=sub.cron,
+            timezone=sub.timezone,
+            params=sub.params,
+            enabled=sub.enabled,
+            only_stale=sub.only_stale,
+        )
+    except CroniterError:  # well-formed but never due, e.g. "0 0 30 2 *" (30 February)
+        raise InvalidParameterError(
+            f"cron: {sub.cron!r} never matches a date; check its day and month fields"
+        ) from None
+    session.commit()
+    return jsonify(schedule_obj(schedule))
+
+
+@bp.get("/galleries/<gallery_id>/schedule")
+def get_schedule(gallery_id: str) -> Response:
+    return jsonify(schedule_obj(_own_schedule(own_gallery(gallery_id))))
+
+
+@bp.delete("/galleries/<gallery_id>/schedule")
+def remove_schedule(gallery_id: str) -> tuple[str, int]:
+    session = get_session()
+    gallery = own_gallery(gallery_id)
+    if not delete_schedule(session, gallery):
+        _own_schedule(gallery)  # none: the 404
+    session.commit()
+    return "", 204
+
+
+# ---------------------------------------------------------------- runs
+
+
+@bp.post("/galleries/<gallery_id>/runs")
+def create_run(gallery_id: str) -> tuple[Response, int, dict[str, str]]:
+    """Reprocess the gallery now: a job per image (``only_stale`` skips current ones)."""
+    session = get_session()
+    gallery = own_gallery(gallery_id)
+    sub = validate(RunCreate, json_body(optional=True))
+    params = gallery_params(gallery, sub.params)
+    start = start_run(session, gallery, trigger="manual", params=params, only_stale=sub.only_stale)
+    session.commit()  # the rows are the truth: committed before any message is published
+    if start.to_enqueue:
+        enqueue_jobs(start.to_enqueue)  # broker down: they stay queued for the sweeper
+    run = start.run
+    return jsonify(run_obj(run)), 202, {"Location": f"{BASE}/runs/{run.id}"}
+
+
+@bp.get("/galleries/<gallery_id>/runs")
+def list_runs(gallery_id: str) -> Response:
+    page = paging.parse_page()
+    session = get_session()
+    gallery = own_gallery(gallery_id)
+    stmt = select(Run).where(Run.gallery_id == gallery.id, Run.owner_id == owner_id())
+    rows = list(session.scalars(paging.apply(stmt, Run, page)))
+    rows, cursor = paging.finish(rows, page)
+    return jsonify({"items": [run_obj(run) for run in rows], "next": cursor})
+
+
+@bp.get("/runs/<run_id>")
+def get_run(run_id: str) -> Response:
+    return jsonify(run_obj(_own_run(run_id)))
+
+
+@bp.get("/runs/<run_id>/jobs")
+def list_run_jobs(run_id: str) -> Response:
+    page = paging.parse_page()
+    session = get_session()
+    run = _own_run(run_id)
+    stmt = select(Job).where(Job.run_id == run.id, Job.owner_id == owner_id())
+    rows = list(session.scalars(paging.apply(stmt, Job, page)).unique())
+    rows, cursor = paging.finish(rows, page)
+    return jsonify({"items": jobs_objs(session, rows), "next": cursor})
