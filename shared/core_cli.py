@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -185,7 +186,12 @@ def run_segment(args: argparse.Namespace) -> int:
         return _fail(f"cannot write to {outdir}: {exc.strerror or exc}", EXIT_IMAGE)
 
     if not args.quiet:
-        print(_summary(image, outdir, written, seg.result))
+        try:
+            print(_summary(image, outdir, written, seg.result), flush=True)
+        except BrokenPipeError:
+            # The reader left early (`kseg segment ... | head`); the files are written.
+            # Point stdout at devnull so the interpreter's final flush does not fail too.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return EXIT_OK
 
 

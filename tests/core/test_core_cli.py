@@ -106,3 +106,18 @@ def test_truncated_image(tmp_path: Path, baby_path: Path) -> None:
 )
 def test_bad_parameters(tmp_path: Path, baby_path: Path, args: list[str]) -> None:
     assert_one_line_error(run_module(str(baby_path), *args, cwd=tmp_path), 2)
+
+
+def test_reader_closing_pipe_is_not_an_error(tmp_path: Path, baby_path: Path) -> None:
+    # `kseg segment img | head -1`: the reader may be gone before the summary is printed.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "shared.core_cli", str(baby_path), "-k", "3"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # long before the child has imported numpy
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0
+    assert "Traceback" not in err and "Error" not in err
+    assert (tmp_path / "baby-kseg" / "result.json").exists()
