@@ -272,16 +272,17 @@ def set_schedule(
     parse_timezone(timezone)
     canonical = parse_params({**(gallery.params or {}), **params}).canonical() if params else None
     now = now or utcnow()
+    upcoming = next_slot(cron, timezone, now)  # also refuses a cron that never matches
     schedule = session.scalar(select(Schedule).where(Schedule.gallery_id == gallery.id))
     if schedule is None:
-        schedule = Schedule(gallery_id=gallery.id)
+        schedule = Schedule(gallery_id=gallery.id, created_at=now)
         session.add(schedule)
     schedule.cron = cron
     schedule.timezone = timezone.strip()
     schedule.params = canonical
     schedule.enabled = bool(enabled)
     schedule.only_stale = bool(only_stale)
-    schedule.next_run_at = next_slot(cron, schedule.timezone, now) if enabled else None
+    schedule.next_run_at = upcoming if enabled else None
     schedule.updated_at = now
     session.flush()
     return schedule

@@ -18,7 +18,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 
 from shared.errors import InvalidParameterError
 
@@ -61,14 +61,19 @@ def next_slot(expression: str, timezone: str, after: datetime) -> datetime:
     it = croniter(expression, local)
     previous: datetime | None = None
     for _ in range(100_000):
-        naive = it.get_next(datetime)
+        try:
+            naive = it.get_next(datetime)
+        except CroniterBadDateError:
+            break
         # fold=0: a repeated local time means its first occurrence; a skipped one is read
         # with the offset before the change, i.e. shifted forward by the gap.
         instant = naive.replace(tzinfo=zone, fold=0).astimezone(UTC)
         if instant > after_utc and (previous is None or instant > previous):
             return instant
         previous = instant if previous is None else max(previous, instant)
-    raise InvalidParameterError(f"cron: {expression!r} has no upcoming slot")
+    raise InvalidParameterError(
+        f"cron: {expression!r} never matches a date (e.g. 30 February); check day and month"
+    )
 
 
 def describe(expression: str, timezone: str, next_run_at: datetime | None = None) -> str:
