@@ -1,4 +1,4 @@
-"""kseg's web front end: the JSON API (and, later, the pages), as a Flask app factory.
+"""kseg's web front end: the JSON API and the pages, as a Flask app factory.
 
 ``web`` enqueues work by task name and imports nothing from ``worker``.
 """
@@ -24,6 +24,12 @@ def create_app(
         MAX_CONTENT_LENGTH=settings.max_upload_bytes,
         KSEG_SETTINGS=settings,
         JSON_SORT_KEYS=False,
+        # The pages' session cookie: signed (SECRET_KEY), not readable by scripts, and not sent
+        # on cross-site subrequests or posts.
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        # A form's CSRF token lives as long as its session, not one hour.
+        WTF_CSRF_TIME_LIMIT=None,
     )
     if test_config:
         app.config.update(test_config)
@@ -36,11 +42,17 @@ def create_app(
 
     db.init_app(app)
 
+    from flask_wtf.csrf import CSRFProtect
+
     from web.api import bp as api_bp
     from web.ops import bp as ops_bp
+    from web.pages import bp as pages_bp
 
+    csrf = CSRFProtect(app)
+    csrf.exempt(api_bp)  # bearer tokens, no cookies: nothing to forge
     app.register_blueprint(api_bp)
     app.register_blueprint(ops_bp)
+    app.register_blueprint(pages_bp)
     return app
 
 

@@ -1,5 +1,8 @@
 """Bearer-token authentication for the API: ``Authorization: Bearer <token>``.
 
+GET and HEAD requests without an Authorization header may instead carry the pages' signed
+session cookie (``session["owner_id"]``): the pages poll jobs and load images that way.
+
 ``KSEG_API_TOKEN`` is made valid for the default owner on the first request (lazily, so an app
 can start before the database is migrated). ``KSEG_AUTH_DISABLED`` makes every request the
 default owner — only for a single-user local run.
@@ -10,6 +13,7 @@ from __future__ import annotations
 import logging
 
 from flask import current_app, g, request
+from flask import session as cookie_session
 from sqlalchemy.exc import IntegrityError
 
 from shared.auth import DEFAULT_OWNER, ensure_token, get_or_create_owner, owner_for_token
@@ -68,6 +72,15 @@ def authenticate() -> None:
         return
     if _settings().auth_disabled:
         g.owner_id = _default_owner_id()
+        return
+    if (
+        request.method in ("GET", "HEAD")
+        and "Authorization" not in request.headers
+        and isinstance(cookie_session.get("owner_id"), str)
+    ):
+        # The pages' signed session cookie, for reads only (polling, images): writes need a
+        # bearer token, so a cookie can never be used to forge one.
+        g.owner_id = cookie_session["owner_id"]
         return
     ensure_env_token()
     header = request.headers.get("Authorization", "")

@@ -1,0 +1,113 @@
+"""The web pages: sign-in, submit, job, history — server-rendered Jinja, a little plain JS.
+
+Modules: :mod:`.auth` (sign-in with a token or a one-time link, sign-out, the signed-in
+owner), :mod:`.views` (the pages), :mod:`.present` (pure helpers that shape results for the
+templates: percentages, the k chart, parameter summaries).
+
+The pages use the JSON API from the browser only for reading (progress polling and images),
+authenticated by the session cookie (see :func:`web.api.auth.authenticate`); every write is a
+CSRF-protected form post handled here with the same service functions the API uses.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Flask, Response, render_template, request
+from flask.sansio.blueprints import BlueprintSetupState
+from flask_wtf.csrf import CSRFError
+
+from web.pages import present
+
+bp = Blueprint("pages", __name__)
+
+# No inline script, nothing from another origin. Inline style attributes carry the palette's
+# colours and the bar widths, so style-src allows them.
+CSP = (
+    "default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; "
+    "script-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; "
+    "frame-ancestors 'none'"
+)
+
+
+@bp.after_request
+def _security_headers(response: Response) -> Response:
+    response.headers.setdefault("Content-Security-Policy", CSP)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    # /login/<token> must not leak through Referer (it is spent anyway, but still).
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    if response.mimetype == "text/html":
+        response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+def _on_api(path: str) -> bool:
+    return path == "/api" or path.startswith("/api/")
+
+
+def error_page(status: int, title: str, message: str, hint: str | None = None) -> Response:
+    html = render_template("error.html", status=status, title=title, message=message, hint=hint)
+    response = Response(html, status=status, mimetype="text/html")
+    for key, value in _CSP_HEADERS.items():
+        response.headers.setdefault(key, value)
+    return response
+
+
+_CSP_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",
+}
+
+
+@bp.errorhandler(CSRFError)
+def _csrf_error(exc: CSRFError) -> Response:
+    return error_page(
+        400,
+        "The form expired",
+        "This form could not be accepted: its security token is missing or out of date "
+        f"({exc.description.rstrip('.')}).",
+        "Go back, reload the page and send the form again.",
+    )
+
+
+def _not_found(exc: Exception) -> Any:
+    if _on_api(request.path):
+        from web.api.errors import handle_any
+
+        return handle_any(exc)
+    return error_page(
+        404,
+        "Not found",
+        "There is nothing here — or it belongs to someone else.",
+        "Check the address, or find your jobs in the history.",
+    )
+
+
+def _server_error(exc: Exception) -> Any:
+    if _on_api(request.path):
+        from web.api.errors import handle_any
+
+        return handle_any(exc)
+    return error_page(
+        500,
+        "Something went wrong",
+        "The page could not be shown because of an error on our side.",
+        "Try again in a moment; if it keeps happening, tell the operator (see /readyz).",
+    )
+
+
+@bp.record_once
+def _on_register(state: BlueprintSetupState) -> None:
+    app: Flask = state.app
+    # App-wide, so unknown page URLs get the page too; /api/ keeps its JSON errors.
+    app.register_error_handler(404, _not_found)
+    app.register_error_handler(500, _server_error)
+    app.jinja_env.filters["when"] = present.when
+    app.jinja_env.filters["percent"] = present.percent
+    app.jinja_env.filters["ms"] = present.ms
+
+
+from web.pages import auth, views  # noqa: E402  (views register on bp)
+
+__all__ = ["auth", "bp", "error_page", "views"]

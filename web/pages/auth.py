@@ -1,0 +1,164 @@
+"""Signing in to the pages: the API's owners and tokens, kept in a signed session cookie.
+
+A token pasted into the form, or a one-time link ``/login/<token>`` (``kseg up`` prints one),
+is exchanged for a session cookie (signed, HttpOnly, SameSite=Lax) that holds the owner id.
+The token itself is never stored in the cookie. Sign-out is a CSRF-protected POST.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from flask import (
+    current_app,
+    flash,
+    g,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from sqlalchemy import select
+from werkzeug.wrappers import Response
+
+from shared.auth import hash_token, owner_for_token
+from shared.models import ApiToken, Owner
+from shared.settings import Settings
+from web.db import get_session
+from web.pages import bp
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _settings() -> Settings:
+    settings: Settings = current_app.config["KSEG_SETTINGS"]
+    return settings
+
+
+def current_owner() -> Owner | None:
+    """The signed-in owner (cached per request); a cookie of a vanished owner signs out."""
+    if "page_owner" in g:
+        owner: Owner | None = g.page_owner
+        return owner
+    owner = None
+    db = get_session()
+    if _settings().auth_disabled:
+        from web.api.auth import _default_owner_id
+
+        owner = db.get(Owner, _default_owner_id())
+    else:
+        owner_id = session.get("owner_id")
+        if isinstance(owner_id, str):
+            owner = db.get(Owner, owner_id)
+            if owner is None:
+                session.clear()
+    g.page_owner = owner
+    return owner
+
+
+def owner_id() -> str:
+    owner = current_owner()
+    if owner is None:  # pragma: no cover - views are wrapped in login_required
+        raise RuntimeError("no owner signed in")
+    return owner.id
+
+
+def login_required(view: F) -> F:
+    @functools.wraps(view)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        if current_owner() is None:
+            return redirect(url_for("pages.login", next=request.full_path.rstrip("?")))
+        return view(*args, **kwargs)
+
+    return wrapped  # type: ignore[return-value]
+
+
+def _owner_for_template() -> Owner | None:
+    """For the page header; an error page must render even with the database down."""
+    try:
+        return current_owner()
+    except Exception:
+        return None
+
+
+@bp.app_context_processor
+def _inject_owner() -> dict[str, Any]:
+    # Called lazily from templates; the API renders none.
+    return {"signed_in_owner": _owner_for_template, "auth_disabled": _settings().auth_disabled}
+
+
+def _safe_next(target: str | None) -> str:
+    """Only a path on this site: no scheme, no host, no ``//evil`` or ``/\\evil``."""
+    if not target or not target.startswith("/") or target.startswith(("//", "/\\")):
+        return url_for("pages.submit")
+    if any(ch in target for ch in "\\\r\n") or target.startswith("/login"):
+        return url_for("pages.submit")
+    return target
+
+
+def _sign_in(owner: Owner, next_url: str | None) -> Response:
+    session.clear()  # a fresh session (and CSRF token) for the new owner
+    session["owner_id"] = owner.id
+    session.permanent = True
+    flash(f"Signed in as {owner.name}.", "ok")
+    return redirect(_safe_next(next_url))
+
+
+def _login_page(error: str | None = None, status: int = 200, token_error: bool = False) -> Any:
+    next_url = request.values.get("next", "")
+    html = render_template("login.html", error=error, token_error=token_error, next_url=next_url)
+    return html, status
+
+
+@bp.get("/login")
+def login() -> Any:
+    if current_owner() is not None:
+        return redirect(_safe_next(request.args.get("next")))
+    return _login_page()
+
+
+@bp.post("/login")
+def login_post() -> Any:
+    token = (request.form.get("token") or "").strip()
+    if not token:
+        return _login_page("Paste your token to sign in.", 400, token_error=True)
+    db = get_session()
+    owner = owner_for_token(db, token)
+    if owner is None:
+        db.rollback()
+        return _login_page(
+            "That token is not valid: it is unknown, revoked or already used. "
+            "Check it, or create a new one with `kseg token create NAME`.",
+            403,
+            token_error=True,
+        )
+    db.commit()
+    return _sign_in(owner, request.form.get("next"))
+
+
+@bp.get("/login/<token>")
+def login_link(token: str) -> Any:
+    """A one-time sign-in link. Only one-time tokens work here: a long-lived token does not
+    belong in a URL (browser history, logs), and is refused so nobody gets used to it."""
+    db = get_session()
+    row = db.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token)))
+    owner = owner_for_token(db, token) if row is not None and row.one_time else None
+    if owner is None:
+        db.rollback()
+        return _login_page(
+            "This sign-in link is not valid any more: each link works once. "
+            "Sign in with your token below, or get a new link by restarting `kseg up`.",
+            403,
+        )
+    db.commit()  # the link is spent
+    return _sign_in(owner, None)
+
+
+@bp.post("/logout")
+def logout() -> Response:
+    session.clear()
+    flash("Signed out.", "ok")
+    return redirect(url_for("pages.login"))

@@ -1,0 +1,273 @@
+"""The pages: submit (``/``), a job (``/jobs/<id>``) and the history (``/jobs``).
+
+Submitting uses the same service functions as ``POST /api/v1/jobs``: parameters are checked
+with :func:`shared.params.parse_params` before anything is stored, images are stored with
+:func:`shared.jobs.store_image`, jobs created with :func:`shared.jobs.submit_job`, committed,
+and only then published with :func:`web.queue.enqueue_jobs`. Jobs are shown through the API's
+own serializer, so a page shows exactly what ``GET /api/v1/jobs/<id>`` answers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import (
+    abort,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from sqlalchemy import func, select
+from werkzeug.datastructures import FileStorage
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from shared.errors import ImageError, InvalidParameterError
+from shared.jobs import store_image, submit_job
+from shared.models import JOB_STATUSES, Image, Job
+from shared.params import OUTPUT_NAMES, parse_params
+from shared.settings import Settings
+from web.api import paging
+from web.api.errors import ApiError, plausible_id
+from web.api.serialize import jobs_objs
+from web.db import get_session
+from web.pages import bp, error_page, present
+from web.pages.auth import login_required, owner_id
+from web.queue import enqueue_jobs
+
+HISTORY_PAGE = 24
+FINAL = ("succeeded", "failed", "canceled")
+
+
+def _settings() -> Settings:
+    settings: Settings = current_app.config["KSEG_SETTINGS"]
+    return settings
+
+
+def human_bytes(n: int) -> str:
+    for unit, size in (("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
+        if n >= size:
+            value = n / size
+            return f"{value:.0f} {unit}" if value.is_integer() else f"{value:.1f} {unit}"
+    return f"{n} bytes"
+
+
+def _own_image(image_id: str | None) -> Image | None:
+    if not image_id or not plausible_id(image_id):
+        return None
+    return get_session().scalar(
+        select(Image).where(Image.id == image_id, Image.owner_id == owner_id())
+    )
+
+
+# ---------------------------------------------------------------- submit
+
+
+def _submit_page(
+    values: dict[str, Any],
+    errors: dict[str, str] | None = None,
+    image: Image | None = None,
+    source: str = "upload",
+    status: int = 200,
+) -> tuple[str, int]:
+    settings = _settings()
+    html = render_template(
+        "submit.html",
+        values=values,
+        errors=errors or {},
+        image=image,
+        source=source if image is not None else "upload",
+        fields=present.FIELDS,
+        normalize_choices=present.NORMALIZE_CHOICES,
+        color_space_choices=present.COLOR_SPACE_CHOICES,
+        output_names=OUTPUT_NAMES,
+        output_help=present.OUTPUT_HELP,
+        max_bytes=settings.max_upload_bytes,
+        max_size=human_bytes(settings.max_upload_bytes),
+        max_pixels=f"{settings.max_image_pixels / 1e6:.0f}",
+    )
+    return html, status
+
+
+@bp.get("/")
+@login_required
+def submit() -> Any:
+    """The submit form; ``?image_id=…&k=…`` (from "run again") pre-fills it."""
+    values = present.form_from(request.args, submitted=False)
+    image = _own_image(request.args.get("image_id"))
+    return _submit_page(values, image=image, source="image" if image else "upload")
+
+
+def too_large_page() -> tuple[str, int]:
+    """The submit form again, saying the upload was over the limit (413)."""
+    limit = human_bytes(_settings().max_upload_bytes)
+    errors = {
+        "file": f"The upload is over the {limit} limit (all files together); "
+        "choose fewer or smaller files."
+    }
+    return _submit_page(present.default_form(), errors, status=413)
+
+
+@bp.errorhandler(RequestEntityTooLarge)
+def _too_large(_exc: RequestEntityTooLarge) -> Any:
+    if request.endpoint == "pages.submit_post":
+        return too_large_page()
+    return error_page(413, "Too large", "The request is over the upload limit.")
+
+
+@bp.post("/")
+@login_required
+def submit_post() -> Any:
+    settings = _settings()
+    form = request.form
+    values = present.form_from(form, submitted=True)
+    errors: dict[str, str] = {}
+    source = form.get("source", "upload")
+    image = _own_image(form.get("image_id")) if source == "image" else None
+    files: list[FileStorage] = [part for part in request.files.getlist("file") if part.filename]
+
+    params = None
+    try:
+        params = parse_params(present.params_input(values))
+    except InvalidParameterError as exc:
+        field, text = present.field_error(exc.message)
+        errors[field] = text
+
+    if source == "image" and image is None:
+        errors["file"] = "That image is no longer available; choose a file instead."
+        source = "upload"
+    elif source != "image" and not files:
+        errors["file"] = "Choose at least one image (or drop it on the box)."
+    if errors or params is None:
+        if files and "file" not in errors:
+            errors.setdefault("file_again", "Choose your file(s) again after fixing the above.")
+        return _submit_page(values, errors, image, source, status=422)
+
+    db = get_session()
+    me = owner_id()
+    jobs: list[Job] = []
+    if image is not None:
+        jobs.append(submit_job(db, me, image, params, reuse=values["reuse"]))
+    else:
+        for part in files:  # one job per file; one bad file stores none (one transaction)
+            data = part.read()
+            try:
+                stored, _ = store_image(
+                    db, me, data, part.filename, max_pixels=settings.max_image_pixels
+                )
+            except ImageError as exc:
+                db.rollback()
+                name = part.filename or "the file"
+                errors["file"] = f"{name}: {exc.message}."
+                if len(files) > 1:
+                    errors["file"] += " No file was submitted; choose the images again."
+                return _submit_page(values, errors, status=exc.status)
+            jobs.append(submit_job(db, me, stored, params, reuse=values["reuse"]))
+    ids = [job.id for job in jobs]
+    queued = [job.id for job in jobs if job.status == "queued"]
+    db.commit()  # the rows are the truth: committed before any message is published
+    if queued and not enqueue_jobs(queued):
+        flash("The queue is not answering right now; your jobs will start shortly.", "warn")
+    if len(ids) == 1:
+        return redirect(url_for("pages.job", job_id=ids[0]), 303)
+    flash(f"Submitted {len(ids)} jobs.", "ok")
+    return redirect(url_for("pages.history"), 303)
+
+
+# ---------------------------------------------------------------- one job
+
+
+@bp.get("/jobs/<job_id>")
+@login_required
+def job(job_id: str) -> Any:
+    if not plausible_id(job_id):
+        abort(404)
+    db = get_session()
+    row = db.scalar(select(Job).where(Job.id == job_id, Job.owner_id == owner_id()))
+    if row is None:
+        abort(404)
+    obj = jobs_objs(db, [row])[0]
+    result = obj.get("result") or {}
+    chart = None
+    if result.get("k_scores"):
+        chart = present.k_chart(result["k_scores"], int(result.get("k") or 0))
+    outputs = result.get("outputs") or {}
+    return render_template(
+        "job.html",
+        job=obj,
+        result=result,
+        outputs=outputs,
+        output_help=present.OUTPUT_HELP,
+        original=f"/api/v1/images/{obj['image']['id']}/file",
+        palette=present.palette(result.get("clusters") or []),
+        chart=chart,
+        metrics=present.metrics(result) if result else [],
+        timings=present.timings(result) if result else [],
+        params=present.params_summary(obj["params"]),
+        run_again=present.run_again_url(url_for("pages.submit"), obj["image"]["id"], obj["params"]),
+        advice=present.advice((obj.get("error") or {}).get("code")),
+        status_text=present.STATUS_TEXT,
+        final=obj["status"] in FINAL,
+    )
+
+
+# ---------------------------------------------------------------- history
+
+
+def _thumbnail(obj: dict[str, Any]) -> str:
+    outputs = (obj.get("result") or {}).get("outputs") or {}
+    return str(outputs.get("recolor") or f"/api/v1/images/{obj['image']['id']}/file")
+
+
+@bp.get("/jobs")
+@login_required
+def history() -> Any:
+    status = request.args.get("status", "")
+    if status not in JOB_STATUSES:
+        status = ""
+    try:
+        limit = max(1, min(paging.MAX_LIMIT, int(request.args.get("limit", HISTORY_PAGE))))
+    except ValueError:
+        limit = HISTORY_PAGE
+    after = None
+    cursor = request.args.get("cursor")
+    if cursor:
+        try:
+            after = paging.decode_cursor(cursor)
+        except ApiError:
+            flash("That page link is not valid any more; here are your newest jobs.", "warn")
+    db = get_session()
+    me = owner_id()
+    stmt = select(Job).where(Job.owner_id == me)
+    if status:
+        stmt = stmt.where(Job.status == status)
+    page = paging.Page(limit, after)
+    rows = list(db.scalars(paging.apply(stmt, Job, page)).unique())
+    rows, next_cursor = paging.finish(rows, page)
+    items = jobs_objs(db, rows)
+    counts = dict(
+        db.execute(
+            select(Job.status, func.count()).where(Job.owner_id == me).group_by(Job.status)
+        ).all()
+    )
+    for item in items:
+        item["thumbnail"] = _thumbnail(item)
+        item["summary"] = present.params_summary(item["params"])
+    return render_template(
+        "history.html",
+        items=items,
+        status=status,
+        statuses=JOB_STATUSES,
+        status_text=present.STATUS_TEXT,
+        counts=counts,
+        total=sum(counts.values()),
+        next_url=(
+            url_for("pages.history", status=status or None, cursor=next_cursor)
+            if next_cursor
+            else None
+        ),
+        first_url=url_for("pages.history", status=status or None) if cursor else None,
+        final=FINAL,
+    )
