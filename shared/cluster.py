@@ -425,11 +425,59 @@ def weighted_lloyd(
         update steps. An empty cluster is moved onto the point currently farthest from its
         centre, as scikit-learn does, so no cluster ends empty while M ≥ k.
 
-    The iterations are plain Lloyd's; :class:`_Hamerly` only skips provably unneeded
-    distance computations.
+    The iterations are plain Lloyd's; for k ≥ 24, :class:`_Hamerly` bounds skip provably
+    unneeded distance computations (same labels, less work).
     """
     tol_abs = _tolerance(x, w, tol)
-    state = _Hamerly(x, w, np.asarray(centers, dtype=np.float64))
+    centers = np.array(centers, dtype=np.float64)
+    if centers.shape[0] < _HAMERLY_MIN_K:
+        centers, labels, n_iter = _plain_lloyd(x, w, centers, max_iter, tol_abs)
+    else:
+        centers, labels, n_iter = _bounded_lloyd(x, w, centers, max_iter, tol_abs)
+    diff = x - centers[labels]
+    inertia = float(np.einsum("ij,ij->i", diff, diff) @ w)
+    return centers, labels, inertia, n_iter
+
+
+#: From this k on, Hamerly's bounds save more distance computations than their bookkeeping
+#: costs (measured: 1 MP and 12 MP photos; below it plain Lloyd is 20–40 % faster).
+_HAMERLY_MIN_K = 24
+
+
+def _plain_lloyd(
+    x: np.ndarray, w: np.ndarray, centers: np.ndarray, max_iter: int, tol_abs: float
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Lloyd iterations, every point every time; same steps and stops as :func:`_bounded_lloyd`."""
+    k = centers.shape[0]
+    xa = _augment(x)
+    wx = w[:, None] * x
+    labels, _ = _nearest(xa, None, centers)
+    n_iter = 0
+    for _ in range(max_iter):
+        mass, sums = _weighted_sums(wx, w, labels, k)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            new = sums / mass[:, None]
+        empty = np.flatnonzero(mass <= 0)
+        if empty.size:
+            diff = x - centers[labels]
+            far = np.argsort(-np.einsum("ij,ij->i", diff, diff), kind="stable")[: empty.size]
+            new[empty] = x[far]
+        shift = float(((new - centers) ** 2).sum())
+        centers = new
+        n_iter += 1
+        new_labels, _ = _nearest(xa, None, centers)
+        changed = not np.array_equal(new_labels, labels)
+        labels = new_labels
+        if not changed or shift <= tol_abs:
+            break
+    return centers, labels, n_iter
+
+
+def _bounded_lloyd(
+    x: np.ndarray, w: np.ndarray, centers: np.ndarray, max_iter: int, tol_abs: float
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Lloyd iterations with :class:`_Hamerly` pruning."""
+    state = _Hamerly(x, w, centers)
     n_iter = 0
     for _ in range(max_iter):
         shift = state.update_centers()
@@ -437,9 +485,7 @@ def weighted_lloyd(
         changed = state.assign()
         if not changed or shift <= tol_abs:
             break
-    diff = x - state.centers[state.labels]
-    inertia = float(np.einsum("ij,ij->i", diff, diff) @ w)
-    return state.centers, state.labels, inertia, n_iter
+    return state.centers, state.labels, n_iter
 
 
 @dataclass(frozen=True)

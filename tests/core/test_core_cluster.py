@@ -39,7 +39,8 @@ def test_histogram_counts_pixels() -> None:
     assert hist.n_pixels == 900
 
 
-def test_weighted_lloyd_on_distinct_colours_equals_kmeans_on_all_pixels() -> None:
+@pytest.mark.parametrize("k", [6, 30])  # plain Lloyd below k=24, Hamerly-bounded above
+def test_weighted_lloyd_on_distinct_colours_equals_kmeans_on_all_pixels(k: int) -> None:
     # Few distinct colours, many repeats: the histogram is much smaller than the pixel list.
     rng = np.random.default_rng(3)
     palette = rng.integers(0, 256, size=(60, 3), dtype=np.uint8)
@@ -48,12 +49,12 @@ def test_weighted_lloyd_on_distinct_colours_equals_kmeans_on_all_pixels() -> Non
     assert len(hist) < 100 < rgb.shape[0] * rgb.shape[1]
     x = color_features(hist.colors)
     w = hist.counts.astype(np.float64)
-    init = x[rng.choice(len(x), size=6, replace=False)]
+    init = x[rng.choice(len(x), size=k, replace=False)]
 
     centers, labels, inertia, _ = weighted_lloyd(x, w, init, max_iter=300, tol=0.0)
 
     pixels = color_features(rgb.reshape(-1, 3))
-    km = KMeans(n_clusters=6, init=init, n_init=1, tol=0.0, max_iter=300,
+    km = KMeans(n_clusters=k, init=init, n_init=1, tol=0.0, max_iter=300,
                 algorithm="lloyd").fit(pixels)
     np.testing.assert_allclose(centers, km.cluster_centers_, atol=1e-6, rtol=0)
     pixel_labels = labels[np.searchsorted(hist.codes, pack_rgb(rgb))]
