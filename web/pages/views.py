@@ -231,6 +231,7 @@ def history() -> Any:
         limit = max(1, min(paging.MAX_LIMIT, int(request.args.get("limit", HISTORY_PAGE))))
     except ValueError:
         limit = HISTORY_PAGE
+    shown_limit = limit if limit != HISTORY_PAGE else None
     after = None
     cursor = request.args.get("cursor")
     if cursor:
@@ -264,10 +265,12 @@ def history() -> Any:
         counts=counts,
         total=sum(counts.values()),
         next_url=(
-            url_for("pages.history", status=status or None, cursor=next_cursor)
+            url_for("pages.history", status=status or None, limit=shown_limit, cursor=next_cursor)
             if next_cursor
             else None
         ),
-        first_url=url_for("pages.history", status=status or None) if cursor else None,
+        first_url=(
+            url_for("pages.history", status=status or None, limit=shown_limit) if cursor else None
+        ),
         final=FINAL,
     )

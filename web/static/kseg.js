@@ -132,6 +132,13 @@
       window.setTimeout(function () { button.disabled = true; button.textContent = "Uploading…"; }, 0);
     });
 
+    // Coming back with the Back button: the button must work again.
+    window.addEventListener("pageshow", function () {
+      var button = $("[data-submit-button]", form);
+      button.disabled = false;
+      button.textContent = "Segment";
+    });
+
     var errors = $("#form-errors");
     if (errors) { errors.focus(); }
   }
