@@ -407,6 +407,7 @@ def weighted_lloyd(
     *,
     max_iter: int = 300,
     tol: float = 1e-4,
+    tol_abs: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray, float, int]:
     """Lloyd's algorithm on weighted points, from given centres.
 
@@ -418,6 +419,8 @@ def weighted_lloyd(
         tol: stop when the summed squared centre shift falls to ``tol`` × the mean weighted
             variance of the features (scikit-learn's convention); 0 runs to strict
             convergence (labels unchanged).
+        tol_abs: the absolute tolerance instead (overrides ``tol``), so that a sample or a
+            summary of the data can be held to the tolerance of the whole.
 
     Returns:
         ``(centers, labels, inertia, n_iter)``: the final centres, ``(M,)`` labels consistent
@@ -428,7 +431,8 @@ def weighted_lloyd(
     The iterations are plain Lloyd's; for k ≥ 24, :class:`_Hamerly` bounds skip provably
     unneeded distance computations (same labels, less work).
     """
-    tol_abs = _tolerance(x, w, tol)
+    if tol_abs is None:
+        tol_abs = _tolerance(x, w, tol)
     centers = np.array(centers, dtype=np.float64)
     if centers.shape[0] < _HAMERLY_MIN_K:
         centers, labels, n_iter = _plain_lloyd(x, w, centers, max_iter, tol_abs)
@@ -617,6 +621,7 @@ def _seeded_fit(
     rng: np.random.Generator,
     max_iter: int,
     tol: float,
+    tol_abs: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray, float, int]:
     """Best of ``n_init`` k-means++ seedings each refined by Lloyd on ``(xs, ws)``.
 
@@ -625,7 +630,7 @@ def _seeded_fit(
     best: tuple[np.ndarray, np.ndarray, float, int] | None = None
     for _ in range(n_init):
         init = kmeans_plusplus(xs, ws, k, rng)
-        fitted = weighted_lloyd(xs, ws, init, max_iter=max_iter, tol=tol)
+        fitted = weighted_lloyd(xs, ws, init, max_iter=max_iter, tol=tol, tol_abs=tol_abs)
         if best is None or fitted[2] < best[2]:
             best = fitted
     assert best is not None
@@ -666,23 +671,28 @@ def fit_kmeans(
         init: ``(k, d)`` centres to start from instead of seeding.
         groups: ``(M,)`` non-negative group index per point (:func:`coarse_groups`).
     """
+    tol_abs = _tolerance(x, w, tol)  # every stage is held to the whole data's tolerance
     if init is None:
         rng = np.random.default_rng(seed)
         xs, ws = _weighted_sample(x, w, sample_size, rng, at_least=k)
         if xs is x:  # few points: seed and refine on all of them, no sampling
             centers, labels, inertia, n_iter = _seeded_fit(
-                x, w, k, n_init=n_init, rng=rng, max_iter=max_iter, tol=tol
+                x, w, k, n_init=n_init, rng=rng, max_iter=max_iter, tol=tol, tol_abs=tol_abs
             )
             return KMeansFit(centers, labels, inertia, n_iter)
         init, _, _, _ = _seeded_fit(
-            xs, ws, k, n_init=n_init, rng=rng, max_iter=seed_iter, tol=tol
+            xs, ws, k, n_init=n_init, rng=rng, max_iter=seed_iter, tol=tol, tol_abs=tol_abs
         )
     n_coarse = 0
     if groups is not None:
         xg, wg = _summarise(x, w, groups)
         if k < xg.shape[0] <= x.shape[0] // 2:
-            init, _, _, n_coarse = weighted_lloyd(xg, wg, init, max_iter=max_iter, tol=tol)
-    centers, labels, inertia, n_iter = weighted_lloyd(x, w, init, max_iter=max_iter, tol=tol)
+            init, _, _, n_coarse = weighted_lloyd(
+                xg, wg, init, max_iter=max_iter, tol_abs=tol_abs
+            )
+    centers, labels, inertia, n_iter = weighted_lloyd(
+        x, w, init, max_iter=max_iter, tol_abs=tol_abs
+    )
     return KMeansFit(centers, labels, inertia, n_iter, n_coarse)
 
 
