@@ -10,6 +10,10 @@ from shared.settings import Settings
 
 
 def celery_init_app(app: Flask, settings: Settings) -> Celery:
+    from web.broker import register
+
+    register()  # the embedded broker's safe filesystem transport
+
     class FlaskTask(Task):  # type: ignore[misc]
         def __call__(self, *args: object, **kwargs: object) -> object:
             with app.app_context():

@@ -1,0 +1,74 @@
+"""The embedded broker under concurrency: every message arrives exactly once, whole."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+from pathlib import Path
+from typing import Any
+
+from kombu import Connection, Queue
+
+
+def _options(folder: Path) -> dict[str, object]:
+    return {
+        "data_folder_in": str(folder),
+        "data_folder_out": str(folder),
+        "control_folder": str(folder / "control"),
+        "polling_interval": 0.01,
+    }
+
+
+def _produce(folder: str, start: int, count: int) -> None:
+    from web.broker import register
+
+    register()
+    with Connection("filesystem://", transport_options=_options(Path(folder))) as conn:
+        queue = conn.SimpleQueue(Queue("q", routing_key="q"))
+        for i in range(start, start + count):
+            # Big bodies make a torn read likely if writes were not atomic.
+            queue.put({"i": i, "pad": "x" * 200_000})
+        queue.close()
+
+
+def _consume(folder: str, out: mp.Queue, total: Any, stop_after: float) -> None:
+    import time
+
+    from web.broker import register
+
+    register()
+    seen = []
+    with Connection("filesystem://", transport_options=_options(Path(folder))) as conn:
+        queue = conn.SimpleQueue(Queue("q", routing_key="q"))
+        deadline = time.monotonic() + stop_after
+        while time.monotonic() < deadline and total.value < 300:
+            try:
+                message = queue.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            assert len(message.payload["pad"]) == 200_000
+            seen.append(message.payload["i"])
+            message.ack()
+            with total.get_lock():
+                total.value += 1
+        queue.close()
+    out.put(seen)
+
+
+def test_concurrent_producers_and_consumers_lose_nothing(tmp_path: Path) -> None:
+    (tmp_path / "control").mkdir()
+    ctx = mp.get_context("fork")
+    out: mp.Queue = ctx.Queue()
+    total = ctx.Value("i", 0)
+    consumers = [
+        ctx.Process(target=_consume, args=(str(tmp_path), out, total, 30.0)) for _ in range(3)
+    ]
+    producers = [ctx.Process(target=_produce, args=(str(tmp_path), n * 100, 100)) for n in range(3)]
+    for proc in consumers + producers:
+        proc.start()
+    for proc in producers:
+        proc.join(30)
+    received = sorted(i for _ in consumers for i in out.get(timeout=30))
+    for proc in consumers:
+        proc.join(10)
+    assert received == list(range(300)), "each message exactly once"
+    assert not [p for p in tmp_path.iterdir() if p.is_file()], "no files left behind"

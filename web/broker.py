@@ -1,0 +1,75 @@
+"""The embedded broker: kombu's filesystem transport, made safe for several processes.
+
+kombu's own filesystem transport writes a message file in place under a lock that its reader
+never takes, so a worker polling at the wrong moment can pick up a half-written file and lose
+the message; and it moves consumed files to the system temp folder, a copy when that is
+another file system. Here a message is written under a hidden temporary name and renamed into
+place (readers see whole files only), and a reader claims a file by renaming it within the
+same folder — an atomic step only one consumer can win.
+
+Registered under the ``filesystem://`` URL scheme by :mod:`web.celery_init`.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from queue import Empty
+from time import monotonic
+from typing import Any
+
+from kombu.exceptions import ChannelError
+from kombu.transport import TRANSPORT_ALIASES, filesystem
+from kombu.utils.encoding import bytes_to_str, str_to_bytes
+from kombu.utils.json import dumps, loads
+
+
+class Channel(filesystem.Channel):
+    def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:
+        name = f"{round(monotonic() * 1000)}_{uuid.uuid4()}.{queue}.msg"
+        final = os.path.join(self.data_folder_out, name)
+        # A leading dot keeps the half-written file out of every reader's match.
+        partial = os.path.join(self.data_folder_out, f".{name}.part")
+        try:
+            with open(partial, "wb") as handle:
+                handle.write(str_to_bytes(dumps(payload)))
+            os.replace(partial, final)
+        except OSError as exc:
+            raise ChannelError(f"Cannot add file {final!r} to directory") from exc
+
+    def _get(self, queue: str) -> Any:
+        wanted = f"{queue}.msg"
+        for name in sorted(os.listdir(self.data_folder_in)):
+            if name.startswith(".") or name.partition(".")[2] != wanted:
+                continue
+            source = os.path.join(self.data_folder_in, name)
+            claimed = os.path.join(self.data_folder_in, f".{name}.{os.getpid()}.taken")
+            try:
+                os.rename(source, claimed)  # atomic: exactly one consumer wins the file
+            except OSError:
+                continue  # another consumer took it first
+            try:
+                with open(claimed, "rb") as handle:
+                    payload = handle.read()
+                os.remove(claimed)
+            except OSError as exc:
+                raise ChannelError(f"Cannot read file {claimed!r} from queue.") from exc
+            return loads(bytes_to_str(payload))
+        raise Empty()
+
+    def _size(self, queue: str) -> int:
+        wanted = f"{queue}.msg"
+        return sum(
+            1
+            for name in os.listdir(self.data_folder_in)
+            if not name.startswith(".") and name.partition(".")[2] == wanted
+        )
+
+
+class Transport(filesystem.Transport):
+    Channel = Channel
+
+
+def register() -> None:
+    """Make ``filesystem://`` mean this transport in this process."""
+    TRANSPORT_ALIASES["filesystem"] = f"{__name__}:Transport"
