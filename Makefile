@@ -18,6 +18,7 @@ run: $(STAMP)
 	$(BIN)/kseg up
 
 test: $(STAMP)
+	@bash tests/browser/install.sh || echo "make test: could not install Chromium; browser tests will skip (or fail under CI)"
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 

@@ -23,7 +23,6 @@ def create_app(
         SECRET_KEY=settings.secret_key or _instance_secret(settings),
         MAX_CONTENT_LENGTH=settings.max_upload_bytes,
         KSEG_SETTINGS=settings,
-        JSON_SORT_KEYS=False,
         # The pages' session cookie: signed (SECRET_KEY), not readable by scripts, and not sent
         # on cross-site subrequests or posts.
         SESSION_COOKIE_HTTPONLY=True,
@@ -31,6 +30,7 @@ def create_app(
         # A form's CSRF token lives as long as its session, not one hour.
         WTF_CSRF_TIME_LIMIT=None,
     )
+    app.json.sort_keys = False  # type: ignore[attr-defined]  # keep the contract's field order
     if test_config:
         app.config.update(test_config)
 
