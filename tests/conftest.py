@@ -13,7 +13,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -253,43 +252,19 @@ def start_process(name: str, args: list[str], env: dict[str, str], log_dir: Path
     return Proc(name, popen, log_path)
 
 
-def start_worker(env: dict[str, str], log_dir: Path, *extra: str, concurrency: int = 2) -> Proc:
-    """A real Celery worker (prefork pool) on the env's broker, database and queue."""
-    args = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "worker.celery_app",
-        "worker",
-        "--loglevel=INFO",
-        f"--concurrency={concurrency}",
-        "-Q",
-        env["KSEG_QUEUE"],
-        "-n",
-        f"test-{uuid.uuid4().hex[:6]}@%h",
-        "--without-gossip",
-        "--without-mingle",
-        *extra,
-    ]
-    return start_process("worker", args, env, log_dir)
+def start_worker(env: dict[str, str], log_dir: Path) -> Proc:
+    """A real Celery worker (prefork pool), started as ``kseg worker`` starts it."""
+    from shared.cli import worker_command
+
+    name = ["-n", f"test-{uuid.uuid4().hex[:6]}@%h"]  # unique: several workers per test
+    return start_process("worker", worker_command(settings_from(env)) + name, env, log_dir)
 
 
 def start_beat(env: dict[str, str], log_dir: Path) -> Proc:
-    instance = Path(env["KSEG_INSTANCE_DIR"])
-    instance.mkdir(parents=True, exist_ok=True)
-    args = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "worker.celery_app",
-        "beat",
-        "--loglevel=INFO",
-        "-s",
-        str(instance / "celerybeat-schedule"),
-    ]
-    return start_process("beat", args, env, log_dir)
+    """Celery beat, started as ``kseg beat`` starts it."""
+    from shared.cli import beat_command
+
+    return start_process("beat", beat_command(settings_from(env)), env, log_dir)
 
 
 # ---------------------------------------------------------------- live web app

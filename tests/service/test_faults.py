@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 from sqlalchemy import func, select
 
-from shared.db import get_sessionmaker, migrate
+from shared.db import get_sessionmaker
 from shared.models import Job, Result
 from tests.conftest import (
     Stack,
@@ -63,25 +63,7 @@ def result_count(stack: Stack, job_id: str) -> int:
         )
 
 
-@pytest.fixture(params=["postgres-redis", "sqlite-embedded"])
-def fault_stack(
-    request: pytest.FixtureRequest, tmp_path: Path, pg_database: Callable[[str], str]
-) -> Iterator[Stack]:
-    if request.param == "postgres-redis":
-        database_url, broker_url = pg_database("fault"), request.getfixturevalue("redis_url")
-    else:
-        database_url = f"sqlite:///{tmp_path / 'instance' / 'kseg.db'}"
-        broker_url = "filesystem://"
-        migrate(database_url)
-    stack = build_stack(request.param, database_url, broker_url, tmp_path, workers=1)
-    try:
-        yield stack
-    finally:
-        stack.stop()
-
-
-def test_worker_child_killed_mid_job_still_succeeds_once(fault_stack: Stack) -> None:
-    stack = fault_stack
+def test_worker_child_killed_mid_job_still_succeeds_once(stack: Stack) -> None:
     job = submit(stack, busy_image(), "noise.png", k=64, outputs="recolor,labels")
 
     def running_holder() -> str | None:
@@ -102,8 +84,7 @@ def test_worker_child_killed_mid_job_still_succeeds_once(fault_stack: Stack) -> 
     assert result_count(stack, job["id"]) == 1
 
 
-def test_whole_worker_killed_mid_job_is_recovered_by_the_sweeper(fault_stack: Stack) -> None:
-    stack = fault_stack
+def test_whole_worker_killed_mid_job_is_recovered_by_the_sweeper(stack: Stack) -> None:
     job = submit(stack, busy_image(), "noise.png", k=64, outputs="recolor")
     worker = next(p for p in stack.processes if p.name == "worker")
 

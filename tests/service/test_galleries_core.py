@@ -10,7 +10,6 @@ import io
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -21,11 +20,11 @@ from sqlalchemy import func, select, update
 
 from shared import galleries, jobs
 from shared.auth import get_or_create_owner
-from shared.db import get_sessionmaker, migrate
+from shared.db import get_sessionmaker
 from shared.models import Gallery, Image, Job, Result, Run, Schedule
 from shared.params import parse_params
 from shared.runner import run_job
-from tests.conftest import Stack, build_stack, wait_for
+from tests.conftest import Stack, wait_for
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
@@ -230,22 +229,6 @@ def test_retention_keeps_exactly_n_results(pg: Any) -> None:
         assert galleries.prune_results(session, keep=3) == 0
 
 
-@pytest.fixture(params=["postgres-redis", "sqlite-embedded"])
-def gallery_stack(
-    request: pytest.FixtureRequest, tmp_path: Path, pg_database: Callable[[str], str]
-) -> Iterator[Stack]:
-    if request.param == "postgres-redis":
-        database_url, broker = pg_database("galstack"), request.getfixturevalue("redis_url")
-    else:
-        database_url, broker = f"sqlite:///{tmp_path / 'instance' / 'kseg.db'}", "filesystem://"
-        migrate(database_url)
-    stack = build_stack(request.param, database_url, broker, tmp_path)
-    try:
-        yield stack
-    finally:
-        stack.stop()
-
-
 def _wait_run(stack: Stack, run_id: str) -> Run:
     maker = get_sessionmaker(stack.settings.database_url)
 
@@ -280,10 +263,10 @@ def _start(stack: Stack, gallery_id: str, only_stale: bool) -> str:
     return run_id
 
 
-def test_twenty_image_run_then_only_stale_skips_all(gallery_stack: Stack) -> None:
-    maker = get_sessionmaker(gallery_stack.settings.database_url)
+def test_twenty_image_run_then_only_stale_skips_all(stack: Stack) -> None:
+    maker = get_sessionmaker(stack.settings.database_url)
     _, gallery_id = make_gallery(maker, 20, outputs="recolor")
-    run = _wait_run(gallery_stack, _start(gallery_stack, gallery_id, only_stale=True))
+    run = _wait_run(stack, _start(stack, gallery_id, only_stale=True))
     assert run.status == "succeeded"
     assert (run.total, run.succeeded, run.failed, run.skipped, run.queued, run.running) == (
         20,
@@ -293,16 +276,16 @@ def test_twenty_image_run_then_only_stale_skips_all(gallery_stack: Stack) -> Non
         0,
         0,
     )
-    again = _start(gallery_stack, gallery_id, only_stale=True)
-    run2 = _wait_run(gallery_stack, again)
+    again = _start(stack, gallery_id, only_stale=True)
+    run2 = _wait_run(stack, again)
     assert run2.status == "succeeded"
     assert (run2.total, run2.skipped, run2.succeeded, run2.failed) == (20, 20, 0, 0)
     with maker() as session:
         assert session.scalar(select(func.count()).select_from(Job).where(Job.run_id == again)) == 0
 
 
-def test_one_corrupt_image_makes_the_run_partial(gallery_stack: Stack) -> None:
-    maker = get_sessionmaker(gallery_stack.settings.database_url)
+def test_one_corrupt_image_makes_the_run_partial(stack: Stack) -> None:
+    maker = get_sessionmaker(stack.settings.database_url)
     _, gallery_id = make_gallery(maker, 4, outputs="recolor")
     with maker.begin() as session:
         victim = galleries.gallery_image_ids(session, gallery_id)[2]
@@ -310,7 +293,7 @@ def test_one_corrupt_image_makes_the_run_partial(gallery_stack: Stack) -> None:
         session.execute(
             update(Image).where(Image.id == victim).values(data=b"\x89PNG\r\n\x1a\nrot")
         )
-    run = _wait_run(gallery_stack, _start(gallery_stack, gallery_id, only_stale=False))
+    run = _wait_run(stack, _start(stack, gallery_id, only_stale=False))
     assert run.status == "partial"
     assert (run.total, run.succeeded, run.failed) == (4, 3, 1)
     with maker() as session:
