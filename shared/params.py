@@ -49,19 +49,23 @@ class SegmentParams(BaseModel):
     @field_validator("k", mode="before")
     @classmethod
     def _k_text(cls, value: Any) -> Any:
+        expected = f'must be an integer {K_MIN}..{K_MAX} or "auto"'
         if isinstance(value, bool):
-            raise ValueError("k must be an integer or \"auto\"")
+            raise ValueError(f"{expected}, not a boolean")
         if isinstance(value, str):
             text = value.strip().lower()
             if text == "auto":
                 return "auto"
             try:
-                return int(text)
+                value = int(text)
             except ValueError:
-                msg = f"k must be an integer 2..256 or \"auto\", not {value!r}"
-                raise ValueError(msg) from None
+                raise ValueError(f"{expected}, not {value!r}") from None
         if isinstance(value, float) and not value.is_integer():
-            raise ValueError("k must be a whole number")
+            raise ValueError(f"{expected}, not {value!r}")
+        if isinstance(value, int | float) and value < K_MIN:
+            raise ValueError(f'must be at least {K_MIN} (or "auto"), not {value:g}')
+        if isinstance(value, int | float) and value > K_MAX:
+            raise ValueError(f"must be at most {K_MAX}, not {value:g}")
         return value
 
     @field_validator("outputs", mode="before")
