@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 from shared.settings import Settings, get_settings
 
@@ -318,8 +318,16 @@ def cmd_segment(args: argparse.Namespace) -> int:
     return int(run_segment(args))
 
 
+class _Parser(argparse.ArgumentParser):
+    """One line on stderr for a usage error, naming where help is (no usage dump)."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"kseg: error: {message} (see `{self.prog} --help`)", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="kseg",
         description="Segment images by K-Means colour clustering: as a service, or one image "
         "at a time.",
