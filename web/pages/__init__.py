@@ -1,8 +1,10 @@
-"""The web pages: sign-in, submit, job, history — server-rendered Jinja, a little plain JS.
+"""The web pages: sign-in, submit, job, history, galleries — server-rendered Jinja, a little
+plain JS.
 
 Modules: :mod:`.auth` (sign-in with a token or a one-time link, sign-out, the signed-in
-owner), :mod:`.views` (the pages), :mod:`.present` (pure helpers that shape results for the
-templates: percentages, the k chart, parameter summaries).
+owner), :mod:`.views` (the pages), :mod:`.galleries` (the gallery list, a gallery, a run),
+:mod:`.present` (pure helpers that shape results for the templates: percentages, the k chart,
+parameter summaries).
 
 The pages use the JSON API from the browser only for reading (progress polling and images),
 authenticated by the session cookie (see :func:`web.api.auth.authenticate`); every write is a
@@ -108,6 +110,6 @@ def _on_register(state: BlueprintSetupState) -> None:
     app.jinja_env.filters["ms"] = present.ms
 
 
-from web.pages import auth, views  # noqa: E402  (views register on bp)
+from web.pages import auth, galleries, views  # noqa: E402  (views register on bp)
 
-__all__ = ["auth", "bp", "error_page", "views"]
+__all__ = ["auth", "bp", "error_page", "galleries", "views"]

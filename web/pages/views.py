@@ -114,6 +114,10 @@ def too_large_page() -> tuple[str, int]:
 def _too_large(_exc: RequestEntityTooLarge) -> Any:
     if request.endpoint == "pages.submit_post":
         return too_large_page()
+    if request.endpoint == "pages.gallery_upload":
+        from web.pages.galleries import too_large_page as gallery_too_large
+
+        return gallery_too_large()
     return error_page(413, "Too large", "The request is over the upload limit.")
 
 

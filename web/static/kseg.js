@@ -6,6 +6,10 @@
  * - job page: polls GET /api/v1/jobs/<id> every 300 ms while queued or running, reloads
  *   when it ends; before/after slider
  * - history: live status of queued and running jobs
+ * - galleries: "add images" like the submit form; running runs' counters (polls
+ *   GET /api/v1/runs/<id>) and the thumbnail grid (polls GET /api/v1/galleries/<id>/images)
+ *   update in place; a run page's image rows too (GET /api/v1/runs/<id>/jobs); "use my time
+ *   zone"; forms with data-confirm ask first
  */
 (function () {
   "use strict";
@@ -53,17 +57,20 @@
     }
   });
 
-  /* ------------------------------------------------------------ submit form */
+  /* ------------------------------------------------------------ upload forms */
 
-  var form = $("[data-submit-form]");
-  if (form) {
-    var input = $("#file", form);
+  // The submit form and a gallery's "add images" form: drag and drop, the chosen files
+  // listed, the size limit checked before sending, the button disabled while uploading.
+  var uploadForm = function (form) {
+    var input = $("input[type=file]", form);
     var zone = $("[data-dropzone]", form);
     var chosen = $("[data-chosen]", form);
     var sizeError = $("[data-size-error]", form);
     var maxBytes = parseInt(form.getAttribute("data-max-bytes"), 10) || 0;
     var maxSize = form.getAttribute("data-max-size");
     var useUpload = $("[data-source-upload]", form);
+    var button = $("[data-submit-button]", form);
+    var label = button.textContent;
 
     var showFiles = function () {
       chosen.textContent = "";
@@ -103,45 +110,48 @@
       }
     });
 
-    // k: a fixed number, or auto with a range; only the inputs of the chosen mode are sent.
-    var kNumber = $("[data-k-number]", form);
-    var kAuto = $all("[data-k-auto]", form);
-    var kRange = $("[data-k-range]", form);
-    var syncK = function () {
-      var checked = $("[data-k-mode]:checked", form);
-      var auto = checked && checked.value === "auto";
-      kNumber.disabled = auto;
-      kAuto.forEach(function (el) { el.disabled = !auto; });
-      kRange.classList.toggle("is-off", !auto);
-    };
-    $all("[data-k-mode]", form).forEach(function (radio) { radio.addEventListener("change", syncK); });
-    kNumber.addEventListener("focus", function () {
-      var fixed = $("[data-k-mode][value=number]", form);
-      if (fixed && !fixed.checked) { fixed.checked = true; syncK(); }
-    });
-    syncK();
-
     form.addEventListener("submit", function (event) {
       if (!showFiles()) {
         event.preventDefault();
         input.focus();
         return;
       }
-      var button = $("[data-submit-button]", form);
       // Disable after this tick, so the button's own value is still part of the submission.
       window.setTimeout(function () { button.disabled = true; button.textContent = "Uploading…"; }, 0);
     });
 
     // Coming back with the Back button: the button must work again.
     window.addEventListener("pageshow", function () {
-      var button = $("[data-submit-button]", form);
       button.disabled = false;
-      button.textContent = "Segment";
+      button.textContent = label;
     });
+  };
+  $all("[data-submit-form], [data-upload-form]").forEach(uploadForm);
 
-    var errors = $("#form-errors");
-    if (errors) { errors.focus(); }
-  }
+  /* ------------------------------------------------------------ parameter fields: k */
+
+  // k: a fixed number, or auto with a range; only the inputs of the chosen mode are sent.
+  $all("[data-k-fieldset]").forEach(function (fieldset) {
+    var kNumber = $("[data-k-number]", fieldset);
+    var kAuto = $all("[data-k-auto]", fieldset);
+    var kRange = $("[data-k-range]", fieldset);
+    var syncK = function () {
+      var checked = $("[data-k-mode]:checked", fieldset);
+      var auto = checked && checked.value === "auto";
+      kNumber.disabled = auto;
+      kAuto.forEach(function (el) { el.disabled = !auto; });
+      kRange.classList.toggle("is-off", !auto);
+    };
+    $all("[data-k-mode]", fieldset).forEach(function (radio) { radio.addEventListener("change", syncK); });
+    kNumber.addEventListener("focus", function () {
+      var fixed = $("[data-k-mode][value=number]", fieldset);
+      if (fixed && !fixed.checked) { fixed.checked = true; syncK(); }
+    });
+    syncK();
+  });
+
+  var formErrors = $("#form-errors");
+  if (formErrors) { formErrors.focus(); }
 
   /* ------------------------------------------------------------ job page: live progress */
 
@@ -231,4 +241,151 @@
     };
     window.setTimeout(pollRows, 1000);
   }
+
+  /* ------------------------------------------------------------ galleries */
+
+  var RUN_TEXT = { running: "Running", succeeded: "Succeeded", partial: "Partly failed", failed: "Failed" };
+  var COUNTERS = ["succeeded", "failed", "running", "queued", "skipped"];
+
+  // Poll url every delay ms while handle(json) returns true; back off on errors, stop on
+  // 401/404 (signed out, or gone).
+  var poll = function (url, handle, delay) {
+    var failures = 0;
+    var tick = function () {
+      getJSON(url).then(function (data) {
+        failures = 0;
+        if (handle(data)) { window.setTimeout(tick, delay); }
+      }).catch(function (err) {
+        failures += 1;
+        if (err.status === 401 || err.status === 404) { return; }
+        window.setTimeout(tick, Math.min(5000, delay * Math.pow(2, failures)));
+      });
+    };
+    window.setTimeout(tick, delay);
+  };
+
+  // The same words as web/pages/galleries.py counters().
+  var counterWords = function (c) {
+    var done = c.succeeded + c.failed + c.skipped;
+    var details = [c.succeeded + " succeeded"];
+    if (c.failed) { details.push(c.failed + " failed"); }
+    if (c.skipped) { details.push(c.skipped + " skipped (up to date)"); }
+    if (c.running) { details.push(c.running + " running"); }
+    if (c.queued) { details.push(c.queued + " queued"); }
+    return {
+      text: done + "/" + c.total + " done",
+      detail: details.join(" · "),
+      label: done + " of " + c.total + " images done: " + details.join(", ")
+    };
+  };
+
+  var showRun = function (el, run) {
+    var c = run.jobs;
+    COUNTERS.forEach(function (name) {
+      var seg = $("[data-seg=" + name + "]", el);
+      if (seg) { seg.style.width = (c.total ? c[name] / c.total * 100 : 0) + "%"; }
+    });
+    var words = counterWords(c);
+    var text = $("[data-counter-text]", el);
+    if (text.textContent !== words.text) { text.textContent = words.text; }
+    $("[data-counter-detail]", el).textContent = words.detail;
+    $("[data-counter-bar]", el).setAttribute("aria-label", words.label);
+    el.setAttribute("data-status", run.status);
+    var badges = $all("[data-run-badge]", el);
+    if (el.matches(".run-progress")) { badges = badges.concat($all(".job-title [data-run-badge]")); }
+    badges.forEach(function (badge) {
+      badge.className = "badge badge-" + run.status;
+      badge.textContent = RUN_TEXT[run.status] || run.status;
+    });
+    if (run.status !== "running") {
+      el.removeAttribute("data-live-run");
+      var announce = $("[data-run-announce]", el);
+      if (announce) { announce.textContent = "The run ended: " + (RUN_TEXT[run.status] || run.status) + ", " + words.text + "."; }
+    }
+  };
+
+  // Runs: the gallery page's run rows and the run page's progress.
+  $all("[data-live-run]").forEach(function (el) {
+    poll(el.getAttribute("data-live-run"), function (run) {
+      showRun(el, run);
+      return run.status === "running";
+    }, 700);
+  });
+
+  var jobBadge = function (badge, status, progress) {
+    badge.className = "badge badge-" + status;
+    badge.textContent = (STATUS_TEXT[status] || status) +
+      (status === "running" ? " " + (progress || 0) + " %" : "");
+  };
+
+  // A gallery's grid: each image shows its newest job's recolor (or the original) and status.
+  var grid = $("[data-grid][data-watch-grid]");
+  if (grid) {
+    var gridLastLook = false;
+    poll(grid.getAttribute("data-grid"), function (page) {
+      var active = false;
+      page.items.forEach(function (item) {
+        var tile = $("[data-image-id=\"" + item.id + "\"]", grid);
+        var job = item.latest_job;
+        if (!tile || !job) { return; }
+        if (!FINAL[job.status]) { active = true; }
+        tile.setAttribute("data-status", job.status);
+        jobBadge($("[data-badge]", tile), job.status, job.progress);
+        var img = $("[data-tile-img]", tile);
+        var src = job.recolor_url || item.links.file;
+        if (img.getAttribute("src") !== src) { img.setAttribute("src", src); }
+        $("[data-tile-link]", tile).setAttribute("href", "/jobs/" + job.id);
+      });
+      // Until no job is active and no run is left running, and one more look after that.
+      if (active || $all("[data-live-run]").length) { gridLastLook = false; return true; }
+      if (gridLastLook) { return false; }
+      gridLastLook = true;
+      return true;
+    }, 1000);
+  }
+
+  // A run page's images: status and thumbnails while the run is running.
+  var runJobs = $("[data-run-jobs]");
+  var runLive = $(".run-progress[data-live-run]");
+  if (runJobs && runLive) {
+    var lastLook = false;
+    poll(runJobs.getAttribute("data-run-jobs"), function (page) {
+      page.items.forEach(function (job) {
+        var row = $("[data-job-id=\"" + job.id + "\"]", runJobs);
+        if (!row) { return; }
+        row.setAttribute("data-status", job.status);
+        jobBadge($("[data-badge]", row), job.status, job.progress);
+        var recolor = job.result && job.result.outputs && job.result.outputs.recolor;
+        var img = $("[data-thumb]", row);
+        if (recolor && img.getAttribute("src") !== recolor) { img.setAttribute("src", recolor); }
+      });
+      if (runLive.hasAttribute("data-live-run")) { return true; }
+      if (lastLook) { return false; }
+      lastLook = true;
+      return true;
+    }, 1000);
+  }
+
+  // "Use mine": the browser's own time zone for a schedule.
+  var zoneButton = $("[data-use-my-timezone]");
+  if (zoneButton && window.Intl && Intl.DateTimeFormat) {
+    var mine = Intl.DateTimeFormat().resolvedOptions().timeZone;
+    var zoneInput = $("#timezone");
+    if (mine && zoneInput && zoneInput.value !== mine) {
+      zoneButton.textContent = "Use mine (" + mine + ")";
+      zoneButton.hidden = false;
+      zoneButton.addEventListener("click", function () {
+        zoneInput.value = mine;
+        zoneButton.hidden = true;
+        zoneInput.focus();
+      });
+    }
+  }
+
+  // Forms that delete something ask first.
+  $all("form[data-confirm]").forEach(function (form) {
+    form.addEventListener("submit", function (event) {
+      if (!window.confirm(form.getAttribute("data-confirm"))) { event.preventDefault(); }
+    });
+  });
 })();

@@ -1,0 +1,589 @@
+"""The gallery pages: the list (``/galleries``), one gallery (``/galleries/<id>``) and one run
+(``/runs/<id>``).
+
+As on the other pages, every write is a CSRF-protected form post handled with the service
+functions the JSON API uses (:mod:`shared.galleries`, :func:`shared.jobs.store_image`), rows
+are committed before jobs are enqueued, and everything shown goes through the API's own
+serializers (:mod:`web.api.serialize`) and keyset paging (:mod:`web.api.paging`), so a page
+shows what ``GET /api/v1/galleries/<id>`` answers. While a run is running the browser polls
+``GET /api/v1/runs/<id>`` and ``GET /api/v1/galleries/<id>/images`` with the session cookie.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+from urllib.parse import urlencode
+from zoneinfo import available_timezones
+
+from croniter import CroniterError
+from flask import abort, current_app, flash, redirect, render_template, request, url_for
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+from werkzeug.datastructures import FileStorage, MultiDict
+from werkzeug.wrappers import Response
+
+from shared.errors import ImageError, InvalidParameterError
+from shared.galleries import (
+    add_images,
+    create_gallery,
+    delete_schedule,
+    gallery_params,
+    image_count,
+    latest_jobs,
+    remove_image,
+    set_schedule,
+    start_run,
+    update_gallery,
+)
+from shared.jobs import store_image
+from shared.models import Gallery, GalleryImage, Image, Job, Run, Schedule
+from shared.params import OUTPUT_NAMES
+from shared.settings import Settings
+from web.api import paging
+from web.api.errors import ApiError, plausible_id
+from web.api.requests import TRUE
+from web.api.serialize import BASE, galleries_objs, gallery_images_objs, jobs_objs, run_obj
+from web.db import get_session
+from web.pages import bp, error_page, present
+from web.pages.auth import current_owner, login_required, owner_id
+from web.pages.views import FINAL, _thumbnail, human_bytes
+from web.queue import enqueue_jobs
+
+GALLERY_PAGE = 50
+GRID_PAGE = 48
+RUNS_SHOWN = 10
+RUN_JOBS_PAGE = paging.MAX_LIMIT
+COVERS = 4
+
+RUN_STATUS_TEXT = {
+    "running": "Running",
+    "succeeded": "Succeeded",
+    "partial": "Partly failed",
+    "failed": "Failed",
+}
+TRIGGER_TEXT = {"manual": "Run now", "schedule": "Scheduled"}
+# Fields of these forms besides the parameters (whose labels are present.FIELDS').
+LABELS = {"name": "Name", "cron": "Cron expression", "timezone": "Time zone", "file": "Images"}
+SCHEDULE_DEFAULTS: dict[str, Any] = {
+    "cron": "0 3 * * *",
+    "timezone": "UTC",
+    "enabled": True,
+    "only_stale": True,
+}
+COUNTERS = ("succeeded", "failed", "running", "queued", "skipped")
+
+
+def _settings() -> Settings:
+    settings: Settings = current_app.config["KSEG_SETTINGS"]
+    return settings
+
+
+@functools.cache
+def timezones() -> list[str]:
+    """The IANA zones offered by the schedule form (it accepts any name ``zoneinfo`` knows)."""
+    return sorted(zone for zone in available_timezones() if "/" in zone or zone == "UTC")
+
+
+# ---------------------------------------------------------------- pure helpers
+
+
+def counters(jobs: dict[str, int]) -> dict[str, Any]:
+    """A run's counters for its bar: segment widths in percent, ``3/3 done`` and details."""
+    total = int(jobs.get("total") or 0)
+    done = sum(int(jobs.get(name) or 0) for name in ("succeeded", "failed", "skipped"))
+    segments = [
+        (name, round(int(jobs.get(name) or 0) / total * 100, 3) if total else 0.0)
+        for name in COUNTERS
+    ]
+    details = [f"{int(jobs.get('succeeded') or 0)} succeeded"]
+    for name, words in (
+        ("failed", "failed"),
+        ("skipped", "skipped (up to date)"),
+        ("running", "running"),
+        ("queued", "queued"),
+    ):
+        if jobs.get(name):
+            details.append(f"{int(jobs[name])} {words}")
+    return {
+        "segments": segments,
+        "text": f"{done}/{total} done",
+        "detail": " · ".join(details),
+        "label": f"{done} of {total} images done: " + ", ".join(details),
+    }
+
+
+def field_error(message: str) -> tuple[str, str]:
+    """Like :func:`present.field_error`, and also for the name, cron and time zone fields."""
+    head, sep, rest = message.partition(": ")
+    if not (sep and head in LABELS):
+        return present.field_error(message)
+    text = rest.strip()
+    text = text[:1].upper() + text[1:]
+    if text and text[-1] not in ".!?":
+        text += "."
+    return head, text
+
+
+def form_values(params: dict[str, Any]) -> dict[str, Any]:
+    """The parameter form's values for a gallery's canonical parameters."""
+    args: MultiDict[str, Any] = MultiDict(
+        [(key, params[key]) for key in present.PARAM_KEYS if params.get(key) is not None]
+    )
+    args.setlist("outputs", list(params.get("outputs") or OUTPUT_NAMES))
+    return present.form_from(args, submitted=False)
+
+
+def _form_context() -> dict[str, Any]:
+    """What the shared parameter fields (``_param_fields.html``) need."""
+    return {
+        "fields": present.FIELDS,
+        "labels": {**{name: f.label for name, f in present.FIELDS.items()}, **LABELS},
+        "normalize_choices": present.NORMALIZE_CHOICES,
+        "color_space_choices": present.COLOR_SPACE_CHOICES,
+        "output_names": OUTPUT_NAMES,
+        "output_help": present.OUTPUT_HELP,
+        "status_text": present.STATUS_TEXT,
+        "run_status_text": RUN_STATUS_TEXT,
+        "trigger_text": TRIGGER_TEXT,
+    }
+
+
+# ---------------------------------------------------------------- lookups
+
+
+def _own_gallery(gallery_id: str) -> Gallery:
+    """The signed-in owner's gallery, or the 404 page (another owner's too)."""
+    if not plausible_id(gallery_id):
+        abort(404)
+    gallery = get_session().scalar(
+        select(Gallery).where(Gallery.id == gallery_id, Gallery.owner_id == owner_id())
+    )
+    if gallery is None:
+        abort(404)
+    return gallery
+
+
+def _own_run(run_id: str) -> Run:
+    if not plausible_id(run_id):
+        abort(404)
+    run = get_session().scalar(select(Run).where(Run.id == run_id, Run.owner_id == owner_id()))
+    if run is None:
+        abort(404)
+    return run
+
+
+def _page(limit: int) -> tuple[paging.Page, str | None]:
+    """The page asked for by ``?cursor=``; a cursor that is not valid starts over."""
+    cursor = request.args.get("cursor") or None
+    after = None
+    if cursor:
+        try:
+            after = paging.decode_cursor(cursor)
+        except ApiError:
+            flash("That page link is not valid any more; here is the first page.", "warn")
+            cursor = None
+    return paging.Page(limit, after), cursor
+
+
+def _covers(db: Session, gallery_ids: list[str]) -> dict[str, list[str]]:
+    """Up to four newest images of each gallery, as image URLs (one query)."""
+    if not gallery_ids:
+        return {}
+    ranked = (
+        select(
+            GalleryImage.gallery_id.label("gallery_id"),
+            GalleryImage.image_id.label("image_id"),
+            func.row_number()
+            .over(
+                partition_by=GalleryImage.gallery_id,
+                order_by=(GalleryImage.added_at.desc(), GalleryImage.image_id.desc()),
+            )
+            .label("rank"),
+        ).where(GalleryImage.gallery_id.in_(gallery_ids))
+    ).subquery()
+    covers: dict[str, list[str]] = {}
+    for gallery_id, image_id in db.execute(
+        select(ranked.c.gallery_id, ranked.c.image_id)
+        .where(ranked.c.rank <= COVERS)
+        .order_by(ranked.c.gallery_id, ranked.c.rank)
+    ):
+        covers.setdefault(gallery_id, []).append(f"{BASE}/images/{image_id}/file")
+    return covers
+
+
+def _run_view(obj: dict[str, Any]) -> dict[str, Any]:
+    return {**obj, "counters": counters(obj["jobs"])}
+
+
+# ---------------------------------------------------------------- the list
+
+
+def _list_page(
+    name: str = "",
+    values: dict[str, Any] | None = None,
+    errors: dict[str, str] | None = None,
+    status: int = 200,
+) -> tuple[str, int]:
+    db = get_session()
+    page, cursor = _page(GALLERY_PAGE)
+    stmt = select(Gallery).where(Gallery.owner_id == owner_id())
+    rows = list(db.scalars(paging.apply(stmt, Gallery, page)))
+    rows, next_cursor = paging.finish(rows, page)
+    items = galleries_objs(db, rows)
+    covers = _covers(db, [item["id"] for item in items])
+    for item in items:
+        item["covers"] = covers.get(item["id"], [])
+        item["summary"] = present.params_summary(item["params"])
+        if item["last_run"]:
+            item["last_run"] = _run_view(item["last_run"])
+    errors = errors or {}
+    html = render_template(
+        "galleries.html",
+        items=items,
+        name=name,
+        values=values or present.default_form(),
+        errors=errors,
+        params_open=any(key not in ("name", "_form") for key in errors),
+        next_url=url_for("pages.galleries", cursor=next_cursor) if next_cursor else None,
+        first_url=url_for("pages.galleries") if cursor else None,
+        **_form_context(),
+    )
+    return html, status
+
+
+@bp.get("/galleries")
+@login_required
+def galleries() -> Any:
+    return _list_page()
+
+
+@bp.post("/galleries")
+@login_required
+def gallery_create() -> Any:
+    db = get_session()
+    name = (request.form.get("name") or "")[:400]
+    values = present.form_from(request.form, submitted=True)
+    try:
+        gallery = create_gallery(db, owner_id(), name, present.params_input(values))
+    except InvalidParameterError as exc:
+        db.rollback()
+        field, text = field_error(exc.message)
+        return _list_page(name, values, {field: text}, 422)
+    db.commit()
+    flash(f"Created the gallery {gallery.name}. Add images to it below.", "ok")
+    return redirect(url_for("pages.gallery", gallery_id=gallery.id), 303)
+
+
+# ---------------------------------------------------------------- one gallery
+
+
+def _gallery_page(
+    gallery: Gallery,
+    *,
+    errors: dict[str, str] | None = None,
+    name: str | None = None,
+    values: dict[str, Any] | None = None,
+    schedule_form: dict[str, Any] | None = None,
+    status: int = 200,
+) -> tuple[str, int]:
+    """The gallery page; a failed form post passes what was sent and its ``errors``."""
+    db = get_session()
+    obj = galleries_objs(db, [gallery])[0]
+    errors = errors or {}
+
+    # The grid: the API's own listing (newest added first) with each image's newest job.
+    page, cursor = _page(GRID_PAGE)
+    stmt = (
+        select(Image, GalleryImage.added_at)
+        .join(GalleryImage, GalleryImage.image_id == Image.id)
+        .where(GalleryImage.gallery_id == gallery.id)
+    )
+    stmt = paging.apply(stmt, Image, page, at=GalleryImage.added_at, ident=Image.id)
+    rows = [(image, added_at) for image, added_at in db.execute(stmt)]
+    rows, next_cursor = paging.finish(rows, page, key=lambda row: (row[1], row[0].id))
+    tiles = gallery_images_objs(db, rows, latest_jobs(db, gallery.id))
+    for tile in tiles:
+        job = tile["latest_job"]
+        tile["thumbnail"] = (job or {}).get("recolor_url") or tile["links"]["file"]
+        tile["href"] = url_for("pages.job", job_id=job["id"]) if job else tile["links"]["file"]
+
+    runs_page = paging.Page(RUNS_SHOWN, None)
+    run_rows = list(
+        db.scalars(paging.apply(select(Run).where(Run.gallery_id == gallery.id), Run, runs_page))
+    )
+    run_rows, more_runs = paging.finish(run_rows, runs_page)
+    runs = [_run_view(run_obj(row)) for row in run_rows]
+    older_runs = 0
+    if more_runs:
+        older_runs = int(
+            db.scalar(select(func.count()).select_from(Run).where(Run.gallery_id == gallery.id))
+            or 0
+        ) - len(runs)
+
+    schedule = obj["schedule"]
+    if schedule_form is None:
+        schedule_form = (
+            {key: schedule[key] for key in SCHEDULE_DEFAULTS} if schedule else SCHEDULE_DEFAULTS
+        )
+    live = any(run["status"] == "running" for run in runs) or any(
+        tile["latest_job"] and tile["latest_job"]["status"] not in FINAL for tile in tiles
+    )
+    grid_query = {"limit": GRID_PAGE, "cursor": cursor} if cursor else {"limit": GRID_PAGE}
+    settings = _settings()
+    html = render_template(
+        "gallery.html",
+        gallery=obj,
+        tiles=tiles,
+        runs=runs,
+        older_runs=older_runs,
+        schedule=schedule,
+        schedule_form=schedule_form,
+        timezones=timezones(),
+        name=obj["name"] if name is None else name,
+        values=values or form_values(obj["params"]),
+        summary=present.params_summary(obj["params"]),
+        errors=errors,
+        settings_open=any(key not in ("file", "cron", "timezone", "_run") for key in errors),
+        live=live,
+        grid_url=f"{BASE}/galleries/{gallery.id}/images?{urlencode(grid_query)}",
+        next_url=(
+            url_for("pages.gallery", gallery_id=gallery.id, cursor=next_cursor)
+            if next_cursor
+            else None
+        ),
+        first_url=url_for("pages.gallery", gallery_id=gallery.id) if cursor else None,
+        max_bytes=settings.max_upload_bytes,
+        max_size=human_bytes(settings.max_upload_bytes),
+        max_pixels=f"{settings.max_image_pixels / 1e6:.0f}",
+        **_form_context(),
+    )
+    return html, status
+
+
+def _back(gallery: Gallery, anchor: str = "") -> Response:
+    return redirect(url_for("pages.gallery", gallery_id=gallery.id) + anchor, 303)
+
+
+@bp.get("/galleries/<gallery_id>")
+@login_required
+def gallery(gallery_id: str) -> Any:
+    return _gallery_page(_own_gallery(gallery_id))
+
+
+def too_large_page() -> Any:
+    """The gallery page again, saying the upload was over the limit (413). Called from the
+    error handler, before the view ran: signed out or not found is the plain 413 page."""
+    gallery_id = str((request.view_args or {}).get("gallery_id", ""))
+    found = None
+    if current_owner() is not None and plausible_id(gallery_id):
+        found = get_session().scalar(
+            select(Gallery).where(Gallery.id == gallery_id, Gallery.owner_id == owner_id())
+        )
+    if found is None:
+        return error_page(413, "Too large", "The request is over the upload limit.")
+    limit = human_bytes(_settings().max_upload_bytes)
+    errors = {
+        "file": f"The upload is over the {limit} limit (all files together); "
+        "add fewer or smaller files at a time."
+    }
+    return _gallery_page(found, errors=errors, status=413)
+
+
+@bp.post("/galleries/<gallery_id>/images")
+@login_required
+def gallery_upload(gallery_id: str) -> Any:
+    """Adds the uploaded images (one file or several, all or none) to the gallery."""
+    gallery = _own_gallery(gallery_id)
+    files: list[FileStorage] = [part for part in request.files.getlist("file") if part.filename]
+    if not files:
+        errors = {"file": "Choose at least one image (or drop them on the box)."}
+        return _gallery_page(gallery, errors=errors, status=422)
+    db = get_session()
+    before = image_count(db, gallery.id)
+    images: list[Image] = []
+    for part in files:  # one bad file adds none (one transaction), as on the submit page
+        try:
+            image, _ = store_image(
+                db, owner_id(), part.read(), part.filename, max_pixels=_settings().max_image_pixels
+            )
+        except ImageError as exc:
+            db.rollback()
+            text = f"{part.filename}: {exc.message}."
+            if len(files) > 1:
+                text += " No image was added; choose the images again."
+            return _gallery_page(gallery, errors={"file": text}, status=exc.status)
+        images.append(image)
+    add_images(db, gallery, images)
+    added = image_count(db, gallery.id) - before
+    db.commit()
+    message = f"Added {added} image{'' if added == 1 else 's'}."
+    if added < len(images):
+        message += f" {len(images) - added} {'was' if len(images) - added == 1 else 'were'}"
+        message += " in the gallery already."
+    if added:
+        message += " Run the gallery to segment them."
+    flash(message, "ok")
+    return _back(gallery, "#images")
+
+
+@bp.post("/galleries/<gallery_id>/images/<image_id>/remove")
+@login_required
+def gallery_remove_image(gallery_id: str, image_id: str) -> Any:
+    """Takes an image out of the gallery; the image and its jobs stay."""
+    gallery = _own_gallery(gallery_id)
+    db = get_session()
+    if not plausible_id(image_id):
+        abort(404)
+    filename = db.scalar(
+        select(Image.filename).where(Image.id == image_id, Image.owner_id == owner_id())
+    )
+    if filename is None or not remove_image(db, gallery, image_id):
+        abort(404)
+    db.commit()
+    flash(f"Removed {filename} from the gallery (the image and its results are kept).", "ok")
+    return _back(gallery, "#images")
+
+
+@bp.post("/galleries/<gallery_id>/settings")
+@login_required
+def gallery_settings(gallery_id: str) -> Any:
+    """Rename and set the default parameters."""
+    gallery = _own_gallery(gallery_id)
+    db = get_session()
+    name = (request.form.get("name") or "")[:400]
+    values = present.form_from(request.form, submitted=True)
+    try:
+        update_gallery(db, gallery, name=name, params=present.params_input(values))
+    except InvalidParameterError as exc:
+        db.rollback()
+        field, text = field_error(exc.message)
+        return _gallery_page(gallery, errors={field: text}, name=name, values=values, status=422)
+    db.commit()
+    flash("Saved the name and the default parameters.", "ok")
+    return _back(gallery)
+
+
+@bp.post("/galleries/<gallery_id>/runs")
+@login_required
+def gallery_run(gallery_id: str) -> Any:
+    """Run now: a job per image with the gallery's parameters (``only_stale`` skips current
+    ones), committed before it is enqueued."""
+    gallery = _own_gallery(gallery_id)
+    db = get_session()
+    if image_count(db, gallery.id) == 0:
+        flash("This gallery has no images yet: add some, then run it.", "warn")
+        return _back(gallery)
+    only_stale = request.form.get("only_stale") in TRUE
+    start = start_run(
+        db, gallery, trigger="manual", params=gallery_params(gallery), only_stale=only_stale
+    )
+    run = start.run
+    queued, skipped = len(start.to_enqueue), int(run.skipped or 0)
+    db.commit()  # the rows are the truth: committed before any message is published
+    if start.to_enqueue and not enqueue_jobs(start.to_enqueue):
+        flash("The queue is not answering right now; the run will start shortly.", "warn")
+    message = f"Started a run: {queued} image{'' if queued == 1 else 's'} to segment"
+    if skipped:
+        message += f", {skipped} skipped (already up to date)"
+    flash(message + ".", "ok")
+    return _back(gallery)
+
+
+@bp.post("/galleries/<gallery_id>/schedule")
+@login_required
+def gallery_schedule(gallery_id: str) -> Any:
+    """Create or replace the schedule; a bad cron or time zone is shown next to its field."""
+    gallery = _own_gallery(gallery_id)
+    db = get_session()
+    form = request.form
+    sent = {
+        "cron": " ".join((form.get("cron") or "").split())[:200],
+        "timezone": (form.get("timezone") or "").strip()[:200],
+        "enabled": form.get("enabled") in TRUE,
+        "only_stale": form.get("only_stale") in TRUE,
+    }
+    existing = db.scalar(select(Schedule).where(Schedule.gallery_id == gallery.id))
+    errors: dict[str, str] = {}
+    if len(sent["cron"]) > 120:
+        errors["cron"] = "At most 120 characters."
+    else:
+        try:
+            set_schedule(
+                db,
+                gallery,
+                cron=sent["cron"],
+                timezone=sent["timezone"],
+                # Parameters set over the API stay; none means the gallery's at each run.
+                params=existing.params if existing else None,
+                enabled=sent["enabled"],
+                only_stale=sent["only_stale"],
+            )
+        except InvalidParameterError as exc:
+            field, text = field_error(exc.message)
+            errors[field] = text
+        except CroniterError:  # well-formed but never due, e.g. "0 0 30 2 *" (30 February)
+            errors["cron"] = f"'{sent['cron']}' never matches a date; check its day and month."
+    if errors:
+        db.rollback()
+        return _gallery_page(gallery, errors=errors, schedule_form=sent, status=422)
+    db.commit()
+    flash("Saved the schedule.", "ok")
+    return _back(gallery, "#schedule")
+
+
+@bp.post("/galleries/<gallery_id>/schedule/delete")
+@login_required
+def gallery_schedule_delete(gallery_id: str) -> Any:
+    gallery = _own_gallery(gallery_id)
+    db = get_session()
+    if delete_schedule(db, gallery):
+        db.commit()
+        flash("Removed the schedule; the gallery runs only when you run it.", "ok")
+    return _back(gallery, "#schedule")
+
+
+@bp.post("/galleries/<gallery_id>/delete")
+@login_required
+def gallery_delete(gallery_id: str) -> Any:
+    """As ``DELETE /api/v1/galleries/<id>``: the gallery, its schedule and runs go; the images
+    and their jobs stay."""
+    gallery = _own_gallery(gallery_id)
+    db = get_session()
+    name = gallery.name
+    db.execute(delete(Gallery).where(Gallery.id == gallery.id))
+    db.commit()
+    flash(f"Deleted the gallery {name}; its images and their results are kept.", "ok")
+    return redirect(url_for("pages.galleries"), 303)
+
+
+# ---------------------------------------------------------------- one run
+
+
+@bp.get("/runs/<run_id>")
+@login_required
+def run(run_id: str) -> Any:
+    row = _own_run(run_id)
+    db = get_session()
+    gallery = galleries_objs(db, [db.get_one(Gallery, row.gallery_id)])[0]
+    obj = _run_view(run_obj(row))
+    page, cursor = _page(RUN_JOBS_PAGE)
+    stmt = select(Job).where(Job.run_id == row.id, Job.owner_id == owner_id())
+    rows = list(db.scalars(paging.apply(stmt, Job, page)).unique())
+    rows, next_cursor = paging.finish(rows, page)
+    items = jobs_objs(db, rows)
+    for item in items:
+        item["thumbnail"] = _thumbnail(item)
+    jobs_query = {"limit": RUN_JOBS_PAGE, "cursor": cursor} if cursor else {"limit": RUN_JOBS_PAGE}
+    return render_template(
+        "run.html",
+        run=obj,
+        gallery=gallery,
+        items=items,
+        params=present.params_summary(obj["params"]),
+        jobs_url=f"{BASE}/runs/{row.id}/jobs?{urlencode(jobs_query)}",
+        final=FINAL,
+        next_url=url_for("pages.run", run_id=row.id, cursor=next_cursor) if next_cursor else None,
+        first_url=url_for("pages.run", run_id=row.id) if cursor else None,
+        **_form_context(),
+    )
