@@ -292,7 +292,8 @@ def _gallery_page(
     obj = galleries_objs(db, [gallery])[0]
     errors = errors or {}
 
-    # The grid: the API's own listing (newest added first) with each image's newest job.
+    # The grid: the query of GET /api/v1/galleries/<id>/images (which the page polls),
+    # newest added first, each image with the gallery's newest job for it.
     page, cursor = _page(GRID_PAGE)
     stmt = (
         select(Image, GalleryImage.added_at)
@@ -344,7 +345,7 @@ def _gallery_page(
         values=values or form_values(obj["params"]),
         summary=present.params_summary(obj["params"]),
         errors=errors,
-        settings_open=any(key not in ("file", "cron", "timezone", "_run") for key in errors),
+        settings_open=any(key not in ("file", "cron", "timezone") for key in errors),
         live=live,
         grid_url=f"{BASE}/galleries/{gallery.id}/images?{urlencode(grid_query)}",
         next_url=(
