@@ -6,9 +6,10 @@ gather over the pixels whatever k is.
 
 * ``labels``  — mode L, pixel = label.
 * ``gray``    — mode L, label ``i`` drawn as ``int(256 / (i + 1)) - 1`` (the tutorial's).
-* ``color``   — mode RGB, the colours ``skimage.color.label2rgb(labels, bg_label=-1)`` paints
-  (its default 10-colour cycle, label ``i`` -> colour ``i % 10``), rounded to 8 bits.
-* ``recolor`` — mode RGB, each pixel its cluster's centre colour.
+* ``color``   — palette PNG (decodes to RGB), the colours
+  ``skimage.color.label2rgb(labels, bg_label=-1)`` paints (its default 10-colour cycle,
+  label ``i`` -> colour ``i % 10``), rounded to 8 bits.
+* ``recolor`` — palette PNG (decodes to RGB), each pixel its cluster's centre colour.
 * ``overlay`` — mode RGB, the original with yellow (255, 255, 0) on every pixel that has a
   4-neighbour of another label: ``skimage.segmentation.mark_boundaries(image, labels,
   mode="thick")``.
@@ -160,17 +161,31 @@ def _up_filtered(pixels: np.ndarray) -> np.ndarray:
 def encode_png(
     pixels: np.ndarray,
     *,
+    palette: np.ndarray | None = None,
     compress_level: int = PNG_COMPRESS_LEVEL,
     strategy: int = zlib.Z_DEFAULT_STRATEGY,
 ) -> bytes:
     """``(H, W)`` (grey) or ``(H, W, 3)`` (RGB) uint8 array -> 8-bit PNG bytes.
 
-    A plain, standard PNG (IHDR, one IDAT, IEND; no interlace) written directly: every
-    scanline "Up"-filtered (:func:`_up_filtered`) and deflated at ``compress_level`` with
-    zlib ``strategy``. zlib releases the GIL, so several encodes run in parallel on threads.
+    With ``palette`` (``(n, 3)`` uint8 RGB, n ≤ 256), ``pixels`` is an ``(H, W)`` array of
+    indices into it and the PNG is palette-based: it decodes to exactly ``palette[pixels]``
+    with a third of the data to filter and deflate.
+
+    A plain, standard PNG (IHDR, [PLTE,] one IDAT, IEND; no interlace) written directly:
+    every scanline "Up"-filtered (:func:`_up_filtered`) and deflated at ``compress_level``
+    with zlib ``strategy``. zlib releases the GIL, so several encodes run in parallel.
     """
     pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
-    if pixels.ndim == 2:
+    chunks: list[bytes] = []
+    if palette is not None:
+        table = np.ascontiguousarray(palette, dtype=np.uint8)
+        if pixels.ndim != 2 or table.ndim != 2 or table.shape[1] != 3:
+            raise ValueError("a palette PNG takes (H, W) indices and an (n, 3) palette")
+        if not 1 <= table.shape[0] <= 256 or int(pixels.max(initial=0)) >= table.shape[0]:
+            raise ValueError("palette indices out of range")
+        color_type = 3
+        chunks.append(_png_chunk(b"PLTE", table.tobytes()))
+    elif pixels.ndim == 2:
         color_type = 0
     elif pixels.ndim == 3 and pixels.shape[2] == 3:
         color_type = 2
@@ -181,8 +196,13 @@ def encode_png(
     packer = zlib.compressobj(compress_level, zlib.DEFLATED, 15, 9, strategy)
     data = packer.compress(_up_filtered(pixels)) + packer.flush()
     return b"".join(
-        (_PNG_SIGNATURE, _png_chunk(b"IHDR", header), _png_chunk(b"IDAT", data),
-         _png_chunk(b"IEND", b""))
+        (
+            _PNG_SIGNATURE,
+            _png_chunk(b"IHDR", header),
+            *chunks,
+            _png_chunk(b"IDAT", data),
+            _png_chunk(b"IEND", b""),
+        )
     )
 
 
@@ -195,6 +215,12 @@ _STRATEGY = {
     "color": zlib.Z_DEFAULT_STRATEGY,
     "recolor": zlib.Z_DEFAULT_STRATEGY,
     "overlay": zlib.Z_RLE,
+}
+#: Outputs written as palette PNGs (label map + colour table): the same pixels, a third of
+#: the bytes to filter, deflate and store.
+_PALETTED: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "recolor": lambda centers: np.asarray(centers, dtype=np.uint8).reshape(-1, 3),
+    "color": lambda centers: LABEL2RGB_COLORS[np.arange(len(centers)) % len(LABEL2RGB_COLORS)],
 }
 #: Relative encoding cost, to start the slowest outputs first on the thread pool.
 _COST = {"overlay": 4, "color": 2, "recolor": 2, "gray": 1, "labels": 1}
@@ -220,6 +246,9 @@ def render_outputs(
         workers = min(2, os.cpu_count() or 1)
 
     def job(name: str) -> bytes:
+        if name in _PALETTED:
+            # At most 256 colours by construction: the label map indexes a palette.
+            return encode_png(labels, palette=_PALETTED[name](centers), strategy=_STRATEGY[name])
         return encode_png(render(name, labels, centers, rgb), strategy=_STRATEGY[name])
 
     result: dict[str, bytes] = {}
@@ -231,8 +260,7 @@ def render_outputs(
         return result
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kseg-png") as pool:
         futures = {
-            name: pool.submit(job, name)
-            for name in sorted(names, key=lambda n: -_COST.get(n, 1))
+            name: pool.submit(job, name) for name in sorted(names, key=lambda n: -_COST.get(n, 1))
         }
         for i, future in enumerate(as_completed(futures.values())):
             future.result()

@@ -31,7 +31,8 @@ def seg(baby_bytes: bytes) -> Segmentation:
 
 def test_outputs_size_and_mode(seg: Segmentation) -> None:
     assert set(seg.outputs) == set(OUTPUT_NAMES)
-    modes = {"labels": "L", "gray": "L", "color": "RGB", "recolor": "RGB", "overlay": "RGB"}
+    # color and recolor are palette PNGs: at most 256 colours by construction.
+    modes = {"labels": "L", "gray": "L", "color": "P", "recolor": "P", "overlay": "RGB"}
     for name, png in seg.outputs.items():
         img = decode(png)
         assert img.size == (seg.width, seg.height) == (100, 133), name
@@ -55,7 +56,7 @@ def test_gray_levels_are_the_tutorials(seg: Segmentation) -> None:
 
 
 def test_recolor_paints_reported_rgb(seg: Segmentation) -> None:
-    recolor = np.asarray(decode(seg.outputs["recolor"]))
+    recolor = np.asarray(decode(seg.outputs["recolor"]).convert("RGB"))
     for c in seg.result["clusters"]:
         mask = seg.labels == c["label"]
         assert mask.sum() == c["pixels"]
@@ -65,7 +66,7 @@ def test_recolor_paints_reported_rgb(seg: Segmentation) -> None:
 
 def test_mse_recomputed_from_recolor(seg: Segmentation, baby_bytes: bytes) -> None:
     original = np.asarray(Image.open(io.BytesIO(baby_bytes)).convert("RGB"), dtype=np.int64)
-    recolor = np.asarray(decode(seg.outputs["recolor"]), dtype=np.int64)
+    recolor = np.asarray(decode(seg.outputs["recolor"]).convert("RGB"), dtype=np.int64)
     sq = ((original - recolor) ** 2).sum()
     assert seg.result["inertia"] == sq
     assert seg.result["mse"] == pytest.approx(sq / (100 * 133), rel=1e-12)
@@ -96,7 +97,7 @@ def test_color_output_equals_label2rgb(seg: Segmentation) -> None:
     from skimage.color import label2rgb
 
     expected = np.rint(label2rgb(seg.labels.astype(np.int64), bg_label=-1) * 255).astype(np.uint8)
-    np.testing.assert_array_equal(np.asarray(decode(seg.outputs["color"])), expected)
+    np.testing.assert_array_equal(np.asarray(decode(seg.outputs["color"]).convert("RGB")), expected)
 
 
 def test_label2rgb_palette_literal_matches_skimage() -> None:
@@ -205,3 +206,18 @@ def test_png_encoder_roundtrip(shape: tuple[int, ...]) -> None:
     img = decode(render.encode_png(pixels))
     assert img.mode == ("L" if len(shape) == 2 else "RGB")
     np.testing.assert_array_equal(np.asarray(img), pixels)
+
+
+@pytest.mark.parametrize("n_colors", [1, 2, 16, 256])
+def test_palette_png_decodes_to_the_palette_colours(n_colors: int) -> None:
+    rng = np.random.default_rng(n_colors)
+    palette = rng.integers(0, 256, size=(n_colors, 3), dtype=np.uint8)
+    index = rng.integers(0, n_colors, size=(37, 23), dtype=np.uint8)
+    img = decode(render.encode_png(index, palette=palette))
+    assert img.mode == "P"
+    np.testing.assert_array_equal(np.asarray(img.convert("RGB")), palette[index])
+
+
+def test_palette_png_refuses_indices_past_the_palette() -> None:
+    with pytest.raises(ValueError, match="out of range"):
+        render.encode_png(np.full((2, 2), 3, np.uint8), palette=np.zeros((3, 3), np.uint8))
