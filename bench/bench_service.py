@@ -238,7 +238,7 @@ def throughput(service: Service, photos: list[bytes], jobs: int, params: dict[st
     with ThreadPoolExecutor(4) as pool:
         ids = list(pool.map(lambda w: service.submit(w[0], **w[1]), work))
     for job_id in ids:
-        service.wait(job_id, interval=0.05)
+        service.wait(job_id, interval=0.25)  # a batch client need not poll at 20 Hz
     return jobs / (time.perf_counter() - start) * 60
 
 

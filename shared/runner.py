@@ -14,8 +14,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session
 
 from shared import jobs
 from shared.db import get_sessionmaker
@@ -26,8 +27,18 @@ from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
+#: Seconds between progress writes within one stage (stage changes are always written).
+PROGRESS_EVERY = 0.25
+
 #: Exceptions that mean "try again later" rather than "this job is bad".
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (OperationalError, DBAPIError)
+
+
+def relax_durability(session: Session) -> None:
+    """Progress and heartbeats need not wait for the disk: losing the last one in a crash
+    costs nothing (PostgreSQL only; results and status changes stay fully durable)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SET LOCAL synchronous_commit TO OFF"))
 
 
 def worker_name() -> str:
@@ -51,29 +62,65 @@ def _pid_dead(name: str | None) -> bool:
     return False
 
 
-class _Heartbeat(threading.Thread):
-    """Keeps ``jobs.heartbeat_at`` fresh while the core runs, so the sweeper can tell a busy
-    worker from a dead one."""
+class _Monitor(threading.Thread):
+    """Writes the job's progress and heartbeat from a side thread while the core runs.
+
+    The core only records its progress in memory (:meth:`report`); the database round trips
+    happen here, off the computing thread (numpy releases the GIL), so they cost the job no
+    time. A stage change is written at once, progress within a stage at most every
+    ``PROGRESS_EVERY`` s, and a bare heartbeat every ``heartbeat_interval`` s, which lets the
+    sweeper tell a busy worker from a dead one.
+    """
 
     def __init__(self, settings: Settings, job_id: str, worker: str) -> None:
-        super().__init__(name=f"kseg-heartbeat-{job_id[:8]}", daemon=True)
+        super().__init__(name=f"kseg-monitor-{job_id[:8]}", daemon=True)
         self.settings, self.job_id, self.worker = settings, job_id, worker
         self.stop_event = threading.Event()
+        self.wake = threading.Event()
+        self.lock = threading.Lock()
+        self.pending: tuple[str, int] | None = None
         self.lost = False
+
+    def report(self, stage: str, percent: int) -> None:
+        with self.lock:
+            changed = self.pending is None or self.pending[0] != stage
+            self.pending = (stage, percent)
+        if changed:
+            self.wake.set()
 
     def run(self) -> None:
         maker = get_sessionmaker(self.settings.database_url)
-        while not self.stop_event.wait(self.settings.heartbeat_interval):
+        written: tuple[str, int] | None = None
+        last_write = 0.0
+        while not self.stop_event.is_set():
+            self.wake.wait(min(PROGRESS_EVERY, self.settings.heartbeat_interval))
+            self.wake.clear()
+            if self.stop_event.is_set():
+                return
+            with self.lock:
+                pending = self.pending
+            now = time.monotonic()
+            fresh = pending is not None and pending != written
+            if not fresh and now - last_write < self.settings.heartbeat_interval:
+                continue
             try:
                 with maker.begin() as session:
-                    if not jobs.touch_job(session, self.job_id, self.worker):
-                        self.lost = True
-                        return
-            except Exception:  # a hiccup must not kill the beat; the next one retries
+                    relax_durability(session)
+                    if fresh and pending is not None:
+                        jobs.report_progress(session, self.job_id, self.worker, *pending)
+                        written = pending
+                    elif not jobs.touch_job(session, self.job_id, self.worker):
+                        raise jobs.JobLostError(self.job_id)
+                last_write = now
+            except jobs.JobLostError:
+                self.lost = True  # canceled or taken over: completing will be refused
+                return
+            except Exception:  # a hiccup must not kill the monitor; the next beat retries
                 log.warning("job heartbeat failed for %s", self.job_id, exc_info=True)
 
     def stop(self) -> None:
         self.stop_event.set()
+        self.wake.set()
         self.join(5)
 
 
@@ -119,47 +166,43 @@ def run_job(
 
     with maker() as session:
         row = session.execute(
-            select(Job.params, Image.data)
+            select(Job.params, Job.run_id, Image.data)
             .join(Image, Job.image_id == Image.id)
             .where(Job.id == job_id)
         ).one()
         params = SegmentParams.model_validate(row.params)
         data: bytes = row.data
 
-    last = {"stage": "", "percent": -1, "at": 0.0}
-
-    def progress(stage: str, percent: int) -> None:
-        now = time.monotonic()
-        # Throttled: a row update per stage change or per 5 %, not per callback.
-        if stage == last["stage"] and percent - int(last["percent"]) < 5 and percent < 100:
-            return
-        last.update(stage=stage, percent=percent, at=now)
-        with maker.begin() as session:
-            jobs.report_progress(session, job_id, worker, stage, percent)
-
-    beat = _Heartbeat(settings, job_id, worker)
-    beat.start()
+    monitor = _Monitor(settings, job_id, worker)
+    monitor.start()
     started = time.perf_counter()
     try:
         return _run_core(
-            job_id, worker, settings, data, params, progress, segment_fn, timeout_errors, started
+            job_id, worker, settings, data, params, monitor, segment_fn, timeout_errors, started
         )
     finally:
-        beat.stop()
-        _refresh_run_of(settings, job_id)
+        monitor.stop()
+        if row.run_id:
+            _refresh_run(settings, row.run_id)
 
 
 def _refresh_run_of(settings: Settings, job_id: str) -> None:
-    """Recount the job's gallery run, if it belongs to one (ending the run with its last job)."""
+    """Recount the job's gallery run, if it belongs to one."""
+    with get_sessionmaker(settings.database_url)() as session:
+        run_id = session.scalar(select(Job.run_id).where(Job.id == job_id))
+    if run_id:
+        _refresh_run(settings, run_id)
+
+
+def _refresh_run(settings: Settings, run_id: str) -> None:
+    """Recount a gallery run (ending it with its last job)."""
     from shared.galleries import refresh_run
 
     try:
         with get_sessionmaker(settings.database_url).begin() as session:
-            run_id = session.scalar(select(Job.run_id).where(Job.id == job_id))
-            if run_id:
-                refresh_run(session, run_id)
+            refresh_run(session, run_id)
     except Exception:  # the sweeper recounts open runs too
-        log.warning("could not refresh the run of job %s", job_id, exc_info=True)
+        log.warning("could not refresh run %s", run_id, exc_info=True)
 
 
 def _run_core(
@@ -168,17 +211,20 @@ def _run_core(
     settings: Settings,
     data: bytes,
     params: SegmentParams,
-    progress: Callable[[str, int], None],
+    monitor: _Monitor,
     segment_fn: Callable[..., Any],
     timeout_errors: tuple[type[BaseException], ...],
     started: float,
 ) -> str:
     maker = get_sessionmaker(settings.database_url)
     try:
-        seg = segment_fn(data, params, max_pixels=settings.max_image_pixels, progress=progress)
+        seg = segment_fn(
+            data, params, max_pixels=settings.max_image_pixels, progress=monitor.report
+        )
         elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
         timings = dict(seg.result.get("timings_ms") or {})
         timings.setdefault("total", elapsed_ms)
+        monitor.stop()  # its last write must not race the completion
         with maker.begin() as session:
             jobs.complete_job(session, job_id, worker, seg, timings)
         return "succeeded"
