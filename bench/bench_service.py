@@ -264,13 +264,17 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=30, help="latency samples per image (30)")
     parser.add_argument("--jobs", type=int, default=100, help="1 MP jobs for throughput (100)")
     parser.add_argument("-k", type=int, default=16, help="clusters (16)")
+    parser.add_argument(
+        "--trials",
+        type=int,
+        default=3,
+        help="throughput trials, each the service then the core alone, back to back (3)",
+    )
     args = parser.parse_args()
 
     baby = (SEED_IMAGES / "baby.jpg").read_bytes()
     photos = one_megapixel_photos()
     params = {"k": args.k}
-    print(f"core alone, 2 processes, {args.jobs} x 1 MP jobs …", flush=True)
-    core_rate = core_throughput(photos, args.jobs, params)
     rows = []
     backends = ["redis", "embedded"] if args.backend == "both" else [args.backend]
     for backend in backends:
@@ -282,11 +286,20 @@ def main() -> int:
             latency(service, baby, 3, params)  # warm-up: imports, connections
             small = latency(service, baby, args.runs, params)
             large = latency(service, photos[0], max(5, args.runs // 3), params)
-            rate = throughput(service, photos, args.jobs, params)
+            # Machine speed drifts by ±10 % over minutes here: compare each service trial
+            # with the core alone measured right after it, and take the median of the trials.
+            rates, cores = [], []
+            for trial in range(args.trials):
+                print(f"{backend}: throughput trial {trial + 1}/{args.trials} …", flush=True)
+                rates.append(throughput(service, photos, args.jobs, params))
+                cores.append(core_throughput(photos, args.jobs, params))
         finally:
             service.stop()
             shutil.rmtree(workdir, ignore_errors=True)
-        rows.append((backend, small, large, rate))
+        ratio = statistics.median(r / c for r, c in zip(rates, cores, strict=True))
+        rows.append(
+            (backend, small, large, statistics.median(rates), statistics.median(cores), ratio)
+        )
 
     print()
     print(
@@ -294,16 +307,16 @@ def main() -> int:
         "| core alone jobs/min | ratio |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
-    for backend, small, large, rate in rows:
+    for backend, small, large, rate, core_rate, ratio in rows:
         print(
             f"| {backend} | {statistics.median(small) * 1000:.0f} ms"
             f" | {pct(small, 0.95) * 1000:.0f} ms"
             f" | {max(small) * 1000:.0f} ms | {statistics.median(large) * 1000:.0f} ms"
             f" | {pct(large, 0.95) * 1000:.0f} ms | {rate:.1f} | {core_rate:.1f}"
-            f" | {rate / core_rate:.0%} |"
+            f" | {ratio:.0%} |"
         )
     print()
-    for backend, small, _large, rate in rows:
+    for backend, small, _large, _rate, _core, ratio in rows:
         target = 0.150 if backend == "redis" else 0.300
         p50 = statistics.median(small)
         print(
@@ -312,8 +325,8 @@ def main() -> int:
         )
         if backend == "redis":
             print(
-                f"{backend}: throughput {rate / core_rate:.0%} of the core alone (target ≥ 85 %): "
-                f"{'PASS' if rate >= 0.85 * core_rate else 'FAIL'}"
+                f"{backend}: throughput {ratio:.0%} of the core alone (target ≥ 85 %): "
+                f"{'PASS' if ratio >= 0.85 else 'FAIL'}"
             )
     return 0
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import io
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -70,14 +71,20 @@ def _check_pixels(width: int, height: int, max_pixels: int) -> None:
         )
 
 
-def open_image(source: bytes | bytearray | memoryview | str | os.PathLike[str],
-               *, max_pixels: int | None = None) -> Image.Image:
+def open_image(
+    source: bytes | bytearray | memoryview | str | os.PathLike[str],
+    *,
+    max_pixels: int | None = None,
+    draft: bool = False,
+) -> Image.Image:
     """Open, size-check and fully decode an image with Pillow (first frame, EXIF-oriented).
 
     Args:
         source: encoded image bytes, or a path to an image file.
         max_pixels: refuse images with more pixels than this (width × height of the header,
             checked before decoding); ``None`` uses the ``max_image_pixels`` setting.
+        draft: let a JPEG decode at 1/8 scale (every byte is still read, so damage is still
+            found): for validating an upload, not for segmenting it.
 
     Returns:
         A loaded ``PIL.Image.Image`` in its file's mode, orientation applied.
@@ -117,6 +124,8 @@ def open_image(source: bytes | bytearray | memoryview | str | os.PathLike[str],
     try:
         if getattr(image, "n_frames", 1) > 1:
             image.seek(0)
+        if draft and image.format == "JPEG":
+            image.draft(image.mode, (max(1, image.width // 8), max(1, image.height // 8)))
         image.load()
     except Image.DecompressionBombError as exc:
         raise ImageTooLargeError(f"the image is too large to decode safely: {exc}") from None
@@ -127,6 +136,35 @@ def open_image(source: bytes | bytearray | memoryview | str | os.PathLike[str],
             f"the image is truncated or damaged and cannot be decoded ({exc})"
         ) from None
     return _exif_oriented(image)
+
+
+@dataclass(frozen=True)
+class ImageProbe:
+    """What an upload is: its format and its size after EXIF orientation (pixels)."""
+
+    format: str
+    content_type: str
+    width: int
+    height: int
+
+
+def probe_image(data: bytes, *, max_pixels: int | None = None) -> ImageProbe:
+    """Check that ``data`` decodes — cheaply (a JPEG at 1/8 scale) — and describe it.
+
+    Raises the same typed errors as :func:`load_image`.
+    """
+    open_image(data, max_pixels=max_pixels, draft=True)  # the typed errors come from here
+    with Image.open(io.BytesIO(data)) as header:
+        width, height = header.size
+        try:
+            orientation = header.getexif().get(_EXIF_ORIENTATION, 1)
+        except Exception:
+            orientation = 1  # unreadable EXIF: kept as stored, as _exif_oriented does
+        fmt = (header.format or "unknown").upper()
+        mime = header.get_format_mimetype() or "application/octet-stream"
+    if orientation in (5, 6, 7, 8):  # a quarter turn swaps the sides
+        width, height = height, width
+    return ImageProbe(format=fmt, content_type=mime, width=width, height=height)
 
 
 def _exif_oriented(image: Image.Image) -> Image.Image:

@@ -9,7 +9,6 @@ talks to a broker: callers commit, then enqueue the ids these functions hand bac
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -60,16 +59,15 @@ def inspect_image(data: bytes, *, max_pixels: int | None = None) -> ImageInfo:
 
     Raises the core's typed :class:`~shared.errors.ImageError` subclasses.
     """
-    from PIL import Image as PILImage
+    from shared.imageio import probe_image
 
-    from shared.imageio import load_image
-
-    pixels = load_image(data, max_pixels=max_pixels)  # validates fully: decodes every byte
-    height, width = int(pixels.shape[0]), int(pixels.shape[1])
-    with PILImage.open(io.BytesIO(data)) as probe:
-        fmt = (probe.format or "unknown").upper()
-        mime = probe.get_format_mimetype() or "application/octet-stream"
-    return ImageInfo(format=fmt, content_type=mime, width=width, height=height)
+    probe = probe_image(data, max_pixels=max_pixels)
+    return ImageInfo(
+        format=probe.format,
+        content_type=probe.content_type,
+        width=probe.width,
+        height=probe.height,
+    )
 
 
 def store_image(

@@ -256,3 +256,29 @@ def test_array_passthrough(small_rgb: np.ndarray) -> None:
         load_image(np.zeros((4, 4, 2), dtype=np.uint8))
     with pytest.raises(EmptyImageError):
         load_image(np.zeros((0, 4, 3), dtype=np.uint8))
+
+
+@pytest.mark.parametrize("orientation", [1, 3, 6, 8])
+def test_probe_matches_the_decoded_size_and_format(orientation: int) -> None:
+    from shared.imageio import probe_image
+
+    rng = np.random.default_rng(orientation)
+    img = Image.fromarray(rng.integers(0, 256, (40, 64, 3), dtype=np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", exif=exif)
+    probe = probe_image(buf.getvalue())
+    h, w = load_image(buf.getvalue()).shape[:2]
+    assert (probe.width, probe.height) == (w, h)
+    assert (probe.format, probe.content_type) == ("JPEG", "image/jpeg")
+
+
+def test_probe_refuses_a_truncated_jpeg_although_it_decodes_in_draft() -> None:
+    from shared.imageio import probe_image
+
+    rng = np.random.default_rng(0)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)).save(buf, "JPEG")
+    with pytest.raises(CorruptImageError):
+        probe_image(buf.getvalue()[:-100])
