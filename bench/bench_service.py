@@ -232,8 +232,13 @@ def _core_once(args: tuple[bytes, dict[str, Any]]) -> float:
     return time.perf_counter() - start
 
 
-def throughput(service: Service, photos: list[bytes], jobs: int, params: dict[str, Any]) -> float:
-    work = [(photos[i % len(photos)], {**params, "seed": 2000 + i}) for i in range(jobs)]
+def throughput(
+    service: Service, photos: list[bytes], jobs: int, params: dict[str, Any], first_seed: int = 0
+) -> float:
+    # Distinct seeds: distinct jobs, so none can reuse an earlier result.
+    work = [
+        (photos[i % len(photos)], {**params, "seed": 2000 + first_seed + i}) for i in range(jobs)
+    ]
     start = time.perf_counter()
     with ThreadPoolExecutor(4) as pool:
         ids = list(pool.map(lambda w: service.submit(w[0], **w[1]), work))
@@ -291,7 +296,9 @@ def main() -> int:
             rates, cores = [], []
             for trial in range(args.trials):
                 print(f"{backend}: throughput trial {trial + 1}/{args.trials} …", flush=True)
-                rates.append(throughput(service, photos, args.jobs, params))
+                rates.append(
+                    throughput(service, photos, args.jobs, params, first_seed=trial * args.jobs)
+                )
                 cores.append(core_throughput(photos, args.jobs, params))
         finally:
             service.stop()
