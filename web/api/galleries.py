@@ -11,6 +11,7 @@ from typing import Any
 from croniter import CroniterError
 from flask import Response, jsonify
 from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
 
 from shared.errors import InvalidParameterError
 from shared.galleries import (
@@ -167,8 +168,15 @@ def add_gallery_images(gallery_id: str) -> tuple[Response, int]:
 def list_gallery_images(gallery_id: str) -> Response:
     """Newest added first, each with the gallery's newest job for it."""
     page = paging.parse_page()
-    session = get_session()
-    gallery = own_gallery(gallery_id)
+    items, cursor = gallery_images_page(get_session(), own_gallery(gallery_id), page)
+    return jsonify({"items": items, "next": cursor})
+
+
+def gallery_images_page(
+    session: Session, gallery: Gallery, page: Any
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of a gallery's images, newest added first, each with the gallery's newest
+    job for it (shared by the API and the gallery page)."""
     stmt = (
         select(Image, GalleryImage.added_at)
         .join(GalleryImage, GalleryImage.image_id == Image.id)
@@ -177,8 +185,7 @@ def list_gallery_images(gallery_id: str) -> Response:
     stmt = paging.apply(stmt, Image, page, at=GalleryImage.added_at, ident=Image.id)
     rows = [(image, added_at) for image, added_at in session.execute(stmt)]
     rows, cursor = paging.finish(rows, page, key=lambda row: (row[1], row[0].id))
-    items = gallery_images_objs(session, rows, latest_jobs(session, gallery.id))
-    return jsonify({"items": items, "next": cursor})
+    return gallery_images_objs(session, rows, latest_jobs(session, gallery.id)), cursor
 
 
 @bp.delete("/galleries/<gallery_id>/images/<image_id>")

@@ -30,7 +30,6 @@ from shared.galleries import (
     delete_schedule,
     gallery_params,
     image_count,
-    latest_jobs,
     remove_image,
     set_schedule,
     start_run,
@@ -42,8 +41,9 @@ from shared.params import OUTPUT_NAMES
 from shared.settings import Settings
 from web.api import paging
 from web.api.errors import ApiError, plausible_id
+from web.api.galleries import gallery_images_page
 from web.api.requests import TRUE
-from web.api.serialize import BASE, galleries_objs, gallery_images_objs, jobs_objs, run_obj
+from web.api.serialize import BASE, galleries_objs, jobs_objs, run_obj
 from web.db import get_session
 from web.pages import bp, error_page, present
 from web.pages.auth import current_owner, login_required, owner_id
@@ -295,15 +295,7 @@ def _gallery_page(
     # The grid: the query of GET /api/v1/galleries/<id>/images (which the page polls),
     # newest added first, each image with the gallery's newest job for it.
     page, cursor = _page(GRID_PAGE)
-    stmt = (
-        select(Image, GalleryImage.added_at)
-        .join(GalleryImage, GalleryImage.image_id == Image.id)
-        .where(GalleryImage.gallery_id == gallery.id)
-    )
-    stmt = paging.apply(stmt, Image, page, at=GalleryImage.added_at, ident=Image.id)
-    rows = [(image, added_at) for image, added_at in db.execute(stmt)]
-    rows, next_cursor = paging.finish(rows, page, key=lambda row: (row[1], row[0].id))
-    tiles = gallery_images_objs(db, rows, latest_jobs(db, gallery.id))
+    tiles, next_cursor = gallery_images_page(db, gallery, page)
     for tile in tiles:
         job = tile["latest_job"]
         tile["thumbnail"] = (job or {}).get("recolor_url") or tile["links"]["file"]
