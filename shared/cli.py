@@ -223,8 +223,9 @@ class Supervisor:
     def stop(self, grace: float = STOP_GRACE_SECONDS) -> None:
         for proc in self.children.values():
             if proc.poll() is None:
+                # The leader only: gunicorn's and Celery's own shutdown stops their children.
                 with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGTERM)
+                    os.kill(proc.pid, signal.SIGTERM)
         deadline = time.monotonic() + grace
         for proc in self.children.values():
             remaining = max(0.0, deadline - time.monotonic())
