@@ -20,6 +20,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from shared.imageio import ImageProbe, probe_image
 from shared.models import (
     ACTIVE_STATUSES,
     Image,
@@ -46,28 +47,10 @@ def params_key(params: SegmentParams) -> str:
 # ---------------------------------------------------------------- images
 
 
-@dataclass(frozen=True)
-class ImageInfo:
-    format: str
-    content_type: str
-    width: int
-    height: int
-
-
-def inspect_image(data: bytes, *, max_pixels: int | None = None) -> ImageInfo:
-    """Check that ``data`` is an image the core can segment; its size after EXIF orientation.
-
-    Raises the core's typed :class:`~shared.errors.ImageError` subclasses.
-    """
-    from shared.imageio import probe_image
-
-    probe = probe_image(data, max_pixels=max_pixels)
-    return ImageInfo(
-        format=probe.format,
-        content_type=probe.content_type,
-        width=probe.width,
-        height=probe.height,
-    )
+def inspect_image(data: bytes, *, max_pixels: int | None = None) -> ImageProbe:
+    """Check that ``data`` is an image the core can segment; its format and its size after
+    EXIF orientation. Raises the core's typed :class:`~shared.errors.ImageError` subclasses."""
+    return probe_image(data, max_pixels=max_pixels)
 
 
 def store_image(
@@ -497,7 +480,7 @@ def job_counts(session: Session) -> dict[str, int]:
 
 __all__ = [
     "Claim",
-    "ImageInfo",
+    "ImageProbe",
     "JobLostError",
     "SweepReport",
     "claim_job",
