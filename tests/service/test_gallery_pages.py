@@ -406,6 +406,11 @@ def test_run_now_creates_a_run_and_the_pages_follow_it(signed_in: Pages) -> None
     assert "data-watch-grid" not in body and "data-live-run" not in body
     assert ">Succeeded<" in body and "3/3 done" in body and "3 succeeded" in body
 
+    # A run's job page leads back to its gallery and run, not to the history.
+    body = text(signed_in.client.get(f"/jobs/{jobs[0]['id']}"))
+    assert f'href="/galleries/{gallery_id}">gallery</a>' in body
+    assert f'href="/runs/{run["id"]}">run</a>' in body
+
     body = text(signed_in.client.get(f"/runs/{run['id']}"))
     assert ">Succeeded<" in body and "3/3 done" in body and "data-live-run" not in body
     assert body.count("outputs/recolor.png") == 3
