@@ -203,13 +203,24 @@ def start_run(
 def refresh_run(session: Session, run_id: str) -> Run | None:
     """Recount a run's jobs and, when none is active, end it: ``succeeded`` (no failures),
     ``partial`` (some failed) or ``failed`` (every processed image failed)."""
+    # Lock the run row first (a no-op write: a row lock on PostgreSQL, the write lock on
+    # SQLite), so that two workers finishing at once recount one after the other; otherwise
+    # the one that counted first could write its stale counts last.
+    locked = session.execute(
+        update(Run)
+        .where(Run.id == run_id)
+        .values(queued=Run.queued)
+        .execution_options(synchronize_session=False)
+    )
+    if locked.rowcount != 1:  # type: ignore[attr-defined]
+        return None
     counts = dict.fromkeys(("queued", "running", "succeeded", "failed", "canceled"), 0)
     for status, n in session.execute(
         select(Job.status, func.count()).where(Job.run_id == run_id).group_by(Job.status)
     ):
         counts[status] = int(n)
     run = session.get(Run, run_id, populate_existing=True)
-    if run is None:
+    if run is None:  # pragma: no cover - locked above
         return None
     failed = counts["failed"] + counts["canceled"]
     values: dict[str, Any] = {
@@ -218,7 +229,7 @@ def refresh_run(session: Session, run_id: str) -> Run | None:
         "succeeded": counts["succeeded"],
         "failed": failed,
     }
-    if counts["queued"] == 0 and counts["running"] == 0:
+    if run.status == "running" and counts["queued"] == 0 and counts["running"] == 0:
         processed = counts["succeeded"] + failed
         if failed == 0:
             values["status"] = "succeeded"
@@ -227,15 +238,6 @@ def refresh_run(session: Session, run_id: str) -> Run | None:
         else:
             values["status"] = "partial"
         values["finished_at"] = utcnow()
-        # Only a running run ends, and only once.
-        session.execute(
-            update(Run)
-            .where(Run.id == run_id, Run.status == "running")
-            .values(**values)
-            .execution_options(synchronize_session=False)
-        )
-        values.pop("status")
-        values.pop("finished_at")
     session.execute(
         update(Run)
         .where(Run.id == run_id)
