@@ -164,6 +164,13 @@ class Service:
                 proc.wait(5)
         if self.db_name:
             self._pg(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
+        if self.backend == "redis":
+            import redis
+
+            client = redis.Redis.from_url(self.env["CELERY_BROKER_URL"])
+            for key in client.scan_iter(match=f"*{self.env['KSEG_QUEUE']}*"):
+                client.delete(key)
+            client.close()
 
     def call(
         self, method: str, path: str, body: bytes | None = None, ctype: str | None = None

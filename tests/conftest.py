@@ -132,21 +132,28 @@ def redis_url() -> Iterator[str]:
 
 
 def _redis_cleanup(url: str) -> None:
-    """Delete the keys this session's queues left behind (and nothing else)."""
+    """Delete what this session's queues and workers left behind (and nothing else): its
+    queues, their bindings, and the unacked messages of the workers it killed."""
     try:
         import redis
     except ImportError:
         return
     client = redis.Redis.from_url(url)
+    mark = RUN_ID.encode()
     try:
         for key in client.scan_iter(match=f"*{RUN_ID}*"):
             client.delete(key)
         for key in client.scan_iter(match="_kombu.binding.*"):
             for member in client.smembers(key):
-                if RUN_ID.encode() in member:
+                if mark in member:
                     client.srem(key, member)
             if client.scard(key) == 0:
                 client.delete(key)
+                client.zrem("_kombu.binding_deadlines", key.decode().split(".", 2)[-1])
+        for tag, payload in client.hscan_iter("unacked"):
+            if mark in payload:
+                client.hdel("unacked", tag)
+                client.zrem("unacked_index", tag)
     finally:
         client.close()
 
@@ -256,7 +263,8 @@ def start_worker(env: dict[str, str], log_dir: Path) -> Proc:
     """A real Celery worker (prefork pool), started as ``kseg worker`` starts it."""
     from shared.cli import worker_command
 
-    name = ["-n", f"test-{uuid.uuid4().hex[:6]}@%h"]  # unique: several workers per test
+    # Unique (several workers per test) and marked with the session, for the Redis cleanup.
+    name = ["-n", f"test-{RUN_ID}-{uuid.uuid4().hex[:6]}@%h"]
     return start_process("worker", worker_command(settings_from(env)) + name, env, log_dir)
 
 
