@@ -89,8 +89,7 @@ def list_galleries() -> Response:
     page = paging.parse_page()
     session = get_session()
     stmt = select(Gallery).where(Gallery.owner_id == owner_id())
-    rows = list(session.scalars(paging.apply(stmt, Gallery, page)))
-    rows, cursor = paging.finish(rows, page)
+    rows, cursor = paging.fetch(session, stmt, Gallery, page)
     return jsonify({"items": galleries_objs(session, rows), "next": cursor})
 
 
@@ -277,8 +276,7 @@ def list_runs(gallery_id: str) -> Response:
     session = get_session()
     gallery = own_gallery(gallery_id)
     stmt = select(Run).where(Run.gallery_id == gallery.id, Run.owner_id == owner_id())
-    rows = list(session.scalars(paging.apply(stmt, Run, page)))
-    rows, cursor = paging.finish(rows, page)
+    rows, cursor = paging.fetch(session, stmt, Run, page)
     return jsonify({"items": [run_obj(run) for run in rows], "next": cursor})
 
 
@@ -293,6 +291,5 @@ def list_run_jobs(run_id: str) -> Response:
     session = get_session()
     run = _own_run(run_id)
     stmt = select(Job).where(Job.run_id == run.id, Job.owner_id == owner_id())
-    rows = list(session.scalars(paging.apply(stmt, Job, page)).unique())
-    rows, cursor = paging.finish(rows, page)
+    rows, cursor = paging.fetch(session, stmt, Job, page)
     return jsonify({"items": jobs_objs(session, rows), "next": cursor})

@@ -79,8 +79,7 @@ def list_images() -> Response:
     page = paging.parse_page()
     session = get_session()
     stmt = select(Image).where(Image.owner_id == owner_id())
-    rows = list(session.scalars(paging.apply(stmt, Image, page)))
-    rows, cursor = paging.finish(rows, page)
+    rows, cursor = paging.fetch(session, stmt, Image, page)
     return jsonify({"items": [image_obj(image) for image in rows], "next": cursor})
 
 

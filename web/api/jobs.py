@@ -94,8 +94,7 @@ def list_jobs() -> Response:
     if gallery_id:
         stmt = stmt.where(Job.gallery_id == own_gallery(gallery_id).id)
     session = get_session()
-    rows = list(session.scalars(paging.apply(stmt, Job, page)).unique())
-    rows, cursor = paging.finish(rows, page)
+    rows, cursor = paging.fetch(session, stmt, Job, page)
     return jsonify({"items": jobs_objs(session, rows), "next": cursor})
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from flask import request
 from sqlalchemy import Select, and_, or_
+from sqlalchemy.orm import Session
 
 from web.api.errors import ApiError, plausible_id
 
@@ -95,3 +96,11 @@ def finish(
     rows = rows[: page.limit]
     last = rows[-1]
     return rows, encode_cursor(*(key(last) if key else (last.created_at, last.id)))
+
+
+def fetch(
+    session: Session, stmt: Select[Any], model: Any, page: Page
+) -> tuple[list[Any], str | None]:
+    """One page of ``model`` rows from ``stmt``, newest first, and the next cursor."""
+    rows = list(session.scalars(apply(stmt, model, page)).unique())
+    return finish(rows, page)

@@ -228,8 +228,7 @@ def _list_page(
     db = get_session()
     page, cursor = _page(GALLERY_PAGE)
     stmt = select(Gallery).where(Gallery.owner_id == owner_id())
-    rows = list(db.scalars(paging.apply(stmt, Gallery, page)))
-    rows, next_cursor = paging.finish(rows, page)
+    rows, next_cursor = paging.fetch(db, stmt, Gallery, page)
     items = galleries_objs(db, rows)
     covers = _covers(db, [item["id"] for item in items])
     for item in items:
@@ -302,10 +301,8 @@ def _gallery_page(
         tile["href"] = url_for("pages.job", job_id=job["id"]) if job else tile["links"]["file"]
 
     runs_page = paging.Page(RUNS_SHOWN, None)
-    run_rows = list(
-        db.scalars(paging.apply(select(Run).where(Run.gallery_id == gallery.id), Run, runs_page))
-    )
-    run_rows, more_runs = paging.finish(run_rows, runs_page)
+    runs_stmt = select(Run).where(Run.gallery_id == gallery.id)
+    run_rows, more_runs = paging.fetch(db, runs_stmt, Run, runs_page)
     runs = [_run_view(run_obj(row)) for row in run_rows]
     older_runs = 0
     if more_runs:
@@ -562,8 +559,7 @@ def run(run_id: str) -> Any:
     obj = _run_view(run_obj(row))
     page, cursor = _page(RUN_JOBS_PAGE)
     stmt = select(Job).where(Job.run_id == row.id, Job.owner_id == owner_id())
-    rows = list(db.scalars(paging.apply(stmt, Job, page)).unique())
-    rows, next_cursor = paging.finish(rows, page)
+    rows, next_cursor = paging.fetch(db, stmt, Job, page)
     items = jobs_objs(db, rows)
     for item in items:
         item["thumbnail"] = _thumbnail(item)

@@ -249,8 +249,7 @@ def history() -> Any:
     if status:
         stmt = stmt.where(Job.status == status)
     page = paging.Page(limit, after)
-    rows = list(db.scalars(paging.apply(stmt, Job, page)).unique())
-    rows, next_cursor = paging.finish(rows, page)
+    rows, next_cursor = paging.fetch(db, stmt, Job, page)
     items = jobs_objs(db, rows)
     counts = dict(
         db.execute(
