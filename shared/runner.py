@@ -225,7 +225,11 @@ def _run_core(
     maker = get_sessionmaker(settings.database_url)
     try:
         seg = segment_fn(
-            data, params, max_pixels=settings.max_image_pixels, progress=monitor.report
+            data,
+            params,
+            max_pixels=settings.max_image_pixels,
+            progress=monitor.report,
+            n_threads=settings.threads_per_job(settings.worker_concurrency),
         )
         elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
         timings = dict(seg.result.get("timings_ms") or {})

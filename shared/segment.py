@@ -123,6 +123,7 @@ def segment(
     *,
     max_pixels: int | None = None,
     progress: ProgressFn | None = None,
+    n_threads: int | None = None,
 ) -> Segmentation:
     """Segment an image by K-Means colour clustering.
 
@@ -133,6 +134,9 @@ def segment(
             ``KSEG_MAX_IMAGE_PIXELS`` setting.
         progress: called as ``progress(stage, percent)`` with stage "decode" (0..10),
             "fit" (10..70) or "render" (70..100); percent never decreases.
+        n_threads: threads for clustering and PNG encoding (1 or 2); ``None`` uses
+            ``KSEG_CORE_THREADS`` or, unset, up to 2 of this machine's CPUs. Results are
+            reproducible for equal inputs, seed and thread count.
 
     Returns:
         A :class:`Segmentation` with the label map, centres, PNG outputs and the result dict
@@ -143,6 +147,10 @@ def segment(
         shared.errors.ImageError subclasses for unusable images (see :mod:`shared.imageio`).
     """
     params = params or SegmentParams()
+    if n_threads is None:
+        from shared.settings import get_settings  # deferred: settings read the environment
+
+        n_threads = get_settings().threads_per_job()
     report = _Progress(progress)
     t0 = time.perf_counter()
     report("decode", 0.0)
@@ -160,6 +168,7 @@ def segment(
         max_side=params.max_side,
         seed=params.seed,
         progress=lambda f: report("fit", f),
+        n_threads=n_threads,
     )
     t2 = time.perf_counter()
     report("render", 0.0)
@@ -169,6 +178,7 @@ def segment(
         clustering.centers,
         rgb,
         progress=lambda f: report("render", f),
+        workers=n_threads,
     )
     t3 = time.perf_counter()
 

@@ -75,7 +75,20 @@ class Settings:
     result_retention: int
     schedule_tick: float
     gunicorn_workers: int
+    core_threads: int = 0
     extra: dict[str, str] = field(default_factory=dict)
+
+    def threads_per_job(self, processes: int = 1) -> int:
+        """Threads one segmentation may use when ``processes`` run side by side.
+
+        ``KSEG_CORE_THREADS`` when set (> 0); else the CPUs shared out among the processes,
+        at least 1 and at most 2 (the core's cap: see ``shared.cluster.MAX_THREADS``). A
+        worker with as many processes as CPUs thus runs each job on one thread: more would
+        only make the processes' threads wait on each other.
+        """
+        if self.core_threads > 0:
+            return self.core_threads
+        return max(1, min(2, (os.cpu_count() or 1) // max(1, processes)))
 
 
 def _instance_dir() -> Path:
@@ -117,6 +130,7 @@ def load_settings() -> Settings:
         result_retention=_int("KSEG_RESULT_RETENTION", 3),
         schedule_tick=_float("KSEG_SCHEDULE_TICK", 30.0),
         gunicorn_workers=_int("KSEG_WEB_WORKERS", 2),
+        core_threads=_int("KSEG_CORE_THREADS", 0),
     )
 
 

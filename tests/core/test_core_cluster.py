@@ -39,8 +39,20 @@ def test_histogram_counts_pixels() -> None:
     assert hist.n_pixels == 900
 
 
-@pytest.mark.parametrize("k", [6, 30])  # plain Lloyd below k=24, Hamerly-bounded above
-def test_weighted_lloyd_on_distinct_colours_equals_kmeans_on_all_pixels(k: int) -> None:
+@pytest.fixture(params=["compiled", "numpy"])
+def lloyd_step(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test with scikit-learn's compiled Lloyd step, and again with the numpy fallback."""
+    if request.param == "numpy":
+        monkeypatch.setattr(cluster, "_sk_lloyd_step", None)
+    else:
+        assert cluster._sk_lloyd_step is not None, "scikit-learn's Lloyd step did not import"
+    return str(request.param)
+
+
+@pytest.mark.parametrize("k", [6, 30])
+def test_weighted_lloyd_on_distinct_colours_equals_kmeans_on_all_pixels(
+    k: int, lloyd_step: str
+) -> None:
     # Few distinct colours, many repeats: the histogram is much smaller than the pixel list.
     rng = np.random.default_rng(3)
     palette = rng.integers(0, 256, size=(60, 3), dtype=np.uint8)
@@ -62,7 +74,47 @@ def test_weighted_lloyd_on_distinct_colours_equals_kmeans_on_all_pixels(k: int) 
     assert inertia == pytest.approx(km.inertia_, rel=1e-9)
 
 
-def test_lloyd_relocates_empty_cluster() -> None:
+def photo_colours() -> tuple[np.ndarray, np.ndarray]:
+    """Distinct colours (fixed features) and pixel counts of a real photo."""
+    from skimage import data
+
+    hist = color_histogram(pack_rgb(data.astronaut()))
+    return color_features(hist.colors), hist.counts.astype(np.float64)
+
+
+@pytest.mark.parametrize("k", [2, 16, 64])
+@pytest.mark.parametrize("tol", [0.0, 1e-4])
+def test_compiled_and_numpy_lloyd_take_the_same_steps(
+    k: int, tol: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    x, w = photo_colours()
+    init = cluster.kmeans_plusplus(x, w, k, np.random.default_rng(k))
+    compiled = weighted_lloyd(x, w, init, tol=tol)
+    monkeypatch.setattr(cluster, "_sk_lloyd_step", None)
+    plain = weighted_lloyd(x, w, init, tol=tol)
+    np.testing.assert_array_equal(compiled[1], plain[1])
+    np.testing.assert_allclose(compiled[0], plain[0], rtol=0, atol=1e-12)
+    assert compiled[2] == pytest.approx(plain[2], rel=1e-12)
+    assert compiled[3] == plain[3]
+
+
+def test_two_threads_are_reproducible() -> None:
+    rgb = skimage_photo()
+    runs = [cluster_image(rgb, k=16, seed=3, n_threads=2) for _ in range(2)]
+    np.testing.assert_array_equal(runs[0].labels, runs[1].labels)
+    np.testing.assert_array_equal(runs[0].centers, runs[1].centers)
+    one = cluster_image(rgb, k=16, seed=3, n_threads=1)
+    # Another summation order, the same clustering to within rounding.
+    assert one.inertia == pytest.approx(runs[0].inertia, rel=1e-3)
+
+
+def skimage_photo() -> np.ndarray:
+    from skimage import data
+
+    return np.asarray(data.coffee())
+
+
+def test_lloyd_relocates_empty_cluster(lloyd_step: str) -> None:
     x = np.array([[0.0], [0.1], [5.0], [5.1]])
     w = np.ones(4)
     init = np.array([[0.0], [0.05], [100.0]])  # the third centre attracts nothing
@@ -195,7 +247,7 @@ def test_sampled_seeding_path_matches_quality() -> None:
     assert small.inertia <= full.inertia * 1.02
 
 
-def test_result_is_a_lloyd_fixed_point() -> None:
+def test_result_is_a_lloyd_fixed_point(lloyd_step: str) -> None:
     # Many colours (the coarse stage and the sample seeding both run): every colour is
     # labelled by its nearest centre, and each centre is its cluster's weighted mean.
     rng = np.random.default_rng(5)
