@@ -232,26 +232,81 @@ def latency(service: Service, data: bytes, runs: int, params: dict[str, Any]) ->
 def _core_once(args: tuple[bytes, dict[str, Any]]) -> float:
     from shared.params import parse_params
     from shared.segment import segment
+    from shared.settings import get_settings
 
     data, params = args
+    # As many threads per job as a worker with 2 processes gives each job.
+    threads = get_settings().threads_per_job(processes=2)
     start = time.perf_counter()
-    segment(data, parse_params(params))
+    segment(data, parse_params(params), n_threads=threads)
     return time.perf_counter() - start
 
 
+def cpu_snapshot() -> dict[int, tuple[str, int, float]]:
+    """Every process's ``pid -> (command, session id, CPU seconds so far)`` from ``/proc``."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[int, tuple[str, int, float]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            raw = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue
+        comm = raw[raw.index("(") + 1 : raw.rindex(")")]
+        fields = raw[raw.rindex(")") + 2 :].split()  # fields[0] is stat(5)'s 3rd field
+        out[int(entry.name)] = (comm, int(fields[3]), (int(fields[11]) + int(fields[12])) / tick)
+    return out
+
+
+def cpu_by_part(
+    service: Service, before: dict[int, tuple[str, int, float]]
+) -> dict[str, float]:
+    """CPU seconds used since ``before`` by web, worker, beat, PostgreSQL, Redis, this client."""
+    sessions = dict(zip((proc.pid for proc in service.procs), ("web", "worker", "beat"),
+                        strict=False))
+    parts: dict[str, float] = {}
+    for pid, (comm, session, cpu) in cpu_snapshot().items():
+        used = cpu - before.get(pid, (comm, session, 0.0))[2]
+        if used <= 0:
+            continue
+        if session in sessions:
+            part = sessions[session]
+        elif comm.startswith("postgres"):
+            part = "postgres"
+        elif comm.startswith("redis-server"):
+            part = "redis"
+        elif pid == os.getpid():
+            part = "client"
+        else:
+            part = "other"
+        parts[part] = parts.get(part, 0.0) + used
+    return parts
+
+
 def throughput(
-    service: Service, photos: list[bytes], jobs: int, params: dict[str, Any], first_seed: int = 0
+    service: Service,
+    photos: list[bytes],
+    jobs: int,
+    params: dict[str, Any],
+    first_seed: int = 0,
+    cpu: dict[str, float] | None = None,
 ) -> float:
     # Distinct seeds: distinct jobs, so none can reuse an earlier result.
     work = [
         (photos[i % len(photos)], {**params, "seed": 2000 + first_seed + i}) for i in range(jobs)
     ]
+    before = cpu_snapshot()
     start = time.perf_counter()
     with ThreadPoolExecutor(4) as pool:
         ids = list(pool.map(lambda w: service.submit(w[0], **w[1]), work))
     for job_id in ids:
         service.wait(job_id, interval=0.25)  # a batch client need not poll at 20 Hz
-    return jobs / (time.perf_counter() - start) * 60
+    elapsed = time.perf_counter() - start
+    if cpu is not None:
+        cpu.update(cpu_by_part(service, before))
+        cpu["wall"] = elapsed
+    return jobs / elapsed * 60
 
 
 def core_throughput(photos: list[bytes], jobs: int, params: dict[str, Any]) -> float:
@@ -288,6 +343,7 @@ def main() -> int:
     photos = one_megapixel_photos()
     params = {"k": args.k}
     rows = []
+    cpu_rows: list[tuple[str, dict[str, float]]] = []
     backends = ["redis", "embedded"] if args.backend == "both" else [args.backend]
     for backend in backends:
         workdir = Path(tempfile.mkdtemp(prefix=f"kseg-bench-{backend}-"))
@@ -301,11 +357,18 @@ def main() -> int:
             # Machine speed drifts by ±10 % over minutes here: compare each service trial
             # with the core alone measured right after it, and take the median of the trials.
             rates, cores = [], []
+            cpu: dict[str, float] = {}
             for trial in range(args.trials):
                 print(f"{backend}: throughput trial {trial + 1}/{args.trials} …", flush=True)
+                used: dict[str, float] = {}
                 rates.append(
-                    throughput(service, photos, args.jobs, params, first_seed=trial * args.jobs)
+                    throughput(
+                        service, photos, args.jobs, params, first_seed=trial * args.jobs,
+                        cpu=used,
+                    )
                 )
+                for part, seconds in used.items():
+                    cpu[part] = cpu.get(part, 0.0) + seconds / args.trials
                 cores.append(core_throughput(photos, args.jobs, params))
         finally:
             service.stop()
@@ -314,6 +377,7 @@ def main() -> int:
         rows.append(
             (backend, small, large, statistics.median(rates), statistics.median(cores), ratio)
         )
+        cpu_rows.append((backend, {k: v / args.jobs * 1000 for k, v in cpu.items()}))
 
     print()
     print(
@@ -329,6 +393,17 @@ def main() -> int:
             f" | {pct(large, 0.95) * 1000:.0f} ms | {rate:.1f} | {core_rate:.1f}"
             f" | {ratio:.0%} |"
         )
+    print()
+    print("Where the machine's time went during the throughput runs (CPU ms per job, mean of "
+          "the trials; capacity = wall time × CPUs per job):\n")
+    parts = ["worker", "web", "postgres", "redis", "beat", "client", "other"]
+    print("| backend | " + " | ".join(parts) + " | all | capacity |")
+    print("|---|" + "---|" * (len(parts) + 2))
+    for backend, per_job in cpu_rows:
+        used = sum(per_job.get(part, 0.0) for part in parts)
+        capacity = per_job.get("wall", 0.0) * (os.cpu_count() or 1)
+        print(f"| {backend} | " + " | ".join(f"{per_job.get(part, 0.0):.0f}" for part in parts)
+              + f" | {used:.0f} | {capacity:.0f} |")
     print()
     for backend, small, _large, _rate, _core, ratio in rows:
         target = 0.150 if backend == "redis" else 0.300
