@@ -178,6 +178,10 @@ class Claim:
     claimed: bool
     reason: str  # "claimed", "finished", "missing", "busy", "exhausted"
     attempts: int = 0
+    #: What running the job needs, read by the claiming statement itself (claimed only).
+    params: dict[str, Any] | None = None
+    image_id: str | None = None
+    run_id: str | None = None
 
 
 def claim_job(
@@ -205,7 +209,8 @@ def claim_job(
         else or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < stale)
     )
     claimable = (Job.id == job_id) & ((Job.status == "queued") | takeover)
-    result = session.execute(
+    # UPDATE … RETURNING: the claim and what the run needs in one round trip.
+    claimed = session.execute(
         update(Job)
         .where(claimable, Job.attempts < max_attempts)
         .values(
@@ -216,14 +221,22 @@ def claim_job(
             started_at=func.coalesce(Job.started_at, now),
             heartbeat_at=now,
         )
+        .returning(Job.attempts, Job.params, Job.image_id, Job.run_id)
         .execution_options(synchronize_session=False)
-    )
+    ).first()
+    if claimed is not None:
+        return Claim(
+            True,
+            "claimed",
+            claimed.attempts,
+            params=claimed.params,
+            image_id=claimed.image_id,
+            run_id=claimed.run_id,
+        )
     row = session.execute(select(Job.status, Job.attempts).where(Job.id == job_id)).first()
     if row is None:
         return Claim(False, "missing")
     status, attempts = row
-    if result.rowcount == 1:  # type: ignore[attr-defined]
-        return Claim(True, "claimed", attempts)
     if status in ("succeeded", "failed", "canceled"):
         return Claim(False, "finished", attempts)
     exhausted = session.execute(

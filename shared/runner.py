@@ -19,7 +19,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
 from shared import jobs
-from shared.db import get_sessionmaker
+from shared.db import fetch_blob, get_sessionmaker
 from shared.errors import KsegError
 from shared.models import Image, Job
 from shared.params import SegmentParams
@@ -152,32 +152,41 @@ def run_job(
     maker = get_sessionmaker(settings.database_url)
 
     with maker.begin() as session:
-        holder = session.scalar(select(Job.worker).where(Job.id == job_id))
-        # Our own name as holder means an earlier attempt in this very process gave up
-        # (a transient error), so nobody is running it now.
-        dead = [holder] if holder and (holder == worker or _pid_dead(holder)) else []
         claim = jobs.claim_job(
             session,
             job_id,
             worker,
             max_attempts=settings.max_attempts,
             stale_after=settings.heartbeat_stale_after,
-            dead_workers=dead,
+        )
+        if claim.reason == "busy":
+            holder = session.scalar(select(Job.worker).where(Job.id == job_id))
+            # Our own name as holder means an earlier attempt in this very process gave up
+            # (a transient error), so nobody is running it now; a dead pid on this host
+            # will not heart-beat again either.
+            if holder and (holder == worker or _pid_dead(holder)):
+                claim = jobs.claim_job(
+                    session,
+                    job_id,
+                    worker,
+                    max_attempts=settings.max_attempts,
+                    stale_after=settings.heartbeat_stale_after,
+                    dead_workers=[holder],
+                )
+        # Read in the claim's transaction: one commit for both.
+        data = (
+            fetch_blob(session, select(Image.data).where(Image.id == claim.image_id))
+            if claim.claimed
+            else None
         )
     if not claim.claimed:
         log.info("job %s not run: %s", job_id, claim.reason)
         if claim.reason == "exhausted":
             _refresh_run_of(settings, job_id)
         return claim.reason
-
-    with maker() as session:
-        row = session.execute(
-            select(Job.params, Job.run_id, Image.data)
-            .join(Image, Job.image_id == Image.id)
-            .where(Job.id == job_id)
-        ).one()
-        params = SegmentParams.model_validate(row.params)
-        data: bytes = row.data
+    if data is None:  # the image row went with its job: nothing left to run
+        return "missing"
+    params = SegmentParams.model_validate(claim.params)
 
     monitor = _Monitor(settings, job_id, worker)
     monitor.start()
@@ -188,8 +197,8 @@ def run_job(
         )
     finally:
         monitor.stop()
-        if row.run_id:
-            _refresh_run(settings, row.run_id)
+        if claim.run_id:
+            _refresh_run(settings, claim.run_id)
 
 
 def _refresh_run_of(settings: Settings, job_id: str) -> None:

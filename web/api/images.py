@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Response, current_app, jsonify, request
 from sqlalchemy import select
 
+from shared.db import fetch_blob
 from shared.errors import ImageError
 from shared.jobs import inspect_image, store_image
 from shared.models import Image
@@ -94,7 +95,7 @@ def image_file(image_id: str) -> Response:
     if request.if_none_match.contains_weak(image.sha256):
         response = Response(status=304)
     else:
-        data = get_session().scalar(select(Image.data).where(Image.id == image.id))
+        data = fetch_blob(get_session(), select(Image.data).where(Image.id == image.id))
         response = Response(data, mimetype=image.content_type)
         response.headers.set("Content-Disposition", "inline", filename=image.filename)
     response.set_etag(image.sha256)

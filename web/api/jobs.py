@@ -7,6 +7,7 @@ from typing import Any
 from flask import Response, current_app, jsonify, request
 from sqlalchemy import select
 
+from shared.db import fetch_blob
 from shared.galleries import refresh_run
 from shared.jobs import delete_job, store_image, submit_job
 from shared.models import JOB_STATUSES, Image, Job, ResultOutput
@@ -42,14 +43,15 @@ def _submission() -> tuple[Image, SegmentParams, bool]:
         fields = form_fields()
         reuse = parse_bool("reuse", fields.pop("reuse", None))
         params = parse_params(fields)  # before storing anything: a bad k stores no image
-        image, _ = store_image(
+        image, created = store_image(
             session,
             owner_id(),
             part.read(),
             part.filename,
             max_pixels=settings.max_image_pixels,
         )
-        return image, params, reuse
+        # A first upload has no finished job to reuse: skip looking for one.
+        return image, params, reuse and not created
     body: dict[str, Any] = json_object()
     sub = validate(JobSubmitJson, body)
     params = parse_params(sub.model_dump(exclude={"image_id", "reuse"}))
@@ -143,7 +145,7 @@ def job_output(job_id: str, name: str) -> Response:
     if request.if_none_match.contains_weak(sha):
         response = Response(status=304)
     else:
-        data = session.scalar(select(ResultOutput.data).where(ResultOutput.id == output_id))
+        data = fetch_blob(session, select(ResultOutput.data).where(ResultOutput.id == output_id))
         response = Response(data, mimetype="image/png")
     response.set_etag(sha)
     response.headers["Cache-Control"] = CACHE_FOREVER

@@ -158,7 +158,7 @@ def submit_post() -> Any:
         for part in files:  # one job per file; one bad file stores none (one transaction)
             data = part.read()
             try:
-                stored, _ = store_image(
+                stored, created = store_image(
                     db, me, data, part.filename, max_pixels=settings.max_image_pixels
                 )
             except ImageError as exc:
@@ -168,7 +168,8 @@ def submit_post() -> Any:
                 if len(files) > 1:
                     errors["file"] += " No file was submitted; choose the images again."
                 return _submit_page(values, errors, status=exc.status)
-            jobs.append(submit_job(db, me, stored, params, reuse=values["reuse"]))
+            # A first upload has no finished job to reuse: skip looking for one.
+            jobs.append(submit_job(db, me, stored, params, reuse=values["reuse"] and not created))
     ids = [job.id for job in jobs]
     queued = [job.id for job in jobs if job.status == "queued"]
     db.commit()  # the rows are the truth: committed before any message is published
