@@ -221,3 +221,34 @@ def test_palette_png_decodes_to_the_palette_colours(n_colors: int) -> None:
 def test_palette_png_refuses_indices_past_the_palette() -> None:
     with pytest.raises(ValueError, match="out of range"):
         render.encode_png(np.full((2, 2), 3, np.uint8), palette=np.zeros((3, 3), np.uint8))
+
+
+def _idat(png: bytes) -> bytes:
+    """The concatenated IDAT payload of a PNG."""
+    import struct
+
+    pos, out = 8, b""
+    while pos < len(png):
+        (length,) = struct.unpack(">I", png[pos : pos + 4])
+        if png[pos + 4 : pos + 8] == b"IDAT":
+            out += png[pos + 8 : pos + 8 + length]
+        pos += 12 + length
+    return out
+
+
+def test_label_map_outputs_share_one_payload_and_decode_to_their_colours() -> None:
+    rng = np.random.default_rng(4)
+    labels = rng.integers(0, 5, size=(40, 30), dtype=np.uint8)
+    centers = rng.integers(0, 256, size=(5, 3), dtype=np.uint8)
+    rgb = rng.integers(0, 256, size=(40, 30, 3), dtype=np.uint8)
+    for workers in (1, 2):
+        out = render.render_outputs(
+            ["labels", "gray", "color", "recolor", "overlay"], labels, centers, rgb,
+            workers=workers,
+        )
+        assert _idat(out["labels"]) == _idat(out["color"]) == _idat(out["recolor"])
+        np.testing.assert_array_equal(np.asarray(decode(out["labels"])), labels)
+        np.testing.assert_array_equal(np.asarray(decode(out["recolor"]).convert("RGB")),
+                                      centers[labels])
+        np.testing.assert_array_equal(np.asarray(decode(out["gray"])),
+                                      render.gray_levels()[labels])
