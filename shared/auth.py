@@ -62,17 +62,19 @@ def ensure_token(session: Session, owner_name: str, token: str, token_name: str 
     return owner
 
 
-def owner_for_token(session: Session, token: str) -> Owner | None:
-    """The owner a presented token belongs to, or None. A one-time token is spent here."""
+def use_token(session: Session, token: str) -> tuple[str | None, bool]:
+    """``(owner id, wrote)`` for a presented token: the id is None for an unknown or revoked
+    token; ``wrote`` says whether the session now holds a change to commit (a spent one-time
+    token, a refreshed ``last_used_at``). One query for a valid token used recently."""
     if not token:
-        return None
+        return None, False
     row = session.scalar(
         select(ApiToken).where(
             ApiToken.token_hash == hash_token(token), ApiToken.revoked_at.is_(None)
         )
     )
     if row is None:
-        return None
+        return None, False
     now = utcnow()
     if row.one_time:
         # Compare-and-set, so two concurrent uses of one link cannot both sign in.
@@ -82,8 +84,16 @@ def owner_for_token(session: Session, token: str) -> Owner | None:
             .values(revoked_at=now, last_used_at=now)
         )
         if spent.rowcount != 1:  # type: ignore[attr-defined]
-            return None
-    elif row.last_used_at is None or now - row.last_used_at > timedelta(minutes=5):
+            return None, True
+        return row.owner_id, True
+    if row.last_used_at is None or now - row.last_used_at > timedelta(minutes=5):
         # Coarse on purpose: a write on every request would serialise SQLite.
         row.last_used_at = now
-    return session.get(Owner, row.owner_id)
+        return row.owner_id, True
+    return row.owner_id, False
+
+
+def owner_for_token(session: Session, token: str) -> Owner | None:
+    """The owner a presented token belongs to, or None. A one-time token is spent here."""
+    owner_id, _ = use_token(session, token)
+    return None if owner_id is None else session.get(Owner, owner_id)

@@ -16,7 +16,7 @@ from flask import current_app, g, request
 from flask import session as cookie_session
 from sqlalchemy.exc import IntegrityError
 
-from shared.auth import DEFAULT_OWNER, ensure_token, get_or_create_owner, owner_for_token
+from shared.auth import DEFAULT_OWNER, ensure_token, get_or_create_owner, use_token
 from shared.settings import Settings
 from web.api.errors import ApiError
 from web.db import get_session
@@ -101,8 +101,8 @@ def authenticate() -> None:
             {"WWW-Authenticate": 'Bearer realm="kseg", error="invalid_request"'},
         )
     session = get_session()
-    owner = owner_for_token(session, token.strip())
-    if owner is None:
+    found, wrote = use_token(session, token.strip())
+    if found is None:
         session.rollback()
         raise ApiError(
             401,
@@ -111,9 +111,10 @@ def authenticate() -> None:
             "`kseg token create NAME`.",
             {"WWW-Authenticate": 'Bearer realm="kseg", error="invalid_token"'},
         )
-    owner_id = owner.id
-    session.commit()  # last_used_at, or a spent one-time token
-    g.owner_id = owner_id
+    if wrote:
+        session.commit()  # last_used_at, or a spent one-time token
+    # else the request goes on in the same transaction, on the same connection
+    g.owner_id = found
 
 
 def owner_id() -> str:
