@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import case, delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from shared.imageio import ImageProbe, probe_image
@@ -181,6 +182,7 @@ class Claim:
     #: What running the job needs, read by the claiming statement itself (claimed only).
     params: dict[str, Any] | None = None
     image_id: str | None = None
+    params_key: str | None = None
     run_id: str | None = None
 
 
@@ -221,7 +223,7 @@ def claim_job(
             started_at=func.coalesce(Job.started_at, now),
             heartbeat_at=now,
         )
-        .returning(Job.attempts, Job.params, Job.image_id, Job.run_id)
+        .returning(Job.attempts, Job.params, Job.image_id, Job.params_key, Job.run_id)
         .execution_options(synchronize_session=False)
     ).first()
     if claimed is not None:
@@ -231,6 +233,7 @@ def claim_job(
             claimed.attempts,
             params=claimed.params,
             image_id=claimed.image_id,
+            params_key=claimed.params_key,
             run_id=claimed.run_id,
         )
     row = session.execute(select(Job.status, Job.attempts).where(Job.id == job_id)).first()
@@ -289,27 +292,43 @@ def touch_job(session: Session, job_id: str, worker: str) -> bool:
 
 
 def complete_job(
-    session: Session, job_id: str, worker: str, seg: Segmentation, timings: dict[str, Any]
+    session: Session,
+    job_id: str,
+    worker: str,
+    seg: Segmentation,
+    timings: dict[str, Any],
+    *,
+    claim: Claim | None = None,
 ) -> str:
     """Store the result and mark the job succeeded, atomically; returns the result id.
 
+    ``claim`` (this run's :class:`Claim`) saves reading the job's image and parameters again.
     Raises :class:`JobLostError` (and the caller's transaction must roll back) when the job was
     canceled or taken over meanwhile, so a result set is written only by the job's holder.
     """
-    job = session.get(Job, job_id)
-    if job is None:
-        raise JobLostError(job_id)
+    if claim is not None and claim.image_id is not None and claim.params_key is not None:
+        image_id, params_key = claim.image_id, claim.params_key
+    else:
+        job = session.get(Job, job_id)
+        if job is None:
+            raise JobLostError(job_id)
+        image_id, params_key = job.image_id, job.params_key
     meta = dict(seg.result)
     meta["timings_ms"] = timings
     result = Result(
         job_id=job_id,
-        image_id=job.image_id,
-        params_key=job.params_key,
+        image_id=image_id,
+        params_key=params_key,
         algorithm_version=ALGORITHM_VERSION,
         meta=meta,
     )
     session.add(result)
-    session.flush()  # the unique job_id forbids a second result set
+    try:
+        session.flush()
+    except IntegrityError as exc:
+        # The job row is gone (its result's foreign key fails) or already has a result set
+        # (the unique job_id): either way this run's result is not wanted.
+        raise JobLostError(job_id) from exc
     session.add_all(
         ResultOutput(
             result_id=result.id,

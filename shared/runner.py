@@ -193,7 +193,8 @@ def run_job(
     started = time.perf_counter()
     try:
         return _run_core(
-            job_id, worker, settings, data, params, monitor, segment_fn, timeout_errors, started
+            job_id, worker, settings, data, params, claim, monitor, segment_fn, timeout_errors,
+            started,
         )
     finally:
         monitor.stop()
@@ -226,6 +227,7 @@ def _run_core(
     settings: Settings,
     data: bytes,
     params: SegmentParams,
+    claim: jobs.Claim,
     monitor: _Monitor,
     segment_fn: Callable[..., Any],
     timeout_errors: tuple[type[BaseException], ...],
@@ -245,7 +247,7 @@ def _run_core(
         timings.setdefault("total", elapsed_ms)
         monitor.stop()  # its last write must not race the completion
         with maker.begin() as session:
-            jobs.complete_job(session, job_id, worker, seg, timings)
+            jobs.complete_job(session, job_id, worker, seg, timings, claim=claim)
         return "succeeded"
     except jobs.JobLostError:
         log.info("job %s was canceled or taken over while running", job_id)

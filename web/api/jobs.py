@@ -63,12 +63,14 @@ def create_job() -> tuple[Response, int, dict[str, str]]:
     session = get_session()
     image, params, reuse = _submission()
     job = submit_job(session, owner_id(), image, params, reuse=reuse)
-    session.commit()  # the row is the truth: committed before any message is published
-    if job.status == "queued":
-        enqueue_jobs([job.id])  # broker down: the job stays queued and the sweeper sends it
+    # The answer is built before the commit, which would expire the rows it reads.
     names = output_names(session, [job.result_id] if job.result_id else [])
     body = job_obj(job, names.get(job.result_id or "", []))
-    return jsonify(body), 202, {"Location": f"/api/v1/jobs/{job.id}"}
+    job_id, queued = job.id, job.status == "queued"
+    session.commit()  # the row is the truth: committed before any message is published
+    if queued:
+        enqueue_jobs([job_id])  # broker down: the job stays queued and the sweeper sends it
+    return jsonify(body), 202, {"Location": f"/api/v1/jobs/{job_id}"}
 
 
 @bp.get("/jobs/<job_id>")
