@@ -34,14 +34,31 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image
 
-try:
-    # scikit-learn's compiled Lloyd step (the one its KMeans runs): assignment by blocked
-    # GEMM + argmin and the weighted M-step in one pass over the data, OpenMP-parallel. It is
-    # private API, so it is optional: without it the numpy step below does the same work
-    # 2-3x slower (tests hold the two to the same result).
-    from sklearn.cluster._k_means_lloyd import lloyd_iter_chunked_dense as _sk_lloyd_step
-except ImportError:  # pragma: no cover - exercised by forcing the fallback in tests
-    _sk_lloyd_step = None
+#: scikit-learn's compiled Lloyd step (the one its KMeans runs): assignment by blocked GEMM +
+#: argmin and the weighted M-step in one pass over the data, OpenMP-parallel. Private API, so
+#: optional: without it the numpy step below does the same work 2-3x slower (tests hold the
+#: two to the same result). Imported on first use by :func:`compiled_lloyd_step` — importing
+#: scikit-learn takes about a second, which a process that never clusters (the web server, a
+#: ``--help``) should not pay. ``_UNSET`` until then; None when it cannot be imported.
+_UNSET: Any = object()
+_sk_lloyd_step: Any = _UNSET
+
+
+def compiled_lloyd_step() -> Callable[..., None] | None:
+    """scikit-learn's compiled Lloyd step, imported once; None when unavailable.
+
+    Long-lived processes call it at start-up (the worker before forking its processes), so no
+    job pays for the import.
+    """
+    global _sk_lloyd_step
+    if _sk_lloyd_step is _UNSET:
+        try:
+            from sklearn.cluster._k_means_lloyd import lloyd_iter_chunked_dense
+        except ImportError:  # pragma: no cover - exercised by forcing the fallback in tests
+            _sk_lloyd_step = None
+        else:
+            _sk_lloyd_step = lloyd_iter_chunked_dense
+    return _sk_lloyd_step  # type: ignore[no-any-return]
 
 __all__ = [
     "Clustering",
@@ -52,6 +69,7 @@ __all__ = [
     "coarse_groups",
     "color_features",
     "color_histogram",
+    "compiled_lloyd_step",
     "fit_kmeans",
     "kmeans_plusplus",
     "kneedle_scores",
@@ -334,7 +352,7 @@ def weighted_lloyd(
     if tol_abs is None:
         tol_abs = _tolerance(x, w, tol)
     centers = np.array(centers, dtype=np.float64)
-    if _sk_lloyd_step is not None:
+    if compiled_lloyd_step() is not None:
         centers, labels, n_iter = _kernel_lloyd(x, w, centers, max_iter, tol_abs, n_threads)
     else:
         centers, labels, n_iter = _numpy_lloyd(x, w, centers, max_iter, tol_abs)
@@ -365,7 +383,8 @@ def _kernel_lloyd(
     labels. Unchanged labels mean the means are a fixed point; stopping on ``tol_abs``
     instead takes one more labels-only pass, so the labels always belong to the centres.
     """
-    assert _sk_lloyd_step is not None
+    step = compiled_lloyd_step()
+    assert step is not None
     n, k = x.shape[0], centers.shape[0]
     x = np.ascontiguousarray(x, dtype=np.float64)
     w = np.ascontiguousarray(w, dtype=np.float64)
@@ -378,7 +397,7 @@ def _kernel_lloyd(
     threads = max(1, min(int(n_threads), MAX_THREADS))
     n_iter, settled = 0, False
     for _ in range(max_iter):
-        _sk_lloyd_step(x, w, centers, new, mass, labels, shift, threads, True)
+        step(x, w, centers, new, mass, labels, shift, threads, True)
         centers, new = new, centers
         n_iter += 1
         if np.array_equal(labels, previous):
@@ -388,7 +407,7 @@ def _kernel_lloyd(
             break
         previous[:] = labels
     if not settled:
-        _sk_lloyd_step(x, w, centers, None, None, labels, shift, threads, False)
+        step(x, w, centers, None, None, labels, shift, threads, False)
     return centers, labels.astype(np.intp), n_iter
 
 

@@ -45,7 +45,7 @@ def lloyd_step(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) 
     if request.param == "numpy":
         monkeypatch.setattr(cluster, "_sk_lloyd_step", None)
     else:
-        assert cluster._sk_lloyd_step is not None, "scikit-learn's Lloyd step did not import"
+        assert cluster.compiled_lloyd_step() is not None, "scikit-learn's Lloyd step did not import"
     return str(request.param)
 
 
