@@ -89,6 +89,9 @@ _CHUNK = 1 << 14
 _N_COLORS = 1 << 24
 
 
+_blas_controller: Any = None
+
+
 @contextlib.contextmanager
 def single_threaded_blas() -> Iterator[None]:
     """Run BLAS on one thread inside the block (process-wide, restored on exit).
@@ -97,13 +100,20 @@ def single_threaded_blas() -> Iterator[None]:
     gains nothing on them when the machine is idle and, when its cores are busy (a worker
     running two jobs, other processes), its spinning threads wait on each other: measured 8×
     slower on the 2-core build machine under load, against 1× single-threaded.
+
+    The libraries are scanned once per process (a fresh scan costs ~3 ms once scikit-learn is
+    loaded), after loading the compiled Lloyd step, whose BLAS is scipy's.
     """
+    global _blas_controller
     try:
-        from threadpoolctl import threadpool_limits  # installed with scikit-learn
+        from threadpoolctl import ThreadpoolController  # installed with scikit-learn
     except ImportError:  # pragma: no cover - threadpoolctl is a scikit-learn dependency
         yield
         return
-    with threadpool_limits(limits=1, user_api="blas"):
+    if _blas_controller is None:
+        compiled_lloyd_step()
+        _blas_controller = ThreadpoolController()
+    with _blas_controller.limit(limits=1, user_api="blas"):
         yield
 
 
