@@ -152,27 +152,25 @@ def run_job(
     maker = get_sessionmaker(settings.database_url)
 
     with maker.begin() as session:
-        claim = jobs.claim_job(
-            session,
-            job_id,
-            worker,
-            max_attempts=settings.max_attempts,
-            stale_after=settings.heartbeat_stale_after,
-        )
+
+        def claim_for(dead_workers: list[str]) -> jobs.Claim:
+            return jobs.claim_job(
+                session,
+                job_id,
+                worker,
+                max_attempts=settings.max_attempts,
+                stale_after=settings.heartbeat_stale_after,
+                dead_workers=dead_workers,
+            )
+
+        claim = claim_for([])
         if claim.reason == "busy":
             holder = session.scalar(select(Job.worker).where(Job.id == job_id))
             # Our own name as holder means an earlier attempt in this very process gave up
             # (a transient error), so nobody is running it now; a dead pid on this host
             # will not heart-beat again either.
             if holder and (holder == worker or _pid_dead(holder)):
-                claim = jobs.claim_job(
-                    session,
-                    job_id,
-                    worker,
-                    max_attempts=settings.max_attempts,
-                    stale_after=settings.heartbeat_stale_after,
-                    dead_workers=[holder],
-                )
+                claim = claim_for([holder])
         # Read in the claim's transaction: one commit for both.
         data = (
             fetch_blob(session, select(Image.data).where(Image.id == claim.image_id))
