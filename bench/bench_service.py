@@ -171,8 +171,17 @@ class Service:
             import redis
 
             client = redis.Redis.from_url(self.env["CELERY_BROKER_URL"])
-            for key in client.scan_iter(match=f"*{self.env['KSEG_QUEUE']}*"):
+            queue = self.env["KSEG_QUEUE"]
+            for key in client.scan_iter(match=f"*{queue}*"):
                 client.delete(key)
+            for key in client.scan_iter(match="_kombu.binding.*"):
+                for member in client.smembers(key):
+                    if queue.encode() in member:
+                        client.srem(key, member)
+            # kombu's expiry bookkeeping for binding sets that no longer exist
+            for name in client.zrange("_kombu.binding_deadlines", 0, -1):
+                if not client.exists(b"_kombu.binding." + name):
+                    client.zrem("_kombu.binding_deadlines", name)
             client.close()
 
     def call(
