@@ -242,10 +242,12 @@ def latency(service: Service, data: bytes, runs: int, params: dict[str, Any]) ->
 
 
 def _core_once(args: tuple[bytes, dict[str, Any]]) -> float:
+    from shared.cluster import compiled_lloyd_step
     from shared.params import parse_params
     from shared.segment import segment
     from shared.settings import get_settings
 
+    compiled_lloyd_step()  # loaded as in the worker (once per process)
     data, params = args
     # As many threads per job as a worker with 2 processes gives each job.
     threads = get_settings().threads_per_job(processes=2)

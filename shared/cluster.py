@@ -34,32 +34,6 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image
 
-#: scikit-learn's compiled Lloyd step (the one its KMeans runs): assignment by blocked GEMM +
-#: argmin and the weighted M-step in one pass over the data, OpenMP-parallel. Private API, so
-#: optional: without it the numpy step below does the same work 2-3x slower (tests hold the
-#: two to the same result). Imported on first use by :func:`compiled_lloyd_step` — importing
-#: scikit-learn takes about a second, which a process that never clusters (the web server, a
-#: ``--help``) should not pay. ``_UNSET`` until then; None when it cannot be imported.
-_UNSET: Any = object()
-_sk_lloyd_step: Any = _UNSET
-
-
-def compiled_lloyd_step() -> Callable[..., None] | None:
-    """scikit-learn's compiled Lloyd step, imported once; None when unavailable.
-
-    Long-lived processes call it at start-up (the worker before forking its processes), so no
-    job pays for the import.
-    """
-    global _sk_lloyd_step
-    if _sk_lloyd_step is _UNSET:
-        try:
-            from sklearn.cluster._k_means_lloyd import lloyd_iter_chunked_dense
-        except ImportError:  # pragma: no cover - exercised by forcing the fallback in tests
-            _sk_lloyd_step = None
-        else:
-            _sk_lloyd_step = lloyd_iter_chunked_dense
-    return _sk_lloyd_step  # type: ignore[no-any-return]
-
 __all__ = [
     "Clustering",
     "ColorHistogram",
@@ -89,6 +63,37 @@ _CHUNK = 1 << 14
 _N_COLORS = 1 << 24
 
 
+#: scikit-learn's compiled Lloyd step (the one its KMeans runs): assignment by blocked GEMM +
+#: argmin and the weighted M-step in one pass over the data, OpenMP-parallel, 2-3x faster than
+#: the numpy step below (tests hold the two to the same result). Importing scikit-learn costs
+#: 1-3 s here, more than the step saves on any one image, so it is used only once a
+#: long-lived process has loaded it with :func:`compiled_lloyd_step` (the worker does, before
+#: forking); a one-shot ``kseg segment`` runs the numpy step. ``_UNSET`` until loaded; None
+#: when it cannot be imported (it is private API).
+_UNSET: Any = object()
+_sk_lloyd_step: Any = _UNSET
+
+
+def compiled_lloyd_step() -> Callable[..., None] | None:
+    """Load scikit-learn's compiled Lloyd step for this process's clusterings; None when it
+    is unavailable (the numpy step is used then)."""
+    global _sk_lloyd_step, _blas_controller
+    if _sk_lloyd_step is _UNSET:
+        try:
+            from sklearn.cluster._k_means_lloyd import lloyd_iter_chunked_dense
+        except ImportError:  # pragma: no cover - exercised by forcing the fallback in tests
+            _sk_lloyd_step = None
+        else:
+            _sk_lloyd_step = lloyd_iter_chunked_dense
+        _blas_controller = None  # scipy's BLAS came with it: scan the libraries again
+    return _sk_lloyd_step  # type: ignore[no-any-return]
+
+
+def _loaded_lloyd_step() -> Callable[..., None] | None:
+    """The compiled step if this process has loaded it, else None (never imports)."""
+    return None if _sk_lloyd_step is _UNSET else _sk_lloyd_step  # type: ignore[no-any-return]
+
+
 _blas_controller: Any = None
 
 
@@ -102,7 +107,7 @@ def single_threaded_blas() -> Iterator[None]:
     slower on the 2-core build machine under load, against 1× single-threaded.
 
     The libraries are scanned once per process (a fresh scan costs ~3 ms once scikit-learn is
-    loaded), after loading the compiled Lloyd step, whose BLAS is scipy's.
+    loaded), and again after :func:`compiled_lloyd_step` loads scipy's BLAS.
     """
     global _blas_controller
     try:
@@ -111,7 +116,6 @@ def single_threaded_blas() -> Iterator[None]:
         yield
         return
     if _blas_controller is None:
-        compiled_lloyd_step()
         _blas_controller = ThreadpoolController()
     with _blas_controller.limit(limits=1, user_api="blas"):
         yield
@@ -362,7 +366,7 @@ def weighted_lloyd(
     if tol_abs is None:
         tol_abs = _tolerance(x, w, tol)
     centers = np.array(centers, dtype=np.float64)
-    if compiled_lloyd_step() is not None:
+    if _loaded_lloyd_step() is not None:
         centers, labels, n_iter = _kernel_lloyd(x, w, centers, max_iter, tol_abs, n_threads)
     else:
         centers, labels, n_iter = _numpy_lloyd(x, w, centers, max_iter, tol_abs)
@@ -393,7 +397,7 @@ def _kernel_lloyd(
     labels. Unchanged labels mean the means are a fixed point; stopping on ``tol_abs``
     instead takes one more labels-only pass, so the labels always belong to the centres.
     """
-    step = compiled_lloyd_step()
+    step = _loaded_lloyd_step()
     assert step is not None
     n, k = x.shape[0], centers.shape[0]
     x = np.ascontiguousarray(x, dtype=np.float64)

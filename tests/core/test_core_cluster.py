@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from conftest import gradient_rgb
@@ -89,6 +91,7 @@ def test_compiled_and_numpy_lloyd_take_the_same_steps(
 ) -> None:
     x, w = photo_colours()
     init = cluster.kmeans_plusplus(x, w, k, np.random.default_rng(k))
+    assert cluster.compiled_lloyd_step() is not None
     compiled = weighted_lloyd(x, w, init, tol=tol)
     monkeypatch.setattr(cluster, "_sk_lloyd_step", None)
     plain = weighted_lloyd(x, w, init, tol=tol)
@@ -99,6 +102,7 @@ def test_compiled_and_numpy_lloyd_take_the_same_steps(
 
 
 def test_two_threads_are_reproducible() -> None:
+    assert cluster.compiled_lloyd_step() is not None  # threads are the compiled step's
     rgb = skimage_photo()
     runs = [cluster_image(rgb, k=16, seed=3, n_threads=2) for _ in range(2)]
     np.testing.assert_array_equal(runs[0].labels, runs[1].labels)
@@ -270,3 +274,23 @@ def test_result_is_a_lloyd_fixed_point(lloyd_step: str) -> None:
 def test_k_over_256_refused(small_rgb: np.ndarray) -> None:
     with pytest.raises(ValueError):
         cluster_image(small_rgb, k=257)
+
+
+def test_a_one_shot_segmentation_does_not_import_scikit_learn(tmp_path: Path) -> None:
+    # Importing scikit-learn takes seconds; `kseg segment` on one image must not pay for it.
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, numpy as np\n"
+        "from shared.segment import segment\n"
+        "from shared.params import parse_params\n"
+        "rgb = (np.arange(64 * 48 * 3) % 251).astype(np.uint8).reshape(64, 48, 3)\n"
+        "segment(rgb, parse_params(k=4))\n"
+        "print('sklearn' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert out.stdout.strip() == "False"
