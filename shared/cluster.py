@@ -366,8 +366,9 @@ def weighted_lloyd(
     if tol_abs is None:
         tol_abs = _tolerance(x, w, tol)
     centers = np.array(centers, dtype=np.float64)
-    if _loaded_lloyd_step() is not None:
-        centers, labels, n_iter = _kernel_lloyd(x, w, centers, max_iter, tol_abs, n_threads)
+    step = _loaded_lloyd_step()
+    if step is not None:
+        centers, labels, n_iter = _kernel_lloyd(step, x, w, centers, max_iter, tol_abs, n_threads)
     else:
         centers, labels, n_iter = _numpy_lloyd(x, w, centers, max_iter, tol_abs)
     inertia = math.nan
@@ -384,6 +385,7 @@ MAX_THREADS = 2
 
 
 def _kernel_lloyd(
+    step: Callable[..., None],
     x: np.ndarray,
     w: np.ndarray,
     centers: np.ndarray,
@@ -397,8 +399,6 @@ def _kernel_lloyd(
     labels. Unchanged labels mean the means are a fixed point; stopping on ``tol_abs``
     instead takes one more labels-only pass, so the labels always belong to the centres.
     """
-    step = _loaded_lloyd_step()
-    assert step is not None
     n, k = x.shape[0], centers.shape[0]
     x = np.ascontiguousarray(x, dtype=np.float64)
     w = np.ascontiguousarray(w, dtype=np.float64)

@@ -21,7 +21,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from shared.imageio import ImageProbe, probe_image
+from shared.imageio import probe_image
 from shared.models import (
     ACTIVE_STATUSES,
     Image,
@@ -48,12 +48,6 @@ def params_key(params: SegmentParams) -> str:
 # ---------------------------------------------------------------- images
 
 
-def inspect_image(data: bytes, *, max_pixels: int | None = None) -> ImageProbe:
-    """Check that ``data`` is an image the core can segment; its format and its size after
-    EXIF orientation. Raises the core's typed :class:`~shared.errors.ImageError` subclasses."""
-    return probe_image(data, max_pixels=max_pixels)
-
-
 def store_image(
     session: Session,
     owner_id: str,
@@ -69,7 +63,7 @@ def store_image(
     )
     if existing is not None:
         return existing, False
-    info = inspect_image(data, max_pixels=max_pixels)
+    info = probe_image(data, max_pixels=max_pixels)
     values = {
         "id": new_id(),
         "owner_id": owner_id,
@@ -512,7 +506,6 @@ def job_counts(session: Session) -> dict[str, int]:
 
 __all__ = [
     "Claim",
-    "ImageProbe",
     "JobLostError",
     "SweepReport",
     "claim_job",
@@ -520,7 +513,6 @@ __all__ = [
     "delete_job",
     "fail_job",
     "find_reusable_result",
-    "inspect_image",
     "job_counts",
     "params_key",
     "release_job",

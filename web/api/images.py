@@ -7,7 +7,8 @@ from sqlalchemy import select
 
 from shared.db import fetch_blob
 from shared.errors import ImageError
-from shared.jobs import inspect_image, store_image
+from shared.imageio import probe_image
+from shared.jobs import store_image
 from shared.models import Image
 from web.api import bp, paging
 from web.api.auth import owner_id
@@ -48,7 +49,7 @@ def store_uploads() -> list[Image]:
         # is no guarantee of that on SQLite's driver).
         for index, (filename, data) in enumerate(blobs):
             try:
-                inspect_image(data, max_pixels=settings.max_image_pixels)
+                probe_image(data, max_pixels=settings.max_image_pixels)
             except ImageError as exc:
                 label = filename or f"part {index + 1}"
                 raise type(exc)(f"{label}: {exc.message}", code=exc.code) from exc
