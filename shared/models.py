@@ -197,7 +197,13 @@ class Result(Base):
 
 
 class ResultOutput(Base):
-    """One rendered PNG of a result."""
+    """One rendered PNG of a result.
+
+    Outputs that share their image data (``labels``, ``color`` and ``recolor`` are the same
+    label map under different palettes) store it once: a row with ``payload_of`` set holds
+    only its PNG's head (:func:`shared.render.split_png`) and takes the rest from output
+    ``payload_of`` of the same result. ``sha256`` and ``size_bytes`` are the whole PNG's.
+    """
 
     __tablename__ = "result_outputs"
     __table_args__ = (UniqueConstraint("result_id", "name", name="uq_result_outputs_result_name"),)
@@ -208,6 +214,7 @@ class ResultOutput(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     data: Mapped[bytes] = mapped_column(Blob(), deferred=True)
+    payload_of: Mapped[str | None] = mapped_column(String(16), default=None)
 
     result: Mapped[Result] = relationship(back_populates="outputs")
 

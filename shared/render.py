@@ -48,6 +48,7 @@ __all__ = [
     "render_outputs",
     "render_overlay",
     "render_recolor",
+    "split_png",
 ]
 
 #: zlib level of every PNG: the fastest. At 12 MP level 6 takes 2–3× as long for files
@@ -197,6 +198,24 @@ def assemble_png(
         chunks.append(_png_chunk(b"PLTE", np.ascontiguousarray(palette, dtype=np.uint8).tobytes()))
     chunks += [_png_chunk(b"IDAT", idat), _png_chunk(b"IEND", b"")]
     return b"".join(chunks)
+
+
+def split_png(png: bytes) -> tuple[bytes, bytes]:
+    """``(head, body)`` of PNG bytes: everything before the first IDAT chunk (signature,
+    IHDR, PLTE, …) and everything from it on (the image data and IEND); ``head + body`` is
+    ``png``. PNGs that differ only in their header or palette have equal bodies.
+
+    Raises ``ValueError`` for bytes that are not a PNG with image data.
+    """
+    if not png.startswith(_PNG_SIGNATURE):
+        raise ValueError("not a PNG")
+    pos = len(_PNG_SIGNATURE)
+    while pos + 8 <= len(png):
+        length, kind = struct.unpack_from(">I4s", png, pos)
+        if kind == b"IDAT":
+            return png[:pos], png[pos:]
+        pos += 12 + length  # length, type, data, CRC
+    raise ValueError("a PNG without image data (IDAT)")
 
 
 def encode_png(

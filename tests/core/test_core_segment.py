@@ -252,3 +252,19 @@ def test_label_map_outputs_share_one_payload_and_decode_to_their_colours() -> No
                                       centers[labels])
         np.testing.assert_array_equal(np.asarray(decode(out["gray"])),
                                       render.gray_levels()[labels])
+
+
+def test_split_png_cuts_before_the_image_data() -> None:
+    rng = np.random.default_rng(5)
+    index = rng.integers(0, 4, size=(9, 11), dtype=np.uint8)
+    palette = rng.integers(0, 256, size=(4, 3), dtype=np.uint8)
+    grey, paletted = render.encode_png(index), render.encode_png(index, palette=palette)
+    grey_head, grey_body = render.split_png(grey)
+    head, body = render.split_png(paletted)
+    assert grey_head + grey_body == grey and head + body == paletted
+    assert body == grey_body and body[4:8] == b"IDAT" and body.endswith(b"IEND\xaeB`\x82")
+    assert b"PLTE" in head and b"PLTE" not in grey_head
+    with pytest.raises(ValueError, match="not a PNG"):
+        render.split_png(b"GIF89a")
+    with pytest.raises(ValueError, match="without image data"):
+        render.split_png(grey_head)

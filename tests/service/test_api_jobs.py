@@ -199,6 +199,49 @@ def test_succeeded_job_result_outputs_etag_and_304(api: Api) -> None:
     assert_error(api.get(f"/api/v1/jobs/{job['id']}/outputs/bogus.png"), 404, "output_not_found")
 
 
+def test_shared_image_data_is_stored_once_and_served_whole(api: Api) -> None:
+    import hashlib
+
+    import numpy as np
+    from PIL import Image as PILImage
+
+    from shared.models import ResultOutput
+    from shared.render import LABEL2RGB_COLORS
+
+    job = api.submit(baby(), "baby.jpg", k=4).get_json()  # all five outputs
+    assert api.run_job(job["id"]) == "succeeded"
+    done = api.get(f"/api/v1/jobs/{job['id']}").get_json()
+    pngs = {}
+    for name, url in done["result"]["outputs"].items():
+        r = api.get(url)
+        assert r.status_code == 200
+        assert r.headers["ETag"].strip('"') == hashlib.sha256(r.data).hexdigest()
+        pngs[name] = r.data
+    decoded = {name: PILImage.open(io.BytesIO(png)) for name, png in pngs.items()}
+    labels = np.asarray(decoded["labels"])
+    centers = np.array([c["rgb"] for c in done["result"]["clusters"]], dtype=np.uint8)
+    np.testing.assert_array_equal(np.asarray(decoded["color"].convert("RGB")),
+                                  LABEL2RGB_COLORS[labels % 10])
+    np.testing.assert_array_equal(np.asarray(decoded["recolor"].convert("RGB")), centers[labels])
+    # labels, color and recolor are one label map: its image data is stored once
+    with get_sessionmaker(api.settings.database_url)() as session:
+        rows = {
+            row.name: row
+            for row in session.scalars(
+                select(ResultOutput).where(ResultOutput.result_id == select(
+                    Job.result_id).where(Job.id == job["id"]).scalar_subquery())
+            )
+        }
+        stored = {name: len(row.data) for name, row in rows.items()}
+        sharing = {name: row.payload_of for name, row in rows.items()}
+        sizes = {name: row.size_bytes for name, row in rows.items()}
+    assert sharing == {"labels": None, "gray": None, "color": "labels", "recolor": "labels",
+                       "overlay": None}
+    assert stored["color"] < 1000 and stored["recolor"] < 1000
+    assert stored["labels"] == len(pngs["labels"])
+    assert sizes == {name: len(png) for name, png in pngs.items()}
+
+
 def test_outputs_of_a_queued_job_are_404(api: Api) -> None:
     job = api.submit(tiny_png(50)).get_json()
     assert_error(api.get(f"/api/v1/jobs/{job['id']}/outputs/labels.png"), 404, "output_not_found")

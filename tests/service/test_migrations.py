@@ -38,3 +38,45 @@ def test_migrations_match_models_and_round_trip(fresh_url: str) -> None:
             assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
     finally:
         engine.dispose()
+
+
+def test_downgrade_from_shared_payloads_rebuilds_every_png(fresh_url: str) -> None:
+    import numpy as np
+    from sqlalchemy import insert, select, text
+    from sqlalchemy.orm import Session
+
+    from shared import render
+    from shared.auth import get_or_create_owner
+    from shared.jobs import output_rows, store_image, submit_job
+    from shared.models import Result, ResultOutput
+    from shared.params import parse_params
+
+    labels = np.arange(12, dtype=np.uint8).reshape(3, 4) % 3
+    pngs = render.render_outputs(
+        ["labels", "color", "recolor"], labels, np.full((3, 3), 9, np.uint8),
+        np.zeros((3, 4, 3), np.uint8),
+    )
+    engine = db.make_engine(fresh_url)
+    try:
+        with Session(engine) as session, session.begin():
+            owner = get_or_create_owner(session, "mig")
+            image, _ = store_image(session, owner.id, render.encode_png(labels), "l.png")
+            job = submit_job(session, owner.id, image, parse_params(k=2), reuse=False)
+            session.execute(insert(Result).values(
+                id="r1", job_id=job.id, image_id=image.id, params_key="p",
+                algorithm_version="v", meta={},
+            ))
+            session.execute(insert(ResultOutput), output_rows("r1", pngs))
+        with engine.connect() as conn:
+            sharing = dict(conn.execute(text("SELECT name, payload_of FROM result_outputs")).all())
+        assert sharing == {"labels": None, "color": "labels", "recolor": "labels"}
+        command.downgrade(db.alembic_config(fresh_url), "0003")
+        with engine.connect() as conn:
+            stored = dict(conn.execute(text("SELECT name, data FROM result_outputs")).all())
+        assert {name: bytes(data) for name, data in stored.items()} == pngs
+        command.upgrade(db.alembic_config(fresh_url), "head")
+        with Session(engine) as session:
+            assert session.scalar(select(ResultOutput.payload_of).where(
+                ResultOutput.name == "recolor")) is None  # whole again: nothing to share
+    finally:
+        engine.dispose()

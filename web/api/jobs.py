@@ -7,9 +7,8 @@ from typing import Any
 from flask import Response, current_app, jsonify, request
 from sqlalchemy import select
 
-from shared.db import fetch_blob
 from shared.galleries import refresh_run
-from shared.jobs import delete_job, store_image, submit_job
+from shared.jobs import delete_job, output_png, store_image, submit_job
 from shared.models import JOB_STATUSES, Image, Job, ResultOutput
 from shared.params import OUTPUT_NAMES, SegmentParams, parse_params
 from web.api import bp, paging
@@ -131,24 +130,22 @@ def job_output(job_id: str, name: str) -> Response:
             f"Job {job_id} is {job.status}; its outputs exist once it has succeeded "
             "(poll GET /api/v1/jobs/<id>).",
         )
-    row = session.execute(
-        select(ResultOutput.id, ResultOutput.sha256).where(
+    sha = session.scalar(
+        select(ResultOutput.sha256).where(
             ResultOutput.result_id == job.result_id, ResultOutput.name == name
         )
-    ).first()
-    if row is None:
+    )
+    if sha is None:
         raise ApiError(
             404,
             "output_not_found",
             f"Job {job_id} did not render {name!r} (its params.outputs did not ask for it); "
             "submit a job with that output.",
         )
-    output_id, sha = row
     if request.if_none_match.contains_weak(sha):
         response = Response(status=304)
     else:
-        data = fetch_blob(session, select(ResultOutput.data).where(ResultOutput.id == output_id))
-        response = Response(data, mimetype="image/png")
+        response = Response(output_png(session, job.result_id, name), mimetype="image/png")
     response.set_etag(sha)
     response.headers["Cache-Control"] = CACHE_FOREVER
     return response
