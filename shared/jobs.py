@@ -297,8 +297,11 @@ def output_rows(result_id: str, outputs: dict[str, bytes]) -> list[dict[str, Any
     rows: list[dict[str, Any]] = []
     bodies: list[tuple[str, bytes]] = []
     for name, png in outputs.items():
-        head, body = split_png(png)
-        holder = next((other for other, seen in bodies if seen == body), None)
+        try:
+            head, body = split_png(png)
+        except ValueError:  # not a PNG we can cut: stored whole, shared with nothing
+            head, body = png, b""
+        holder = next((other for other, seen in bodies if body and seen == body), None)
         if holder is None:
             bodies.append((name, body))
         rows.append(

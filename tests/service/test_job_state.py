@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -201,3 +202,40 @@ def test_cancel_then_delete(session_factory: Any) -> None:
         assert jobs.delete_job(session, session.get(Job, job_id)) == "deleted"
     with session_factory() as session:
         assert session.get(Job, job_id) is None
+
+
+def test_running_job_writes_its_stage_and_progress_to_the_row(db_url: str) -> None:
+    from dataclasses import replace
+
+    from shared import runner
+    from shared.settings import get_settings
+
+    maker = get_sessionmaker(db_url)
+    job_id = _job(maker)
+    settings = replace(get_settings(), database_url=db_url)
+    seen: list[tuple[str | None, int]] = []
+
+    def slow_segment(data: bytes, params: Any, *, progress: Any, **_: Any) -> Segmentation:
+        # Report a stage, then keep "computing" until the row shows it: the monitor thread
+        # must write it while the core is still busy.
+        progress("fit", 40)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with maker() as session:
+                row = session.execute(
+                    select(Job.stage, Job.progress).where(Job.id == job_id)
+                ).one()
+            if row.stage == "fit":
+                seen.append((row.stage, row.progress))
+                break
+            time.sleep(0.02)
+        return _fake_segmentation()
+
+    assert runner.run_job(job_id, settings=settings, worker="w1", segment_fn=slow_segment) == (
+        "succeeded"
+    )
+    assert seen == [("fit", 40)], "the running job's stage never reached the database"
+    with maker() as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        assert (job.status, job.stage, job.progress) == ("succeeded", "done", 100)
