@@ -307,10 +307,7 @@ def throughput(
     first_seed: int = 0,
     cpu: dict[str, float] | None = None,
 ) -> float:
-    # Distinct seeds: distinct jobs, so none can reuse an earlier result.
-    work = [
-        (photos[i % len(photos)], {**params, "seed": 2000 + first_seed + i}) for i in range(jobs)
-    ]
+    work = batch(photos, jobs, params, first_seed)
     before = cpu_snapshot()
     start = time.time()
     with ThreadPoolExecutor(4) as pool:
@@ -338,8 +335,19 @@ def throughput(
     return jobs / elapsed * 60
 
 
-def core_throughput(photos: list[bytes], jobs: int, params: dict[str, Any]) -> float:
-    work = [(photos[i % len(photos)], {**params, "seed": 2000 + i}) for i in range(jobs)]
+def batch(photos: list[bytes], jobs: int, params: dict[str, Any], first_seed: int) -> list[Any]:
+    """The ``(image, params)`` of one throughput trial: the photos in turn, each job its own
+    seed (distinct jobs, so none can reuse an earlier result; the seed also sets how many
+    iterations a fit takes, so a service trial and its core-alone pair use the same seeds)."""
+    return [
+        (photos[i % len(photos)], {**params, "seed": 2000 + first_seed + i}) for i in range(jobs)
+    ]
+
+
+def core_throughput(
+    photos: list[bytes], jobs: int, params: dict[str, Any], first_seed: int = 0
+) -> float:
+    work = batch(photos, jobs, params, first_seed)
     with get_context("spawn").Pool(2) as pool:
         pool.map(_core_once, work[:2])  # warm both processes' imports
         start = time.perf_counter()
@@ -398,7 +406,14 @@ def main() -> int:
                 )
                 for part, seconds in used.items():
                     cpu[part] = cpu.get(part, 0.0) + seconds / args.trials
-                cores.append(core_throughput(photos, args.jobs, params))
+                cores.append(
+                    core_throughput(photos, args.jobs, params, first_seed=trial * args.jobs)
+                )
+                print(
+                    f"{backend}:   service {rates[-1]:.1f} jobs/min, core alone "
+                    f"{cores[-1]:.1f}: {rates[-1] / cores[-1]:.0%}",
+                    flush=True,
+                )
         finally:
             service.stop()
             shutil.rmtree(workdir, ignore_errors=True)

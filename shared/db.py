@@ -7,6 +7,7 @@ to the same file.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import Engine, Select, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.settings import get_settings
@@ -44,8 +46,38 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         engine = create_engine(url, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    kwargs.setdefault("pool_pre_ping", True)
-    return create_engine(url, **kwargs)
+    engine = create_engine(url, **kwargs)
+    _ping_when_idle(engine)
+    return engine
+
+
+#: Seconds a pooled connection may sit unused before it is pinged on its next checkout.
+PING_IDLE_AFTER = 5.0
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Ping a pooled connection before use only when it has been idle for a while.
+
+    ``pool_pre_ping`` pings on every checkout: a round trip per transaction, several per job.
+    A connection that was in use moments ago is as good as a ping; one that sat idle may have
+    been dropped (a database restart, an idle timeout), and a failed ping makes the pool
+    retry with a fresh connection. A connection that breaks between two close uses fails its
+    statement instead, which invalidates the pool: the request answers 503, the task retries.
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _idle_from(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _ping_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("idle_since")
+        if since is None or time.monotonic() - since < PING_IDLE_AFTER:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            raise DisconnectionError("a pooled connection failed its ping") from exc
 
 
 def fetch_blob(session: Session, stmt: Select[tuple[bytes]]) -> bytes | None:
@@ -85,6 +117,25 @@ def get_sessionmaker(url: str | None = None) -> sessionmaker[Session]:
     maker = _sessionmakers.get(url)
     if maker is None:
         maker = _sessionmakers[url] = sessionmaker(bind=get_engine(url), expire_on_commit=False)
+    return maker
+
+
+def get_beat_sessionmaker(url: str | None = None) -> sessionmaker[Session]:
+    """Sessions for progress and heartbeat writes, on connections of their own.
+
+    Each statement commits by itself (no BEGIN, no COMMIT: one round trip a write), and on
+    PostgreSQL without waiting for the disk: losing the last beat in a crash costs nothing.
+    Results and status changes go through :func:`get_sessionmaker`, fully durable.
+    """
+    url = url or get_settings().database_url
+    key = f"beat:{url}"
+    maker = _sessionmakers.get(key)
+    if maker is None:
+        options: dict[str, Any] = {"isolation_level": "AUTOCOMMIT", "pool_size": 2}
+        if make_url(url).get_backend_name() == "postgresql":
+            options["connect_args"] = {"options": "-c synchronous_commit=off"}
+        engine = _engines[key] = make_engine(url, **options)
+        maker = _sessionmakers[key] = sessionmaker(bind=engine, expire_on_commit=False)
     return maker
 
 

@@ -14,12 +14,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.orm import Session
 
 from shared import jobs
-from shared.db import fetch_blob, get_sessionmaker
+from shared.db import fetch_blob, get_beat_sessionmaker, get_sessionmaker
 from shared.errors import KsegError
 from shared.models import Image, Job
 from shared.params import SegmentParams
@@ -35,13 +34,6 @@ PROGRESS_DELAY = 0.2
 
 #: Exceptions that mean "try again later" rather than "this job is bad".
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (OperationalError, DBAPIError)
-
-
-def relax_durability(session: Session) -> None:
-    """Progress and heartbeats need not wait for the disk: losing the last one in a crash
-    costs nothing (PostgreSQL only; results and status changes stay fully durable)."""
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SET LOCAL synchronous_commit TO OFF"))
 
 
 def worker_name() -> str:
@@ -92,7 +84,7 @@ class _Monitor(threading.Thread):
             self.wake.set()
 
     def run(self) -> None:
-        maker = get_sessionmaker(self.settings.database_url)
+        maker = get_beat_sessionmaker(self.settings.database_url)
         written: tuple[str, int] | None = None
         last_write = time.monotonic()  # the claim has just beaten
         if self.stop_event.wait(PROGRESS_DELAY):
@@ -110,8 +102,7 @@ class _Monitor(threading.Thread):
             if not fresh and now - last_write < self.settings.heartbeat_interval:
                 continue
             try:
-                with maker.begin() as session:
-                    relax_durability(session)
+                with maker() as session:
                     if fresh and pending is not None:
                         jobs.report_progress(session, self.job_id, self.worker, *pending)
                         written = pending

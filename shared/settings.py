@@ -75,6 +75,7 @@ class Settings:
     result_retention: int
     schedule_tick: float
     gunicorn_workers: int
+    web_threads: int = 1
     core_threads: int = 0
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -130,6 +131,7 @@ def load_settings() -> Settings:
         result_retention=_int("KSEG_RESULT_RETENTION", 3),
         schedule_tick=_float("KSEG_SCHEDULE_TICK", 30.0),
         gunicorn_workers=_int("KSEG_WEB_WORKERS", 2),
+        web_threads=max(1, _int("KSEG_WEB_THREADS", 1)),
         core_threads=_int("KSEG_CORE_THREADS", 0),
     )
 

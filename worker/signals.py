@@ -10,7 +10,7 @@ from typing import Any
 from celery.signals import worker_process_init, worker_ready, worker_shutdown
 from sqlalchemy import update
 
-from shared.db import dispose_all, get_sessionmaker
+from shared.db import dispose_all, get_beat_sessionmaker
 from shared.models import WorkerHeartbeat, utcnow
 from shared.settings import get_settings
 
@@ -31,7 +31,7 @@ def _consuming(consumer: Any) -> bool:
 
 def _beat(hostname: str, consumer: Any) -> None:
     settings = get_settings()
-    maker = get_sessionmaker(settings.database_url)
+    maker = get_beat_sessionmaker(settings.database_url)
     started = utcnow()
     while not _stop.is_set():
         # A worker that lost its broker connection stops beating, so /readyz notices.
