@@ -123,7 +123,7 @@ def load_settings() -> Settings:
         # Redis redelivers an unacked message only after this; it must exceed the hard limit.
         visibility_timeout=_int("KSEG_VISIBILITY_TIMEOUT", hard + 300),
         max_attempts=_int("KSEG_MAX_ATTEMPTS", 3),
-        broker_polling_interval=_float("KSEG_BROKER_POLLING_INTERVAL", 0.05),
+        broker_polling_interval=_float("KSEG_BROKER_POLLING_INTERVAL", 0.02),
         heartbeat_interval=_float("KSEG_HEARTBEAT_INTERVAL", 5.0),
         heartbeat_stale_after=_float("KSEG_HEARTBEAT_STALE_AFTER", 30.0),
         sweep_interval=_float("KSEG_SWEEP_INTERVAL", 60.0),
