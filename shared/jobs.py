@@ -164,7 +164,8 @@ def submit_job(
 # ---------------------------------------------------------------- worker side
 
 
-def _running_by(job_id: str, worker: str) -> Any:
+def _running_by(job_id: Any, worker: Any) -> Any:
+    """The job is running and held by ``worker`` (values, or bind parameters)."""
     return (Job.id == job_id) & (Job.status == "running") & (Job.worker == worker)
 
 
@@ -346,11 +347,7 @@ _jobs = Job.__table__
 #: the ORM statement anew cost more CPU than executing it (measured per job).
 _SUCCEED = (
     update(_jobs)
-    .where(
-        _jobs.c.id == bindparam("b_job_id"),
-        _jobs.c.status == "running",
-        _jobs.c.worker == bindparam("b_worker"),
-    )
+    .where(_running_by(bindparam("b_job_id"), bindparam("b_worker")))
     .values(
         status="succeeded",
         progress=100,
