@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, Select, create_engine, event
+from sqlalchemy import Engine, Select, bindparam, create_engine, event, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
@@ -80,24 +80,41 @@ def _ping_when_idle(engine: Engine) -> None:
             raise DisconnectionError("a pooled connection failed its ping") from exc
 
 
-def fetch_blob(session: Session, stmt: Select[tuple[bytes]]) -> bytes | None:
-    """The single binary value ``stmt`` selects (None if no row), read efficiently.
+def fetch_blob(session: Session, column: Any, **equal_to: Any) -> bytes | None:
+    """The binary value of ``column`` in the row whose columns equal ``equal_to`` (by name),
+    None if there is no such row; read efficiently.
 
     PostgreSQL sends ``bytea`` as hex text unless the cursor asks for binary results; for a
     1 MB value text costs ~10 ms of encoding and decoding against ~1 ms binary (measured
     here), so on PostgreSQL the statement runs on a binary-format psycopg cursor, within the
-    session's transaction. Other databases run it as usual.
+    session's transaction, compiled once per column and filter names (compiling it cost
+    ~0.3 ms a call). Other databases run it as usual.
+
+        fetch_blob(session, Image.data, id=image_id)
     """
+    table = column.class_.__table__
+    # Keyed by names: SQLAlchemy's attributes overload ==, so they make poor dict keys.
+    key = (table.name, column.key, *sorted(equal_to))
+    stmt = _blob_selects.get(key)
+    if stmt is None:
+        stmt = _blob_selects[key] = select(column).where(
+            *(table.c[name] == bindparam(name) for name in key[2:])
+        )
     connection = session.connection()
     if connection.dialect.name != "postgresql":
-        return session.scalar(stmt)
-    compiled = stmt.compile(dialect=connection.dialect)
+        return session.scalar(stmt, equal_to)
+    sql = _blob_sql.get(key)
+    if sql is None:
+        sql = _blob_sql[key] = str(stmt.compile(dialect=connection.dialect))
     driver = connection.connection.driver_connection
     with driver.cursor(binary=True) as cursor:  # type: ignore[union-attr]
-        cursor.execute(str(compiled), compiled.params)
+        cursor.execute(sql, equal_to)
         row = cursor.fetchone()
     return None if row is None else bytes(row[0])
 
+
+_blob_selects: dict[tuple[str, ...], Select[Any]] = {}
+_blob_sql: dict[tuple[str, ...], str] = {}
 
 _engines: dict[str, Engine] = {}
 _sessionmakers: dict[str, sessionmaker[Session]] = {}
@@ -112,12 +129,45 @@ def get_engine(url: str | None = None) -> Engine:
     return engine
 
 
-def get_sessionmaker(url: str | None = None) -> sessionmaker[Session]:
-    url = url or get_settings().database_url
-    maker = _sessionmakers.get(url)
+def _maker(key: str, url: str, **engine_options: Any) -> sessionmaker[Session]:
+    """The process-wide sessionmaker cached under ``key``, on an engine of its own."""
+    maker = _sessionmakers.get(key)
     if maker is None:
-        maker = _sessionmakers[url] = sessionmaker(bind=get_engine(url), expire_on_commit=False)
+        engine = _engines.get(key) or make_engine(url, **engine_options)
+        _engines[key] = engine
+        maker = _sessionmakers[key] = sessionmaker(bind=engine, expire_on_commit=False)
     return maker
+
+
+def _no_disk_wait(url: str) -> dict[str, Any]:
+    """Engine options that make PostgreSQL commit without waiting for its WAL to reach disk
+    (``synchronous_commit=off``, set once per connection; nothing on other databases)."""
+    if make_url(url).get_backend_name() != "postgresql":
+        return {}
+    return {"connect_args": {"options": "-c synchronous_commit=off"}}
+
+
+def get_sessionmaker(url: str | None = None) -> sessionmaker[Session]:
+    """Sessions whose commits are durable when they return: the web's (uploads, submissions,
+    deletions, tokens are users' data) and the CLI's."""
+    url = url or get_settings().database_url
+    return _maker(url, url)  # on get_engine's engine
+
+
+def get_worker_sessionmaker(url: str | None = None) -> sessionmaker[Session]:
+    """Sessions for the worker's and sweeper's writes: claims, results, failures, re-queues.
+
+    On PostgreSQL these commit without waiting for the disk (a commit's WAL reaches it within
+    ~0.6 s, ``3 × wal_writer_delay``): everything they write can be derived again. If the
+    database crashes and loses the last of them, a job is back to ``queued`` or to
+    ``running`` without heart-beats, which the sweeper re-enqueues, and the core computes the
+    same result again (results are reproducible for equal inputs and seed). What a user
+    submitted is written through :func:`get_sessionmaker`, and waits. The wait saved is one
+    WAL flush per transaction: ~3.5 ms per 1 MP job here, whose 1.5 MB of PNGs the flush
+    otherwise writes out while the worker waits.
+    """
+    url = url or get_settings().database_url
+    return _maker(f"worker:{url}", url, **_no_disk_wait(url))
 
 
 def get_beat_sessionmaker(url: str | None = None) -> sessionmaker[Session]:
@@ -125,18 +175,11 @@ def get_beat_sessionmaker(url: str | None = None) -> sessionmaker[Session]:
 
     Each statement commits by itself (no BEGIN, no COMMIT: one round trip a write), and on
     PostgreSQL without waiting for the disk: losing the last beat in a crash costs nothing.
-    Results and status changes go through :func:`get_sessionmaker`, fully durable.
     """
     url = url or get_settings().database_url
-    key = f"beat:{url}"
-    maker = _sessionmakers.get(key)
-    if maker is None:
-        options: dict[str, Any] = {"isolation_level": "AUTOCOMMIT", "pool_size": 2}
-        if make_url(url).get_backend_name() == "postgresql":
-            options["connect_args"] = {"options": "-c synchronous_commit=off"}
-        engine = _engines[key] = make_engine(url, **options)
-        maker = _sessionmakers[key] = sessionmaker(bind=engine, expire_on_commit=False)
-    return maker
+    return _maker(
+        f"beat:{url}", url, isolation_level="AUTOCOMMIT", pool_size=2, **_no_disk_wait(url)
+    )
 
 
 @contextmanager

@@ -328,15 +328,10 @@ def output_png(session: Session, result_id: str, name: str) -> bytes | None:
     ).first()
     if row is None:
         return None
-    data = fetch_blob(session, select(ResultOutput.data).where(ResultOutput.id == row.id))
+    data = fetch_blob(session, ResultOutput.data, id=row.id)
     if data is None or row.payload_of is None:
         return data
-    holder = fetch_blob(
-        session,
-        select(ResultOutput.data).where(
-            ResultOutput.result_id == result_id, ResultOutput.name == row.payload_of
-        ),
-    )
+    holder = fetch_blob(session, ResultOutput.data, result_id=result_id, name=row.payload_of)
     if holder is None:  # pragma: no cover - deleted together with its result
         return None
     return data + split_png(holder)[1]

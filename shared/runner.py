@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from shared import jobs
-from shared.db import fetch_blob, get_beat_sessionmaker, get_sessionmaker
+from shared.db import fetch_blob, get_beat_sessionmaker, get_worker_sessionmaker
 from shared.errors import KsegError
 from shared.models import Image, Job
 from shared.params import SegmentParams
@@ -140,7 +140,7 @@ def run_job(
 
     segment_fn = segment_fn or segment
     worker = worker or worker_name()
-    maker = get_sessionmaker(settings.database_url)
+    maker = get_worker_sessionmaker(settings.database_url)
 
     with maker.begin() as session:
 
@@ -164,7 +164,7 @@ def run_job(
                 claim = claim_for([holder])
         # Read in the claim's transaction: one commit for both.
         data = (
-            fetch_blob(session, select(Image.data).where(Image.id == claim.image_id))
+            fetch_blob(session, Image.data, id=claim.image_id)
             if claim.claimed
             else None
         )
@@ -193,7 +193,7 @@ def run_job(
 
 def _refresh_run_of(settings: Settings, job_id: str) -> None:
     """Recount the job's gallery run, if it belongs to one."""
-    with get_sessionmaker(settings.database_url)() as session:
+    with get_worker_sessionmaker(settings.database_url)() as session:
         run_id = session.scalar(select(Job.run_id).where(Job.id == job_id))
     if run_id:
         _refresh_run(settings, run_id)
@@ -204,7 +204,7 @@ def _refresh_run(settings: Settings, run_id: str) -> None:
     from shared.galleries import refresh_run
 
     try:
-        with get_sessionmaker(settings.database_url).begin() as session:
+        with get_worker_sessionmaker(settings.database_url).begin() as session:
             refresh_run(session, run_id)
     except Exception:  # the sweeper recounts open runs too
         log.warning("could not refresh run %s", run_id, exc_info=True)
@@ -222,7 +222,7 @@ def _run_core(
     timeout_errors: tuple[type[BaseException], ...],
     started: float,
 ) -> str:
-    maker = get_sessionmaker(settings.database_url)
+    maker = get_worker_sessionmaker(settings.database_url)
     try:
         seg = segment_fn(
             data,
@@ -285,7 +285,7 @@ def _run_core(
 
 def _release_quietly(settings: Settings, job_id: str, worker: str) -> None:
     try:
-        with get_sessionmaker(settings.database_url).begin() as session:
+        with get_worker_sessionmaker(settings.database_url).begin() as session:
             jobs.release_job(session, job_id, worker)
     except Exception:  # the database is what failed; the sweeper or the retry will cope
         log.warning("could not release job %s after a transient error", job_id, exc_info=True)

@@ -10,7 +10,7 @@ from flask import current_app
 
 from shared import galleries, jobs, runner
 from shared.celery_config import RUN_JOB_TASK, SCHEDULES_TASK, SWEEP_TASK
-from shared.db import get_sessionmaker
+from shared.db import get_worker_sessionmaker
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ def run_job(self, job_id: str) -> str:  # type: ignore[no-untyped-def]
 def sweep() -> dict[str, int]:
     """Re-enqueue jobs the broker lost and jobs whose worker died; fail those out of attempts."""
     settings = _settings()
-    maker = get_sessionmaker(settings.database_url)
+    maker = get_worker_sessionmaker(settings.database_url)
     with maker.begin() as session:
         report = jobs.sweep(
             session,
@@ -77,7 +77,7 @@ def sweep() -> dict[str, int]:
 def run_schedules() -> int:
     """Start a run for every gallery schedule whose slot has come (one beat tick)."""
     settings = _settings()
-    with get_sessionmaker(settings.database_url).begin() as session:
+    with get_worker_sessionmaker(settings.database_url).begin() as session:
         started = galleries.run_due_schedules(session)
         ids = [job_id for start in started for job_id in start.to_enqueue]
     _enqueue(ids)

@@ -60,3 +60,19 @@ def test_a_recently_used_connection_is_not_pinged(engine: Engine, pg_admin_url: 
         conn.execute(text("SELECT 1"))
     # ... which invalidates the pool: the next checkout connects afresh.
     assert _backend_pid(engine) != first
+
+
+def test_only_derived_writes_skip_the_wait_for_the_disk(pg_url: str) -> None:
+    """Users' data (web sessions) commits durably; the worker's and the beats' bookkeeping,
+    which the sweeper and the core can redo, commits without waiting for the WAL flush."""
+
+    def synchronous_commit(maker: Any) -> str:
+        with maker() as session:
+            return str(session.execute(text("SHOW synchronous_commit")).scalar_one())
+
+    try:
+        assert synchronous_commit(db.get_sessionmaker(pg_url)) == "on"
+        assert synchronous_commit(db.get_worker_sessionmaker(pg_url)) == "off"
+        assert synchronous_commit(db.get_beat_sessionmaker(pg_url)) == "off"
+    finally:
+        db.dispose_all()

@@ -96,7 +96,7 @@ def image_file(image_id: str) -> Response:
     if request.if_none_match.contains_weak(image.sha256):
         response = Response(status=304)
     else:
-        data = fetch_blob(get_session(), select(Image.data).where(Image.id == image.id))
+        data = fetch_blob(get_session(), Image.data, id=image.id)
         response = Response(data, mimetype=image.content_type)
         response.headers.set("Content-Disposition", "inline", filename=image.filename)
     response.set_etag(image.sha256)
