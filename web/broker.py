@@ -7,12 +7,17 @@ another file system. Here a message is written under a hidden temporary name and
 place (readers see whole files only), and a reader claims a file by renaming it within the
 same folder — an atomic step only one consumer can win.
 
+Between polls a consumer waits ``polling_interval``, but an ack or reject (a prefetch slot
+freed: with late acks and a prefetch of 1, how a worker process becomes free) ends the wait at
+once, so a free process takes the next waiting job without sleeping out the interval.
+
 Registered under the ``filesystem://`` URL scheme by :mod:`web.celery_init`.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import uuid
 from queue import Empty
 from time import monotonic
@@ -25,6 +30,15 @@ from kombu.utils.json import dumps, loads
 
 
 class Channel(filesystem.Channel):
+    # Celery acks from its pool's result thread, while the consumer thread waits between polls.
+    def basic_ack(self, delivery_tag: Any, multiple: bool = False) -> None:
+        super().basic_ack(delivery_tag, multiple=multiple)
+        self.connection.slot_freed.set()
+
+    def basic_reject(self, delivery_tag: Any, requeue: bool = False) -> None:
+        super().basic_reject(delivery_tag, requeue=requeue)
+        self.connection.slot_freed.set()
+
     def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:
         name = f"{round(monotonic() * 1000)}_{uuid.uuid4()}.{queue}.msg"
         final = os.path.join(self.data_folder_out, name)
@@ -68,6 +82,31 @@ class Channel(filesystem.Channel):
 
 class Transport(filesystem.Transport):
     Channel = Channel
+
+    def __init__(self, client: Any, **kwargs: Any) -> None:
+        super().__init__(client, **kwargs)
+        self.slot_freed = threading.Event()
+
+    def drain_events(self, connection: Any, timeout: float | None = None) -> None:
+        """kombu's virtual ``drain_events``, with the sleep between polls cut short by an
+        ack or reject."""
+        started = monotonic()
+        interval = self.polling_interval
+        if timeout and interval and interval > timeout:
+            interval = timeout
+        while True:
+            # Cleared before polling: a slot freed after this point is either seen by the
+            # poll or ends the wait below.
+            self.slot_freed.clear()
+            try:
+                self.cycle.get(self._deliver, timeout=timeout)
+            except Empty:
+                if timeout is not None and monotonic() - started >= timeout:
+                    raise TimeoutError() from None  # socket.timeout, as kombu raises
+                if interval is not None:
+                    self.slot_freed.wait(interval)
+            else:
+                return
 
 
 def register() -> None:

@@ -72,3 +72,37 @@ def test_concurrent_producers_and_consumers_lose_nothing(tmp_path: Path) -> None
         proc.join(10)
     assert received == list(range(300)), "each message exactly once"
     assert not [p for p in tmp_path.iterdir() if p.is_file()], "no files left behind"
+
+
+def test_an_ack_ends_the_wait_between_polls(tmp_path: Path) -> None:
+    """With one message in hand (prefetch 1) and the next one waiting, acking the first lets
+    the consumer take the next at once, not after sleeping out its polling interval."""
+    import threading
+    import time
+
+    from web.broker import register
+
+    register()
+    (tmp_path / "control").mkdir()
+    options = {**_options(tmp_path), "polling_interval": 30.0}
+    with Connection("filesystem://", transport_options=options) as conn:
+        received: list[Any] = []
+        with conn.Consumer(
+            Queue("q", routing_key="q"),
+            callbacks=[lambda _body, message: received.append(message)],
+            prefetch_count=1,
+        ):
+            producer = conn.Producer()
+            for i in range(2):
+                producer.publish({"i": i}, routing_key="q")
+            conn.drain_events(timeout=5)
+            assert [m.payload["i"] for m in received] == [0]
+            # The second message is not taken while the first is unacked; the consumer waits.
+            acker = threading.Timer(0.3, received[0].ack)
+            acker.start()
+            started = time.monotonic()
+            conn.drain_events(timeout=20)
+            waited = time.monotonic() - started
+            acker.join()
+    assert [m.payload["i"] for m in received] == [0, 1]
+    assert waited < 10, f"the consumer slept out its polling interval ({waited:.1f} s)"
