@@ -101,12 +101,23 @@ class Transport(filesystem.Transport):
             try:
                 self.cycle.get(self._deliver, timeout=timeout)
             except Empty:
-                if timeout is not None and monotonic() - started >= timeout:
+                # Celery's loop checks for a shutdown only between drains (of up to 2 s, and
+                # one more after the request): end the drain at once when one is pending.
+                if _worker_stopping() or (timeout is not None and monotonic() - started >= timeout):
                     raise TimeoutError() from None  # socket.timeout, as kombu raises
                 if interval is not None:
                     self.slot_freed.wait(interval)
             else:
                 return
+
+
+def _worker_stopping() -> bool:
+    """Whether this process is a Celery worker asked to shut down (warm or cold)."""
+    from celery.worker import state
+
+    # As Celery's own check: the flags hold the exit code once set, and 0 == False.
+    flags = (state.should_stop, state.should_terminate)
+    return any(flag is not None and flag is not False for flag in flags)
 
 
 def register() -> None:

@@ -6,6 +6,7 @@ import multiprocessing as mp
 from pathlib import Path
 from typing import Any
 
+import pytest
 from kombu import Connection, Queue
 
 
@@ -106,3 +107,30 @@ def test_an_ack_ends_the_wait_between_polls(tmp_path: Path) -> None:
             acker.join()
     assert [m.payload["i"] for m in received] == [0, 1]
     assert waited < 10, f"the consumer slept out its polling interval ({waited:.1f} s)"
+
+
+def test_a_worker_shutdown_ends_the_drain_at_once(tmp_path: Path, monkeypatch: Any) -> None:
+    """Celery's loop looks for a shutdown request only between drains of up to 2 s (and
+    drains once more after one): a pending warm shutdown ends the drain at the next poll."""
+    import threading
+    import time
+
+    from celery.worker import state
+
+    from web.broker import register
+
+    register()
+    (tmp_path / "control").mkdir()
+    with (
+        Connection("filesystem://", transport_options=_options(tmp_path)) as conn,
+        conn.Consumer(Queue("q", routing_key="q"), callbacks=[lambda *_: None]),
+    ):
+        # As Celery's SIGTERM handler does: the exit code, 0, which is falsy.
+        stopper = threading.Timer(0.2, lambda: monkeypatch.setattr(state, "should_stop", 0))
+        stopper.start()
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            conn.drain_events(timeout=20)
+        waited = time.monotonic() - started
+        stopper.join()
+    assert waited < 5, f"the drain went on for {waited:.1f} s after the shutdown request"
