@@ -167,7 +167,10 @@ def get_worker_sessionmaker(url: str | None = None) -> sessionmaker[Session]:
     otherwise writes out while the worker waits.
     """
     url = url or get_settings().database_url
-    return _maker(f"worker:{url}", url, **_no_disk_wait(url))
+    options = _no_disk_wait(url)
+    # Elsewhere the same sessions as get_sessionmaker's (SQLite's commits do not wait for the
+    # disk in WAL mode with synchronous=NORMAL anyway).
+    return _maker(f"worker:{url}", url, **options) if options else get_sessionmaker(url)
 
 
 def get_beat_sessionmaker(url: str | None = None) -> sessionmaker[Session]:
