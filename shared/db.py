@@ -123,18 +123,22 @@ _sessionmakers: dict[str, sessionmaker[Session]] = {}
 def get_engine(url: str | None = None) -> Engine:
     """The process-wide engine for ``url`` (default: the settings' ``DATABASE_URL``)."""
     url = url or get_settings().database_url
-    engine = _engines.get(url)
+    return _engine(url, url)
+
+
+def _engine(key: str, url: str, **engine_options: Any) -> Engine:
+    """The process-wide engine cached under ``key``, made on first use."""
+    engine = _engines.get(key)
     if engine is None:
-        engine = _engines[url] = make_engine(url)
+        engine = _engines[key] = make_engine(url, **engine_options)
     return engine
 
 
 def _maker(key: str, url: str, **engine_options: Any) -> sessionmaker[Session]:
-    """The process-wide sessionmaker cached under ``key``, on an engine of its own."""
+    """The process-wide sessionmaker cached under ``key``, on the engine of that key."""
     maker = _sessionmakers.get(key)
     if maker is None:
-        engine = _engines.get(key) or make_engine(url, **engine_options)
-        _engines[key] = engine
+        engine = _engine(key, url, **engine_options)
         maker = _sessionmakers[key] = sessionmaker(bind=engine, expire_on_commit=False)
     return maker
 
@@ -151,7 +155,7 @@ def get_sessionmaker(url: str | None = None) -> sessionmaker[Session]:
     """Sessions whose commits are durable when they return: the web's (uploads, submissions,
     deletions, tokens are users' data) and the CLI's."""
     url = url or get_settings().database_url
-    return _maker(url, url)  # on get_engine's engine
+    return _maker(url, url)  # on get_engine's engine: the same key
 
 
 def get_worker_sessionmaker(url: str | None = None) -> sessionmaker[Session]:
