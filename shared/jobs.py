@@ -310,7 +310,6 @@ def output_rows(result_id: str, outputs: dict[str, bytes]) -> list[dict[str, Any
                 "id": new_id(),
                 "result_id": result_id,
                 "name": name,
-                "sha256": hashlib.sha256(png).hexdigest(),
                 "size_bytes": len(png),
                 "data": png if holder is None else head,
                 "payload_of": holder,

@@ -200,8 +200,6 @@ def test_succeeded_job_result_outputs_etag_and_304(api: Api) -> None:
 
 
 def test_shared_image_data_is_stored_once_and_served_whole(api: Api) -> None:
-    import hashlib
-
     import numpy as np
     from PIL import Image as PILImage
 
@@ -211,12 +209,13 @@ def test_shared_image_data_is_stored_once_and_served_whole(api: Api) -> None:
     job = api.submit(baby(), "baby.jpg", k=4).get_json()  # all five outputs
     assert api.run_job(job["id"]) == "succeeded"
     done = api.get(f"/api/v1/jobs/{job['id']}").get_json()
-    pngs = {}
+    pngs, etags = {}, []
     for name, url in done["result"]["outputs"].items():
         r = api.get(url)
         assert r.status_code == 200
-        assert r.headers["ETag"].strip('"') == hashlib.sha256(r.data).hexdigest()
+        etags.append(r.headers["ETag"])
         pngs[name] = r.data
+    assert len(set(etags)) == len(etags)  # each output its own validator, shared data or not
     decoded = {name: PILImage.open(io.BytesIO(png)) for name, png in pngs.items()}
     labels = np.asarray(decoded["labels"])
     centers = np.array([c["rgb"] for c in done["result"]["clusters"]], dtype=np.uint8)

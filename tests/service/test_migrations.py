@@ -41,6 +41,8 @@ def test_migrations_match_models_and_round_trip(fresh_url: str) -> None:
 
 
 def test_downgrade_from_shared_payloads_rebuilds_every_png(fresh_url: str) -> None:
+    import hashlib
+
     import numpy as np
     from sqlalchemy import insert, select, text
     from sqlalchemy.orm import Session
@@ -70,6 +72,10 @@ def test_downgrade_from_shared_payloads_rebuilds_every_png(fresh_url: str) -> No
         with engine.connect() as conn:
             sharing = dict(conn.execute(text("SELECT name, payload_of FROM result_outputs")).all())
         assert sharing == {"labels": None, "color": "labels", "recolor": "labels"}
+        command.downgrade(db.alembic_config(fresh_url), "0004")  # outputs get a SHA-256 again
+        with engine.connect() as conn:
+            hashes = dict(conn.execute(text("SELECT name, sha256 FROM result_outputs")).all())
+        assert hashes == {name: hashlib.sha256(png).hexdigest() for name, png in pngs.items()}
         command.downgrade(db.alembic_config(fresh_url), "0003")
         with engine.connect() as conn:
             stored = dict(conn.execute(text("SELECT name, data FROM result_outputs")).all())

@@ -130,22 +130,23 @@ def job_output(job_id: str, name: str) -> Response:
             f"Job {job_id} is {job.status}; its outputs exist once it has succeeded "
             "(poll GET /api/v1/jobs/<id>).",
         )
-    sha = session.scalar(
-        select(ResultOutput.sha256).where(
+    # Output rows never change: the row's id is a strong validator.
+    etag = session.scalar(
+        select(ResultOutput.id).where(
             ResultOutput.result_id == job.result_id, ResultOutput.name == name
         )
     )
-    if sha is None:
+    if etag is None:
         raise ApiError(
             404,
             "output_not_found",
             f"Job {job_id} did not render {name!r} (its params.outputs did not ask for it); "
             "submit a job with that output.",
         )
-    if request.if_none_match.contains_weak(sha):
+    if request.if_none_match.contains_weak(etag):
         response = Response(status=304)
     else:
         response = Response(output_png(session, job.result_id, name), mimetype="image/png")
-    response.set_etag(sha)
+    response.set_etag(etag)
     response.headers["Cache-Control"] = CACHE_FOREVER
     return response

@@ -82,7 +82,15 @@ PAGING = [
         "schema": {"type": "string"},
     },
 ]
-ETAG = {"ETag": {"description": "Content hash (SHA-256).", "schema": {"type": "string"}}}
+IMAGE_ETAG = {
+    "ETag": {"description": "The original's SHA-256 (hex).", "schema": {"type": "string"}}
+}
+OUTPUT_ETAG = {
+    "ETag": {
+        "description": "The output's id: an output never changes once stored.",
+        "schema": {"type": "string"},
+    }
+}
 PUBLIC: list[dict[str, list[str]]] = []
 
 
@@ -189,7 +197,7 @@ def _paths() -> dict[str, Any]:
             "get": {
                 "operationId": "getJobOutput",
                 "tags": ["jobs"],
-                "summary": "A result image (PNG); cacheable forever, ETag = SHA-256",
+                "summary": "A result image (PNG); cacheable forever (it never changes)",
                 "parameters": [
                     {
                         "name": "If-None-Match",
@@ -201,14 +209,14 @@ def _paths() -> dict[str, Any]:
                 "responses": {
                     "200": {
                         "description": "The PNG.",
-                        "headers": ETAG,
+                        "headers": OUTPUT_ETAG,
                         "content": {
                             "image/png": {"schema": {"type": "string", "format": "binary"}}
                         },
                     },
                     "304": {
                         "description": "Not modified (If-None-Match matched).",
-                        "headers": ETAG,
+                        "headers": OUTPUT_ETAG,
                     },
                     **errors(404),
                 },
@@ -266,10 +274,10 @@ def _paths() -> dict[str, Any]:
                 "responses": {
                     "200": {
                         "description": "The original file.",
-                        "headers": ETAG,
+                        "headers": IMAGE_ETAG,
                         "content": {"image/*": {"schema": {"type": "string", "format": "binary"}}},
                     },
-                    "304": {"description": "Not modified.", "headers": ETAG},
+                    "304": {"description": "Not modified.", "headers": IMAGE_ETAG},
                     **errors(404),
                 },
             },
