@@ -183,6 +183,40 @@ class Claim:
     run_id: str | None = None
 
 
+def _claimable(dead_workers: bool) -> Any:
+    """The job (``b_job_id``) is queued, or running but its holder stopped heart-beating
+    before ``b_stale`` (or, with ``dead_workers``, is one of ``b_dead``)."""
+    jobs = Job.__table__.c
+    lost = or_(jobs.heartbeat_at.is_(None), jobs.heartbeat_at < bindparam("b_stale"))
+    if dead_workers:
+        lost = or_(lost, jobs.worker.in_(bindparam("b_dead", expanding=True)))
+    return (jobs.id == bindparam("b_job_id")) & (
+        (jobs.status == "queued") | ((jobs.status == "running") & lost)
+    )
+
+
+def _claim_statement(*, dead_workers: bool) -> Any:
+    jobs = Job.__table__.c
+    return (
+        update(Job.__table__)
+        .where(_claimable(dead_workers), jobs.attempts < bindparam("b_max"))
+        .values(
+            status="running",
+            attempts=jobs.attempts + 1,
+            worker=bindparam("b_worker"),
+            stage="decode",
+            started_at=func.coalesce(
+                jobs.started_at, bindparam("b_now", type_=jobs.started_at.type)
+            ),
+            heartbeat_at=bindparam("b_now"),
+        )
+        .returning(jobs.attempts, jobs.params, jobs.image_id, jobs.params_key, jobs.run_id)
+    )
+
+
+_CLAIM = _claim_statement(dead_workers=False)
+
+
 def claim_job(
     session: Session,
     job_id: str,
@@ -202,27 +236,14 @@ def claim_job(
     """
     now = now or utcnow()
     stale = now - timedelta(seconds=stale_after)
-    takeover = (Job.status == "running") & (
-        or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < stale, Job.worker.in_(dead_workers))
-        if dead_workers
-        else or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < stale)
-    )
-    claimable = (Job.id == job_id) & ((Job.status == "queued") | takeover)
-    # UPDATE … RETURNING: the claim and what the run needs in one round trip.
-    claimed = session.execute(
-        update(Job)
-        .where(claimable, Job.attempts < max_attempts)
-        .values(
-            status="running",
-            attempts=Job.attempts + 1,
-            worker=worker,
-            stage="decode",
-            started_at=func.coalesce(Job.started_at, now),
-            heartbeat_at=now,
-        )
-        .returning(Job.attempts, Job.params, Job.image_id, Job.params_key, Job.run_id)
-        .execution_options(synchronize_session=False)
-    ).first()
+    values = {"b_job_id": job_id, "b_worker": worker, "b_now": now, "b_stale": stale}
+    # UPDATE … RETURNING: the claim and what the run needs in one round trip. The usual
+    # statement is built once (building it cost more CPU than running it, per job).
+    stmt = _CLAIM
+    if dead_workers:
+        stmt = _claim_statement(dead_workers=True)
+        values["b_dead"] = list(dead_workers)
+    claimed = session.execute(stmt, {**values, "b_max": max_attempts}).first()
     if claimed is not None:
         return Claim(
             True,
@@ -240,8 +261,8 @@ def claim_job(
     if status in ("succeeded", "failed", "canceled"):
         return Claim(False, "finished", attempts)
     exhausted = session.execute(
-        update(Job)
-        .where(claimable, Job.attempts >= max_attempts)
+        update(Job.__table__)
+        .where(_claimable(bool(dead_workers)), Job.__table__.c.attempts >= bindparam("b_max"))
         .values(
             status="failed",
             error_code="too_many_attempts",
@@ -251,8 +272,8 @@ def claim_job(
             ),
             finished_at=now,
             worker=None,
-        )
-        .execution_options(synchronize_session=False)
+        ),
+        {**values, "b_max": max_attempts},
     )
     if exhausted.rowcount == 1:  # type: ignore[attr-defined]
         return Claim(False, "exhausted", attempts)
