@@ -10,9 +10,10 @@ from shared.settings import Settings
 
 
 def celery_init_app(app: Flask, settings: Settings) -> Celery:
-    from web.broker import register
+    from web import broker, redis_broker
 
-    register()  # the embedded broker's safe filesystem transport
+    broker.register()  # the embedded broker's safe filesystem transport
+    redis_broker.register()  # kombu's Redis transport without a new client per call
 
     class FlaskTask(Task):  # type: ignore[misc]
         def __call__(self, *args: object, **kwargs: object) -> object:
