@@ -100,21 +100,35 @@ def fetch_blob(session: Session, column: Any, **equal_to: Any) -> bytes | None:
         stmt = _blob_selects[key] = select(column).where(
             *(table.c[name] == bindparam(name) for name in key[2:])
         )
-    connection = session.connection()
-    if connection.dialect.name != "postgresql":
+    if session.connection().dialect.name != "postgresql":
         return session.scalar(stmt, equal_to)
-    sql = _blob_sql.get(key)
-    if sql is None:
-        sql = _blob_sql[key] = str(stmt.compile(dialect=connection.dialect))
-    driver = connection.connection.driver_connection
-    with driver.cursor(binary=True) as cursor:  # type: ignore[union-attr]
-        cursor.execute(sql, equal_to)
-        row = cursor.fetchone()
+    row = binary_row(session, stmt, equal_to)
     return None if row is None else bytes(row[0])
 
 
+def binary_row(session: Session, stmt: Any, values: dict[str, Any]) -> Any:
+    """The first row of ``stmt`` (a SELECT, or a DML statement with RETURNING) run on
+    PostgreSQL on a binary-format psycopg cursor, in the session's transaction; None if none.
+
+    For statements whose rows carry ``bytea`` (see :func:`fetch_blob`). The SQL is compiled
+    once per statement object, so pass statements built once. ``values`` go to the driver
+    as they are, without SQLAlchemy's type processing: pass them in the form the database
+    column takes (a naive UTC datetime for :class:`shared.models.UTCDateTime`).
+    """
+    connection = session.connection()
+    compiled = _binary_compiled.get(id(stmt))
+    if compiled is None or compiled[0] is not stmt:
+        compiled = _binary_compiled[id(stmt)] = (stmt, stmt.compile(dialect=connection.dialect))
+    sql = compiled[1]
+    driver = connection.connection.driver_connection
+    with driver.cursor(binary=True) as cursor:  # type: ignore[union-attr]
+        cursor.execute(str(sql), sql.construct_params(values))
+        return cursor.fetchone()
+
+
 _blob_selects: dict[tuple[str, ...], Select[Any]] = {}
-_blob_sql: dict[tuple[str, ...], str] = {}
+#: ``id(statement) -> (statement, compiled)``; the statement is kept, so its id stays its own.
+_binary_compiled: dict[int, tuple[Any, Any]] = {}
 
 _engines: dict[str, Engine] = {}
 _sessionmakers: dict[str, sessionmaker[Session]] = {}

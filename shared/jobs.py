@@ -12,7 +12,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, case, delete, func, insert, or_, select, update
@@ -21,7 +21,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from shared.db import fetch_blob
+from shared.db import binary_row, fetch_blob
 from shared.imageio import probe_image
 from shared.models import (
     ACTIVE_STATUSES,
@@ -200,6 +200,8 @@ class Claim:
     image_id: str | None = None
     params_key: str | None = None
     run_id: str | None = None
+    #: The image's bytes, when the claim was asked to read them (``with_image``).
+    image_data: bytes | None = None
 
 
 def _claimable(dead_workers: bool) -> Any:
@@ -234,6 +236,10 @@ def _claim_statement(*, dead_workers: bool) -> Any:
 
 
 _CLAIM = _claim_statement(dead_workers=False)
+#: The claim that also returns the image's bytes: on PostgreSQL, one round trip for both.
+_CLAIM_WITH_IMAGE = _CLAIM.returning(
+    select(Image.data).where(Image.id == _jobs.c.image_id).scalar_subquery()
+)
 
 
 def claim_job(
@@ -245,6 +251,7 @@ def claim_job(
     stale_after: float,
     dead_workers: Sequence[str] = (),
     now: datetime | None = None,
+    with_image: bool = False,
 ) -> Claim:
     """Move a job to ``running`` for ``worker`` if nobody else may hold it.
 
@@ -252,27 +259,53 @@ def claim_job(
     heart-beating (``stale_after`` seconds) or is known dead (``dead_workers``). Each claim
     counts one attempt; past ``max_attempts`` the job fails instead of running again (a poison
     image that kills its worker every time must not loop forever).
+
+    With ``with_image``, a claim also reads the image's bytes (``Claim.image_data``; None if
+    the image row is gone).
     """
     now = now or utcnow()
     stale = now - timedelta(seconds=stale_after)
     values = {"b_job_id": job_id, "b_worker": worker, "b_now": now, "b_stale": stale}
     # UPDATE … RETURNING: the claim and what the run needs in one round trip. The usual
     # statement is built once (building it cost more CPU than running it, per job).
-    stmt = _CLAIM
-    if dead_workers:
-        stmt = _claim_statement(dead_workers=True)
-        values["b_dead"] = list(dead_workers)
-    claimed = session.execute(stmt, {**values, "b_max": max_attempts}).first()
-    if claimed is not None:
-        return Claim(
-            True,
-            "claimed",
-            claimed.attempts,
-            params=claimed.params,
-            image_id=claimed.image_id,
-            params_key=claimed.params_key,
-            run_id=claimed.run_id,
-        )
+    if with_image and not dead_workers and session.connection().dialect.name == "postgresql":
+        # bytea must come on a binary cursor (see fetch_blob), which takes values as the
+        # columns hold them: naive UTC.
+        raw = {
+            k: v.astimezone(UTC).replace(tzinfo=None) if isinstance(v, datetime) else v
+            for k, v in values.items()
+        }
+        row = binary_row(session, _CLAIM_WITH_IMAGE, {**raw, "b_max": max_attempts})
+        if row is not None:
+            attempts, params, image_id, key, run_id, data = row
+            return Claim(
+                True,
+                "claimed",
+                attempts,
+                params=params,
+                image_id=image_id,
+                params_key=key,
+                run_id=run_id,
+                image_data=None if data is None else bytes(data),
+            )
+    else:
+        stmt = _CLAIM
+        if dead_workers:
+            stmt = _claim_statement(dead_workers=True)
+            values["b_dead"] = list(dead_workers)
+        claimed = session.execute(stmt, {**values, "b_max": max_attempts}).first()
+        if claimed is not None:
+            data = fetch_blob(session, Image.data, id=claimed.image_id) if with_image else None
+            return Claim(
+                True,
+                "claimed",
+                claimed.attempts,
+                params=claimed.params,
+                image_id=claimed.image_id,
+                params_key=claimed.params_key,
+                run_id=claimed.run_id,
+                image_data=data,
+            )
     row = session.execute(select(Job.status, Job.attempts).where(Job.id == job_id)).first()
     if row is None:
         return Claim(False, "missing")

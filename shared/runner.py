@@ -18,9 +18,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from shared import jobs
-from shared.db import fetch_blob, get_beat_sessionmaker, get_worker_sessionmaker
+from shared.db import get_beat_sessionmaker, get_worker_sessionmaker
 from shared.errors import KsegError
-from shared.models import Image, Job
+from shared.models import Job
 from shared.params import SegmentParams
 from shared.settings import Settings
 
@@ -152,6 +152,7 @@ def run_job(
                 max_attempts=settings.max_attempts,
                 stale_after=settings.heartbeat_stale_after,
                 dead_workers=dead_workers,
+                with_image=True,  # read in the claim's statement: one round trip, one commit
             )
 
         claim = claim_for([])
@@ -162,12 +163,7 @@ def run_job(
             # will not heart-beat again either.
             if holder and (holder == worker or _pid_dead(holder)):
                 claim = claim_for([holder])
-        # Read in the claim's transaction: one commit for both.
-        data = (
-            fetch_blob(session, Image.data, id=claim.image_id)
-            if claim.claimed
-            else None
-        )
+        data = claim.image_data
     if not claim.claimed:
         log.info("job %s not run: %s", job_id, claim.reason)
         if claim.reason == "exhausted":
@@ -182,7 +178,15 @@ def run_job(
     started = time.perf_counter()
     try:
         return _run_core(
-            job_id, worker, settings, data, params, claim, monitor, segment_fn, timeout_errors,
+            job_id,
+            worker,
+            settings,
+            data,
+            params,
+            claim,
+            monitor,
+            segment_fn,
+            timeout_errors,
             started,
         )
     finally:

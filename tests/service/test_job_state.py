@@ -239,3 +239,26 @@ def test_running_job_writes_its_stage_and_progress_to_the_row(db_url: str) -> No
         job = session.get(Job, job_id)
         assert job is not None
         assert (job.status, job.stage, job.progress) == ("succeeded", "done", 100)
+
+
+def test_claim_with_image_reads_the_bytes_and_stores_the_same_instants(
+    session_factory: Any,
+) -> None:
+    job_id = _job(session_factory, k=3)
+    before = utcnow().replace(microsecond=0)
+    first = _claim(session_factory, job_id, "w1", with_image=True)
+    assert first.claimed and first.attempts == 1
+    assert first.image_data == b"abc" and first.params is not None and first.params["k"] == 3
+    with session_factory() as session:
+        job = session.get(Job, job_id)
+        assert job.status == "running" and job.worker == "w1"
+        # Stored as this instant in UTC, whatever path (binary cursor or not) wrote it.
+        assert before <= job.started_at <= utcnow() and job.heartbeat_at == job.started_at
+    assert not _claim(session_factory, job_id, "w2", with_image=True).claimed  # still fresh
+    later = utcnow() + timedelta(seconds=60)  # w1 stopped beating: w2 takes it over
+    takeover = _claim(session_factory, job_id, "w2", now=later, with_image=True)
+    assert takeover.claimed and takeover.attempts == 2 and takeover.image_data == b"abc"
+    with session_factory() as session:
+        job = session.get(Job, job_id)
+        assert job.worker == "w2" and abs(job.heartbeat_at - later) < timedelta(seconds=1)
+        assert job.started_at < later  # the first start is kept
