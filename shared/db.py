@@ -192,10 +192,13 @@ def get_worker_sessionmaker(url: str | None = None) -> sessionmaker[Session]:
 
 
 def get_beat_sessionmaker(url: str | None = None) -> sessionmaker[Session]:
-    """Sessions for progress and heartbeat writes, on connections of their own.
+    """Sessions for progress and heartbeat writes and the worker's claims, on connections of
+    their own.
 
     Each statement commits by itself (no BEGIN, no COMMIT: one round trip a write), and on
-    PostgreSQL without waiting for the disk: losing the last beat in a crash costs nothing.
+    PostgreSQL without waiting for the disk: losing the last beat in a crash costs nothing,
+    and a lost claim leaves its job queued for the sweeper. For single statements that are
+    atomic by themselves (compare-and-set updates), never for writes that must go together.
     """
     url = url or get_settings().database_url
     return _maker(
