@@ -219,7 +219,7 @@ def _claimable(dead_workers: bool) -> Any:
 def _claim_statement(*, dead_workers: bool) -> Any:
     jobs = _jobs.c
     return (
-        update(Job.__table__)
+        update(_jobs)
         .where(_claimable(dead_workers), jobs.attempts < bindparam("b_max"))
         .values(
             status="running",
