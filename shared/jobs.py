@@ -313,7 +313,7 @@ def claim_job(
     if status in ("succeeded", "failed", "canceled"):
         return Claim(False, "finished", attempts)
     exhausted = session.execute(
-        update(Job.__table__)
+        update(_jobs)
         .where(_claimable(bool(dead_workers)), _jobs.c.attempts >= bindparam("b_max"))
         .values(
             status="failed",
