@@ -110,25 +110,36 @@ def binary_row(session: Session, stmt: Any, values: dict[str, Any]) -> Any:
     """The first row of ``stmt`` (a SELECT, or a DML statement with RETURNING) run on
     PostgreSQL on a binary-format psycopg cursor, in the session's transaction; None if none.
 
-    For statements whose rows carry ``bytea`` (see :func:`fetch_blob`). The SQL is compiled
-    once per statement object, so pass statements built once. ``values`` go to the driver
-    as they are, without SQLAlchemy's type processing: pass them in the form the database
-    column takes (a naive UTC datetime for :class:`shared.models.UTCDateTime`).
+    For statements whose rows carry ``bytea`` (see :func:`fetch_blob`). ``values`` are bound
+    as SQLAlchemy binds them (each parameter through its type's bind processing, so an aware
+    datetime for a :class:`shared.models.UTCDateTime` column). The SQL and the processors are
+    prepared once per statement object, so pass statements built once.
     """
     connection = session.connection()
-    compiled = _binary_compiled.get(id(stmt))
-    if compiled is None or compiled[0] is not stmt:
-        compiled = _binary_compiled[id(stmt)] = (stmt, stmt.compile(dialect=connection.dialect))
-    sql = compiled[1]
+    prepared = _binary_prepared.get(id(stmt))
+    if prepared is None:
+        compiled = stmt.compile(dialect=connection.dialect)
+        processors = {
+            name: processor
+            for bind, name in compiled.bind_names.items()
+            if (processor := bind.type.bind_processor(connection.dialect)) is not None
+        }
+        # The statement is kept with its SQL, so its id cannot be reused by another one.
+        prepared = _binary_prepared[id(stmt)] = (stmt, compiled, processors)
+    _, compiled, processors = prepared
+    params = compiled.construct_params(values)
+    for name, processor in processors.items():
+        if name in params:
+            params[name] = processor(params[name])
     driver = connection.connection.driver_connection
     with driver.cursor(binary=True) as cursor:  # type: ignore[union-attr]
-        cursor.execute(str(sql), sql.construct_params(values))
+        cursor.execute(compiled.string, params)
         return cursor.fetchone()
 
 
 _blob_selects: dict[tuple[str, ...], Select[Any]] = {}
-#: ``id(statement) -> (statement, compiled)``; the statement is kept, so its id stays its own.
-_binary_compiled: dict[int, tuple[Any, Any]] = {}
+#: ``id(statement) -> (statement, compiled, bind processors by parameter name)``.
+_binary_prepared: dict[int, tuple[Any, Any, dict[str, Any]]] = {}
 
 _engines: dict[str, Engine] = {}
 _sessionmakers: dict[str, sessionmaker[Session]] = {}

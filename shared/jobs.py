@@ -12,7 +12,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, case, delete, func, insert, or_, select, update
@@ -207,31 +207,29 @@ class Claim:
 def _claimable(dead_workers: bool) -> Any:
     """The job (``b_job_id``) is queued, or running but its holder stopped heart-beating
     before ``b_stale`` (or, with ``dead_workers``, is one of ``b_dead``)."""
-    jobs = _jobs.c
-    lost = or_(jobs.heartbeat_at.is_(None), jobs.heartbeat_at < bindparam("b_stale"))
+    col = _jobs.c
+    lost = or_(col.heartbeat_at.is_(None), col.heartbeat_at < bindparam("b_stale"))
     if dead_workers:
-        lost = or_(lost, jobs.worker.in_(bindparam("b_dead", expanding=True)))
-    return (jobs.id == bindparam("b_job_id")) & (
-        (jobs.status == "queued") | ((jobs.status == "running") & lost)
+        lost = or_(lost, col.worker.in_(bindparam("b_dead", expanding=True)))
+    return (col.id == bindparam("b_job_id")) & (
+        (col.status == "queued") | ((col.status == "running") & lost)
     )
 
 
 def _claim_statement(*, dead_workers: bool) -> Any:
-    jobs = _jobs.c
+    col = _jobs.c
     return (
         update(_jobs)
-        .where(_claimable(dead_workers), jobs.attempts < bindparam("b_max"))
+        .where(_claimable(dead_workers), col.attempts < bindparam("b_max"))
         .values(
             status="running",
-            attempts=jobs.attempts + 1,
+            attempts=col.attempts + 1,
             worker=bindparam("b_worker"),
             stage="decode",
-            started_at=func.coalesce(
-                jobs.started_at, bindparam("b_now", type_=jobs.started_at.type)
-            ),
+            started_at=func.coalesce(col.started_at, bindparam("b_now", type_=col.started_at.type)),
             heartbeat_at=bindparam("b_now"),
         )
-        .returning(jobs.attempts, jobs.params, jobs.image_id, jobs.params_key, jobs.run_id)
+        .returning(col.attempts, col.params, col.image_id, col.params_key, col.run_id)
     )
 
 
@@ -268,44 +266,32 @@ def claim_job(
     values = {"b_job_id": job_id, "b_worker": worker, "b_now": now, "b_stale": stale}
     # UPDATE … RETURNING: the claim and what the run needs in one round trip. The usual
     # statement is built once (building it cost more CPU than running it, per job).
+    data: Any = None
     if with_image and not dead_workers and session.connection().dialect.name == "postgresql":
-        # bytea must come on a binary cursor (see fetch_blob), which takes values as the
-        # columns hold them: naive UTC.
-        raw = {
-            k: v.astimezone(UTC).replace(tzinfo=None) if isinstance(v, datetime) else v
-            for k, v in values.items()
-        }
-        row = binary_row(session, _CLAIM_WITH_IMAGE, {**raw, "b_max": max_attempts})
-        if row is not None:
-            attempts, params, image_id, key, run_id, data = row
-            return Claim(
-                True,
-                "claimed",
-                attempts,
-                params=params,
-                image_id=image_id,
-                params_key=key,
-                run_id=run_id,
-                image_data=None if data is None else bytes(data),
-            )
+        # The image's bytes in the same statement; bytea must come on a binary cursor.
+        claimed = binary_row(session, _CLAIM_WITH_IMAGE, {**values, "b_max": max_attempts})
+        if claimed is not None:
+            *claimed, data = claimed
     else:
         stmt = _CLAIM
         if dead_workers:
             stmt = _claim_statement(dead_workers=True)
             values["b_dead"] = list(dead_workers)
         claimed = session.execute(stmt, {**values, "b_max": max_attempts}).first()
-        if claimed is not None:
-            data = fetch_blob(session, Image.data, id=claimed.image_id) if with_image else None
-            return Claim(
-                True,
-                "claimed",
-                claimed.attempts,
-                params=claimed.params,
-                image_id=claimed.image_id,
-                params_key=claimed.params_key,
-                run_id=claimed.run_id,
-                image_data=data,
-            )
+        if claimed is not None and with_image:
+            data = fetch_blob(session, Image.data, id=claimed.image_id)
+    if claimed is not None:
+        attempts, params, image_id, key, run_id = claimed
+        return Claim(
+            True,
+            "claimed",
+            attempts,
+            params=params,
+            image_id=image_id,
+            params_key=key,
+            run_id=run_id,
+            image_data=None if data is None else bytes(data),
+        )
     row = session.execute(select(Job.status, Job.attempts).where(Job.id == job_id)).first()
     if row is None:
         return Claim(False, "missing")

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from shared import jobs
 from shared.auth import get_or_create_owner
@@ -246,7 +246,14 @@ def test_claim_with_image_reads_the_bytes_and_stores_the_same_instants(
 ) -> None:
     job_id = _job(session_factory, k=3)
     before = utcnow().replace(microsecond=0)
-    first = _claim(session_factory, job_id, "w1", with_image=True)
+    with session_factory.begin() as session:
+        if session.connection().dialect.name == "postgresql":
+            # A session time zone far from UTC: a datetime bound without the column type's
+            # processing (as timestamptz) would be stored 9 hours off.
+            session.execute(text("SET LOCAL TIME ZONE 'Asia/Tokyo'"))
+        first = jobs.claim_job(
+            session, job_id, "w1", max_attempts=3, stale_after=30, with_image=True
+        )
     assert first.claimed and first.attempts == 1
     assert first.image_data == b"abc" and first.params is not None and first.params["k"] == 3
     with session_factory() as session:
