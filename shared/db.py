@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import Engine, Select, bindparam, create_engine, event, select
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.settings import get_settings
@@ -116,30 +116,81 @@ def binary_row(session: Session, stmt: Any, values: dict[str, Any]) -> Any:
     prepared once per statement object, so pass statements built once.
     """
     connection = session.connection()
-    prepared = _binary_prepared.get(id(stmt))
+    sql, params = _driver_params(connection, stmt, [values])
+    driver = connection.connection.driver_connection
+    with driver.cursor(binary=True) as cursor:  # type: ignore[union-attr]
+        cursor.execute(sql, params[0])
+        return cursor.fetchone()
+
+
+def pipelined(session: Session, steps: list[tuple[Any, list[dict[str, Any]]]]) -> int:
+    """Run DML statements on PostgreSQL in one round trip, in the session's transaction, and
+    return the row count of the last one.
+
+    Each step is ``(statement, rows)``: one execution per row (an ``executemany`` for
+    several). Parameters are bound as in :func:`binary_row`; every row of a step has the same
+    keys, which are the columns an INSERT names. The statements go out in a psycopg
+    pipeline, so a completion's three statements cost one wait for the server instead of
+    three. A failing statement raises SQLAlchemy's exception for it (``IntegrityError``, …)
+    and leaves the transaction for the caller to roll back.
+    """
+    connection = session.connection()
+    driver = connection.connection.driver_connection
+    prepared = [(*_driver_params(connection, stmt, rows), stmt) for stmt, rows in steps]
+    cursors = []
+    try:
+        with driver.pipeline():  # type: ignore[union-attr]
+            for sql, params, _ in prepared:
+                cursor = driver.cursor()  # type: ignore[union-attr]
+                if len(params) == 1:
+                    cursor.execute(sql, params[0])
+                else:
+                    cursor.executemany(sql, params)
+                cursors.append(cursor)
+    except connection.dialect.loaded_dbapi.Error as exc:
+        sql = ";\n".join(step[0] for step in prepared)
+        raise DBAPIError.instance(
+            sql, None, exc, connection.dialect.loaded_dbapi.Error, dialect=connection.dialect
+        ) from exc
+    return int(cursors[-1].rowcount)
+
+
+def _driver_params(
+    connection: Any, stmt: Any, rows: list[dict[str, Any]]
+) -> tuple[str, list[dict[str, Any]]]:
+    """``(SQL, driver parameters per row)`` of a statement built once, prepared once per
+    statement and set of parameter names."""
+    key = (id(stmt), *sorted(rows[0]))
+    prepared = _binary_prepared.get(key)
     if prepared is None:
-        compiled = stmt.compile(dialect=connection.dialect)
+        names = list(key[1:])
+        # An INSERT of a bare table names only the columns it is given values for.
+        columns = names if getattr(stmt, "is_insert", False) else None
+        compiled = stmt.compile(dialect=connection.dialect, column_keys=columns)
         processors = {
             name: processor
             for bind, name in compiled.bind_names.items()
-            if (processor := bind.type.bind_processor(connection.dialect)) is not None
+            if (processor := bind.type.dialect_impl(connection.dialect).bind_processor(
+                connection.dialect
+            ))
+            is not None
         }
         # The statement is kept with its SQL, so its id cannot be reused by another one.
-        prepared = _binary_prepared[id(stmt)] = (stmt, compiled, processors)
+        prepared = _binary_prepared[key] = (stmt, compiled, processors)
     _, compiled, processors = prepared
-    params = compiled.construct_params(values)
-    for name, processor in processors.items():
-        if name in params:
-            params[name] = processor(params[name])
-    driver = connection.connection.driver_connection
-    with driver.cursor(binary=True) as cursor:  # type: ignore[union-attr]
-        cursor.execute(compiled.string, params)
-        return cursor.fetchone()
+    out = []
+    for values in rows:
+        params = compiled.construct_params(values)
+        for name, processor in processors.items():
+            if name in params:
+                params[name] = processor(params[name])
+        out.append(params)
+    return compiled.string, out
 
 
 _blob_selects: dict[tuple[str, ...], Select[Any]] = {}
 #: ``id(statement) -> (statement, compiled, bind processors by parameter name)``.
-_binary_prepared: dict[int, tuple[Any, Any, dict[str, Any]]] = {}
+_binary_prepared: dict[tuple[Any, ...], tuple[Any, Any, dict[str, Any]]] = {}
 
 _engines: dict[str, Engine] = {}
 _sessionmakers: dict[str, sessionmaker[Session]] = {}

@@ -21,7 +21,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from shared.db import binary_row, fetch_blob
+from shared.db import binary_row, fetch_blob, pipelined
 from shared.imageio import probe_image
 from shared.models import (
     ACTIVE_STATUSES,
@@ -442,34 +442,37 @@ def complete_job(
     meta = dict(seg.result)
     meta["timings_ms"] = timings
     result_id = new_id()
+    result_row = {
+        "id": result_id,
+        "job_id": job_id,
+        "image_id": image_id,
+        "params_key": params_key,
+        "algorithm_version": ALGORITHM_VERSION,
+        "meta": meta,
+        "created_at": utcnow(),
+    }
+    outputs = output_rows(result_id, seg.outputs) if seg.outputs else []
+    succeed = {"b_job_id": job_id, "b_worker": worker, "b_result_id": result_id, "b_now": utcnow()}
     # Prebuilt Core statements on the session's connection, not ORM objects or ORM-enabled
     # statements: the worker never reads these rows back, and the ORM's bookkeeping cost more
     # CPU than the statements themselves (measured per job).
     connection = session.connection()
     try:
-        connection.execute(
-            _INSERT_RESULT,
-            {
-                "id": result_id,
-                "job_id": job_id,
-                "image_id": image_id,
-                "params_key": params_key,
-                "algorithm_version": ALGORITHM_VERSION,
-                "meta": meta,
-                "created_at": utcnow(),
-            },
-        )
+        if connection.dialect.name == "postgresql":
+            # All three in one round trip: between two jobs of this worker process.
+            steps = [(_INSERT_RESULT, [result_row])]
+            steps += [(_INSERT_OUTPUTS, outputs)] if outputs else []
+            done = pipelined(session, [*steps, (_SUCCEED, [succeed])])
+        else:
+            connection.execute(_INSERT_RESULT, result_row)
+            if outputs:
+                connection.execute(_INSERT_OUTPUTS, outputs)
+            done = connection.execute(_SUCCEED, succeed).rowcount  # type: ignore[attr-defined]
     except IntegrityError as exc:
         # The job row is gone (its result's foreign key fails) or already has a result set
         # (the unique job_id): either way this run's result is not wanted.
         raise JobLostError(job_id) from exc
-    if seg.outputs:
-        connection.execute(_INSERT_OUTPUTS, output_rows(result_id, seg.outputs))
-    now = utcnow()
-    done = connection.execute(
-        _SUCCEED, {"b_job_id": job_id, "b_worker": worker, "b_result_id": result_id, "b_now": now}
-    )
-    if done.rowcount != 1:  # type: ignore[attr-defined]
+    if done != 1:
         raise JobLostError(job_id)
     return result_id
 

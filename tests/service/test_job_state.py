@@ -269,3 +269,58 @@ def test_claim_with_image_reads_the_bytes_and_stores_the_same_instants(
         job = session.get(Job, job_id)
         assert job.worker == "w2" and abs(job.heartbeat_at - later) < timedelta(seconds=1)
         assert job.started_at < later  # the first start is kept
+
+
+def test_completion_stores_the_result_and_its_outputs_as_given(session_factory: Any) -> None:
+    """The completion (on PostgreSQL three statements in one pipelined round trip) stores the
+    metadata, every output PNG (shared payloads stored once) and the instants unchanged."""
+    from shared.render import render_outputs
+
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 3, (40, 60), dtype=np.uint8)
+    centers = np.array([[250, 10, 10], [10, 250, 10], [10, 10, 250]], np.uint8)
+    rgb = centers[labels]
+    names = ["labels", "gray", "color", "recolor", "overlay"]
+    seg = Segmentation(
+        width=60,
+        height=40,
+        labels=labels,
+        centers=centers,
+        outputs=render_outputs(names, labels, centers, rgb),
+        result={"k": 3, "inertia": 1.5, "mse": 0.1, "psnr": 42.0, "n_iter": 4, "clusters": []},
+    )
+    job_id = _job(session_factory, k=3)
+    assert _claim(session_factory, job_id, "w1").claimed
+    before = utcnow().replace(microsecond=0)
+    with session_factory.begin() as session:
+        if session.connection().dialect.name == "postgresql":
+            session.execute(text("SET LOCAL TIME ZONE 'Asia/Tokyo'"))  # see the claim's test
+        result_id = jobs.complete_job(session, job_id, "w1", seg, {"total": 7.5})
+    with session_factory() as session:
+        job = session.get(Job, job_id)
+        assert job is not None and (job.status, job.result_id) == ("succeeded", result_id)
+        assert before <= job.finished_at <= utcnow()
+        result = session.get(Result, result_id)
+        assert result is not None and result.job_id == job_id
+        assert result.meta == {**seg.result, "timings_ms": {"total": 7.5}}
+        assert before <= result.created_at <= utcnow()
+        for name in names:
+            assert jobs.output_png(session, result_id, name) == seg.outputs[name], name
+        stored = session.scalar(
+            text("SELECT sum(length(data)) FROM result_outputs WHERE result_id = :r"),
+            {"r": result_id},
+        )
+        assert stored < sum(len(png) for png in seg.outputs.values())  # payloads shared
+
+
+def test_a_refused_completion_leaves_no_result_behind(session_factory: Any) -> None:
+    job_id = _job(session_factory)
+    assert _claim(session_factory, job_id, "w1").claimed
+    with session_factory.begin() as session:  # canceled by its owner while running
+        session.execute(text("UPDATE jobs SET status = 'canceled' WHERE id = :j"), {"j": job_id})
+    with pytest.raises(jobs.JobLostError), session_factory.begin() as session:
+        jobs.complete_job(session, job_id, "w1", _fake_segmentation(), {})
+    with session_factory() as session:
+        assert session.scalar(select(func.count()).select_from(Result)) == 0
+        assert session.scalar(text("SELECT count(*) FROM result_outputs")) == 0
+        assert session.get(Job, job_id).status == "canceled"
