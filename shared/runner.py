@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -57,24 +58,29 @@ def _pid_dead(name: str | None) -> bool:
     return False
 
 
-class _Monitor(threading.Thread):
-    """Writes the job's progress and heartbeat from a side thread while the core runs.
+class _Monitor:
+    """Writes one job's progress and heartbeat from a side thread while the core runs.
 
     The core only records its progress in memory (:meth:`report`); the database round trips
-    happen here, off the computing thread (numpy releases the GIL), so they cost the job no
-    time. After ``PROGRESS_DELAY`` s, a stage change is written at once, progress within a
-    stage at most every ``PROGRESS_EVERY`` s, and a bare heartbeat every
-    ``heartbeat_interval`` s, which lets the sweeper tell a busy worker from a dead one.
+    happen on the process's monitor thread (:class:`_MonitorThread`), off the computing
+    thread (numpy releases the GIL), so they cost the job no time. After ``PROGRESS_DELAY``
+    s, a stage change is written at once, progress within a stage at most every
+    ``PROGRESS_EVERY`` s, and a bare heartbeat every ``heartbeat_interval`` s, which lets
+    the sweeper tell a busy worker from a dead one.
     """
 
     def __init__(self, settings: Settings, job_id: str, worker: str) -> None:
-        super().__init__(name=f"kseg-monitor-{job_id[:8]}", daemon=True)
         self.settings, self.job_id, self.worker = settings, job_id, worker
         self.stop_event = threading.Event()
         self.wake = threading.Event()
         self.lock = threading.Lock()
+        #: Held while a write is on its way; :meth:`stop` waits for it, never for the thread.
+        self.writing = threading.Lock()
         self.pending: tuple[str, int] | None = None
         self.lost = False
+
+    def start(self) -> None:
+        _MonitorThread.serve(self)
 
     def report(self, stage: str, percent: int) -> None:
         with self.lock:
@@ -84,6 +90,7 @@ class _Monitor(threading.Thread):
             self.wake.set()
 
     def run(self) -> None:
+        """Write until stopped (on the monitor thread)."""
         maker = get_beat_sessionmaker(self.settings.database_url)
         written: tuple[str, int] | None = None
         last_write = time.monotonic()  # the claim has just beaten
@@ -93,32 +100,74 @@ class _Monitor(threading.Thread):
         while not self.stop_event.is_set():
             self.wake.wait(min(PROGRESS_EVERY, self.settings.heartbeat_interval))
             self.wake.clear()
-            if self.stop_event.is_set():
-                return
             with self.lock:
                 pending = self.pending
             now = time.monotonic()
             fresh = pending is not None and pending != written
             if not fresh and now - last_write < self.settings.heartbeat_interval:
                 continue
-            try:
-                with maker() as session:
-                    if fresh and pending is not None:
-                        jobs.report_progress(session, self.job_id, self.worker, *pending)
-                        written = pending
-                    elif not jobs.touch_job(session, self.job_id, self.worker):
-                        raise jobs.JobLostError(self.job_id)
-                last_write = now
-            except jobs.JobLostError:
-                self.lost = True  # canceled or taken over: completing will be refused
-                return
-            except Exception:  # a hiccup must not kill the monitor; the next beat retries
-                log.warning("job heartbeat failed for %s", self.job_id, exc_info=True)
+            with self.writing:
+                if self.stop_event.is_set():
+                    return
+                try:
+                    with maker() as session:
+                        if fresh and pending is not None:
+                            jobs.report_progress(session, self.job_id, self.worker, *pending)
+                            written = pending
+                        elif not jobs.touch_job(session, self.job_id, self.worker):
+                            raise jobs.JobLostError(self.job_id)
+                    last_write = now
+                except jobs.JobLostError:
+                    self.lost = True  # canceled or taken over: completing will be refused
+                    return
+                except Exception:  # a hiccup must not kill the monitor; the next beat retries
+                    log.warning("job heartbeat failed for %s", self.job_id, exc_info=True)
 
     def stop(self) -> None:
+        """No write of this job's after this returns: waits for one on its way (at most
+        5 s, as long as a stalled database may take), never for the thread."""
         self.stop_event.set()
         self.wake.set()
-        self.join(5)
+        if self.writing.acquire(timeout=5):
+            self.writing.release()
+
+
+class _MonitorThread(threading.Thread):
+    """A monitor thread, serving one :class:`_Monitor` at a time and then the next.
+
+    Threads are kept and reused (one per job running at once in the process: one in a
+    worker process): starting a thread per job made each job wait for the new thread to be
+    scheduled, ~1 ms between two jobs when both CPUs are busy.
+    """
+
+    _idle: ClassVar[list[_MonitorThread]] = []
+    _guard = threading.Lock()
+
+    def __init__(self) -> None:
+        super().__init__(name="kseg-monitor", daemon=True)
+        self.pid = os.getpid()
+        self.jobs: queue.SimpleQueue[_Monitor] = queue.SimpleQueue()
+
+    @classmethod
+    def serve(cls, monitor: _Monitor) -> None:
+        with cls._guard:
+            # A forked child inherits the list but not the threads.
+            cls._idle[:] = [t for t in cls._idle if t.pid == os.getpid() and t.is_alive()]
+            thread = cls._idle.pop() if cls._idle else None
+        if thread is None:
+            thread = cls()
+            thread.start()
+        thread.jobs.put(monitor)
+
+    def run(self) -> None:
+        while True:
+            monitor = self.jobs.get()
+            try:
+                monitor.run()
+            except Exception:  # pragma: no cover - run() handles its own errors
+                log.exception("job monitor failed for %s", monitor.job_id)
+            with self._guard:
+                self._idle.append(self)
 
 
 def run_job(

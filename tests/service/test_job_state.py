@@ -324,3 +324,62 @@ def test_a_refused_completion_leaves_no_result_behind(session_factory: Any) -> N
         assert session.scalar(select(func.count()).select_from(Result)) == 0
         assert session.scalar(text("SELECT count(*) FROM result_outputs")) == 0
         assert session.get(Job, job_id).status == "canceled"
+
+
+def test_jobs_running_at_once_in_one_process_each_write_their_progress(db_url: str) -> None:
+    """Monitor threads are reused between jobs, never shared by two running at once."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+    from dataclasses import replace
+
+    from shared import runner
+    from shared.settings import get_settings
+
+    maker = get_sessionmaker(db_url)
+    ids = [_job(maker, seed=i) for i in range(3)]
+    settings = replace(get_settings(), database_url=db_url)
+    all_running = threading.Barrier(len(ids), timeout=10)
+    seen: dict[str, int] = {}
+
+    def slow_segment(data: bytes, params: Any, *, progress: Any, **_: Any) -> Segmentation:
+        all_running.wait()  # every job is in its core before any reports
+        job_id = next(i for i in ids if params.seed == ids.index(i))
+        progress("fit", 30 + params.seed)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and job_id not in seen:
+            with maker() as session:
+                row = session.execute(select(Job.stage, Job.progress).where(Job.id == job_id)).one()
+            if row.stage == "fit":
+                seen[job_id] = row.progress
+            time.sleep(0.02)
+        all_running.wait()  # nobody finishes before every row showed its progress
+        return _fake_segmentation()
+
+    def monitors() -> int:
+        return sum(t.name == "kseg-monitor" for t in threading.enumerate())
+
+    counts = []
+    for _ in range(2):  # the second round runs on the threads the first one left
+        seen.clear()
+        all_running.reset()
+        with maker.begin() as session:
+            session.execute(
+                text(
+                    "UPDATE jobs SET status = 'queued', worker = NULL, result_id = NULL,"
+                    " stage = NULL, progress = 0"
+                )
+            )
+            session.execute(text("DELETE FROM results"))
+        with ThreadPoolExecutor(len(ids)) as pool:
+            outcomes = list(
+                pool.map(
+                    lambda i: runner.run_job(
+                        i, settings=settings, worker=f"w-{i}", segment_fn=slow_segment
+                    ),
+                    ids,
+                )
+            )
+        assert outcomes == ["succeeded"] * len(ids)
+        assert seen == {job_id: 30 + n for n, job_id in enumerate(ids)}
+        counts.append(monitors())
+    assert counts[0] >= len(ids) and counts[1] == counts[0]
