@@ -136,23 +136,26 @@ def pipelined(session: Session, steps: list[tuple[Any, list[dict[str, Any]]]]) -
     """
     connection = session.connection()
     driver = connection.connection.driver_connection
-    prepared = [(*_driver_params(connection, stmt, rows), stmt) for stmt, rows in steps]
+    prepared = [_driver_params(connection, stmt, rows) for stmt, rows in steps]
     cursors = []
     try:
         with driver.pipeline():  # type: ignore[union-attr]
-            for sql, params, _ in prepared:
+            for sql, params in prepared:
                 cursor = driver.cursor()  # type: ignore[union-attr]
+                cursors.append(cursor)
                 if len(params) == 1:
                     cursor.execute(sql, params[0])
                 else:
                     cursor.executemany(sql, params)
-                cursors.append(cursor)
+        return int(cursors[-1].rowcount)
     except connection.dialect.loaded_dbapi.Error as exc:
         sql = ";\n".join(step[0] for step in prepared)
         raise DBAPIError.instance(
             sql, None, exc, connection.dialect.loaded_dbapi.Error, dialect=connection.dialect
         ) from exc
-    return int(cursors[-1].rowcount)
+    finally:
+        for cursor in cursors:
+            cursor.close()
 
 
 def _driver_params(
@@ -189,7 +192,7 @@ def _driver_params(
 
 
 _blob_selects: dict[tuple[str, ...], Select[Any]] = {}
-#: ``id(statement) -> (statement, compiled, bind processors by parameter name)``.
+#: ``(id(statement), *parameter names) -> (statement, compiled, bind processors by name)``.
 _binary_prepared: dict[tuple[Any, ...], tuple[Any, Any, dict[str, Any]]] = {}
 
 _engines: dict[str, Engine] = {}
