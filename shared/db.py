@@ -164,7 +164,7 @@ def _driver_params(
     """``(SQL, driver parameters per row)`` of a statement built once, prepared once per
     statement and set of parameter names."""
     key = (id(stmt), *sorted(rows[0]))
-    prepared = _binary_prepared.get(key)
+    prepared = _driver_prepared.get(key)
     if prepared is None:
         names = list(key[1:])
         # An INSERT of a bare table names only the columns it is given values for.
@@ -179,7 +179,7 @@ def _driver_params(
             is not None
         }
         # The statement is kept with its SQL, so its id cannot be reused by another one.
-        prepared = _binary_prepared[key] = (stmt, compiled, processors)
+        prepared = _driver_prepared[key] = (stmt, compiled, processors)
     _, compiled, processors = prepared
     out = []
     for values in rows:
@@ -193,7 +193,7 @@ def _driver_params(
 
 _blob_selects: dict[tuple[str, ...], Select[Any]] = {}
 #: ``(id(statement), *parameter names) -> (statement, compiled, bind processors by name)``.
-_binary_prepared: dict[tuple[Any, ...], tuple[Any, Any, dict[str, Any]]] = {}
+_driver_prepared: dict[tuple[Any, ...], tuple[Any, Any, dict[str, Any]]] = {}
 
 _engines: dict[str, Engine] = {}
 _sessionmakers: dict[str, sessionmaker[Session]] = {}

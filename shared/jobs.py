@@ -442,6 +442,7 @@ def complete_job(
     meta = dict(seg.result)
     meta["timings_ms"] = timings
     result_id = new_id()
+    now = utcnow()  # the result's creation and the job's end: one statement batch
     result_row = {
         "id": result_id,
         "job_id": job_id,
@@ -449,10 +450,10 @@ def complete_job(
         "params_key": params_key,
         "algorithm_version": ALGORITHM_VERSION,
         "meta": meta,
-        "created_at": utcnow(),
+        "created_at": now,
     }
     outputs = output_rows(result_id, seg.outputs) if seg.outputs else []
-    succeed = {"b_job_id": job_id, "b_worker": worker, "b_result_id": result_id, "b_now": utcnow()}
+    succeed = {"b_job_id": job_id, "b_worker": worker, "b_result_id": result_id, "b_now": now}
     # Prebuilt Core statements on the session's connection, not ORM objects or ORM-enabled
     # statements: the worker never reads these rows back, and the ORM's bookkeeping cost more
     # CPU than the statements themselves (measured per job).
