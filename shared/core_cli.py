@@ -19,8 +19,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from shared.allocator import retain_freed_memory
 from shared.errors import ImageError, InvalidParameterError
 from shared.params import AUTO_K_MAX, AUTO_K_MIN, K_MAX, K_MIN, OUTPUT_NAMES, parse_params
+from shared.settings import get_settings
 
 __all__ = ["add_segment_parser", "build_parser", "main", "run_segment"]
 
@@ -149,6 +151,7 @@ def run_segment(args: argparse.Namespace) -> int:
     """Run ``kseg segment`` with parsed arguments; returns the exit code."""
     from shared.segment import segment  # deferred: keeps `kseg --help` fast
 
+    retain_freed_memory(get_settings().malloc_retain_bytes)  # as the worker does
     image = Path(args.image)
     try:
         params = parse_params(

@@ -77,6 +77,9 @@ class Settings:
     gunicorn_workers: int
     web_threads: int = 1
     core_threads: int = 0
+    #: Freed heap a computing process keeps for its next job (``shared.allocator``); 0: glibc's
+    #: defaults.
+    malloc_retain_bytes: int = 0
     extra: dict[str, str] = field(default_factory=dict)
 
     def threads_per_job(self, processes: int = 1) -> int:
@@ -133,6 +136,7 @@ def load_settings() -> Settings:
         gunicorn_workers=_int("KSEG_WEB_WORKERS", 2),
         web_threads=max(1, _int("KSEG_WEB_THREADS", 1)),
         core_threads=_int("KSEG_CORE_THREADS", 0),
+        malloc_retain_bytes=max(0, _int("KSEG_MALLOC_RETAIN_MB", 128)) * 1024 * 1024,
     )
 
 
