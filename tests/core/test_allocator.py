@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -71,3 +72,32 @@ def test_the_setting_is_in_megabytes_and_defaults_to_128(
     monkeypatch.setenv("KSEG_MALLOC_RETAIN_MB", "lots")
     with pytest.raises(SystemExit, match="KSEG_MALLOC_RETAIN_MB"):
         load_settings()
+
+
+def test_the_worker_keeps_freed_memory_from_its_start(tmp_path: Path) -> None:
+    """The Celery app module sets it before the pool forks, so every pool process has it."""
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("KSEG_", "CELERY_"))},
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'kseg.db'}",
+        "KSEG_INSTANCE_DIR": str(tmp_path / "instance"),
+    }
+    subprocess.run(
+        [sys.executable, "-m", "shared.cli", "migrate"],
+        cwd=ROOT, env=env, check=True, capture_output=True, timeout=120,
+    )
+    # The probe's job, run after importing the worker's app instead of calling the function.
+    probe = PROBE.replace(
+        'if sys.argv[1] != "0" and not retain_freed_memory(int(sys.argv[1])):\n    sys.exit(3)',
+        "import worker.celery_app",
+    )
+    assert "import worker.celery_app" in probe
+    runs = {}
+    for retain in ("128", "0"):
+        done = subprocess.run(
+            [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True,
+            env={**env, "KSEG_MALLOC_RETAIN_MB": retain}, timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        runs[retain] = int(done.stdout.strip().splitlines()[-1])
+    assert runs["0"] > 5000
+    assert runs["128"] < runs["0"] / 50
