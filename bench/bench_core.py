@@ -188,14 +188,11 @@ def process_b(path: Path, k: int, out: Path) -> None:
 
 def stage_times(path: Path, repeat: int) -> dict[str, float]:
     """Helper mode: best (fit + render) ``segment()`` timings at k=16, after one warm-up."""
-    from shared.allocator import retain_freed_memory
-    from shared.cluster import compiled_lloyd_step
     from shared.params import parse_params
-    from shared.segment import segment
+    from shared.segment import prepare_for_many_jobs, segment
     from shared.settings import get_settings
 
-    compiled_lloyd_step()  # as the worker does at start-up
-    retain_freed_memory(get_settings().malloc_retain_bytes)
+    prepare_for_many_jobs(get_settings().malloc_retain_bytes)  # as the worker does at start-up
     params = parse_params(k=16)
     segment(path, params)
     runs = [segment(path, params).result["timings_ms"] for _ in range(repeat)]
@@ -204,14 +201,11 @@ def stage_times(path: Path, repeat: int) -> dict[str, float]:
 
 def recolor_c(path: Path, repeat: int, out: Path) -> dict[str, float]:
     """Helper mode: best decode → cluster → recolor PNG written, k=16, after one warm-up."""
-    from shared.allocator import retain_freed_memory
-    from shared.cluster import compiled_lloyd_step
     from shared.params import parse_params
-    from shared.segment import segment
+    from shared.segment import prepare_for_many_jobs, segment
     from shared.settings import get_settings
 
-    compiled_lloyd_step()  # as the worker does at start-up
-    retain_freed_memory(get_settings().malloc_retain_bytes)
+    prepare_for_many_jobs(get_settings().malloc_retain_bytes)  # as the worker does at start-up
     params = parse_params(k=16, outputs="recolor")
     segment(path, params)
     best = math.inf
@@ -352,13 +346,13 @@ def main(argv: list[str] | None = None) -> int:
     # warm-up so import and first-call costs are not billed to the first image
     import numpy as np
 
-    from shared.allocator import retain_freed_memory
-    from shared.cluster import cluster_image, compiled_lloyd_step
+    from shared.cluster import cluster_image
+    from shared.segment import prepare_for_many_jobs
     from shared.settings import get_settings
 
-    compiled_lloyd_step()  # (c) is the core as the worker runs it: with the compiled Lloyd step
-    # ... and with its allocator setting, which (a) and (b), run in this process too, share
-    retain_freed_memory(get_settings().malloc_retain_bytes)
+    # (c) is the core as the worker runs it: with the compiled Lloyd step and the worker's
+    # allocator setting, which (a) and (b), run in this process too, share.
+    prepare_for_many_jobs(get_settings().malloc_retain_bytes)
     cluster_image(np.zeros((8, 8, 3), dtype=np.uint8) + np.arange(8, dtype=np.uint8)[:, None, None],
                   k=2)
 

@@ -244,15 +244,11 @@ def latency(service: Service, data: bytes, runs: int, params: dict[str, Any]) ->
 
 
 def _core_once(args: tuple[bytes, dict[str, Any]]) -> float:
-    from shared.allocator import retain_freed_memory
-    from shared.cluster import compiled_lloyd_step
     from shared.params import parse_params
-    from shared.segment import segment
+    from shared.segment import prepare_for_many_jobs, segment
     from shared.settings import get_settings
 
-    # Set up as in the worker (once per process; both calls are idempotent).
-    compiled_lloyd_step()
-    retain_freed_memory(get_settings().malloc_retain_bytes)
+    prepare_for_many_jobs(get_settings().malloc_retain_bytes)  # as the worker's processes are
     data, params = args
     # As many threads per job as a worker with 2 processes gives each job.
     threads = get_settings().threads_per_job(processes=2)

@@ -16,7 +16,7 @@ The cost: a process's resident memory stays near its high-water mark of the jobs
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+import functools
 import logging
 from typing import Any
 
@@ -33,12 +33,15 @@ _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 
 
+@functools.cache
 def _libc_mallopt() -> Any:
+    # The process's own symbols, where the C library's are: no library search (ctypes.util's
+    # find_library runs a subprocess, ~3 ms).
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    except OSError:
+        process = ctypes.CDLL(None)
+    except (OSError, TypeError):  # no dlopen(NULL) on this platform
         return None
-    mallopt = getattr(libc, "mallopt", None)  # glibc's; musl and macOS have none
+    mallopt = getattr(process, "mallopt", None)  # glibc's; musl and macOS have none
     if mallopt is not None:
         mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
         mallopt.restype = ctypes.c_int

@@ -6,9 +6,8 @@ As in Flask's Celery example, the Celery app is made by the Flask app factory
 
 from __future__ import annotations
 
-from shared.allocator import retain_freed_memory
-from shared.cluster import compiled_lloyd_step
 from shared.db import NotMigratedError, ensure_migrated
+from shared.segment import prepare_for_many_jobs
 from shared.settings import get_settings
 from web import create_app
 
@@ -17,12 +16,10 @@ try:
 except NotMigratedError as exc:
     raise SystemExit(f"kseg: error: {exc}") from None
 
-# Import scikit-learn's compiled Lloyd step here, before the pool forks: each worker process
-# then starts with it loaded instead of spending a second on the import in its first job.
-compiled_lloyd_step()
-# Also before the fork, so every pool process inherits it: freed arrays stay in the process for
-# the next job instead of being page-faulted in again (~10 % of a 1 MP job's time).
-retain_freed_memory(get_settings().malloc_retain_bytes)
+# Before the pool forks, so every worker process inherits it: scikit-learn's compiled Lloyd
+# step already loaded (not a second's import in its first job), and freed arrays kept for the
+# next job instead of being page-faulted in again (~10 % of a 1 MP job's time).
+prepare_for_many_jobs(get_settings().malloc_retain_bytes)
 
 flask_app = create_app()
 celery_app = flask_app.extensions["celery"]
