@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
@@ -99,3 +100,100 @@ def owner_for_token(session: Session, token: str) -> Owner | None:
     """The owner a presented token belongs to, or None. A one-time token is spent here."""
     owner_id, _ = use_token(session, token)
     return None if owner_id is None else session.get(Owner, owner_id)
+
+
+#: The shortest id prefix ``revoke_token`` accepts: ``kseg token list`` shows 8 characters.
+MIN_ID_PREFIX = 4
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """What may be shown of a token: never the token itself, nor its hash."""
+
+    id: str
+    owner: str
+    label: str
+    one_time: bool
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+    @property
+    def status(self) -> str:
+        """``active``, ``revoked``, or ``used`` (a one-time sign-in link already spent)."""
+        if self.revoked_at is None:
+            return "active"
+        return "used" if self.one_time and self.last_used_at == self.revoked_at else "revoked"
+
+
+def _info(token: ApiToken, owner_name: str) -> TokenInfo:
+    return TokenInfo(
+        id=token.id,
+        owner=owner_name,
+        label=token.name,
+        one_time=token.one_time,
+        created_at=token.created_at,
+        last_used_at=token.last_used_at,
+        revoked_at=token.revoked_at,
+    )
+
+
+def list_tokens(
+    session: Session, owner_name: str | None = None, *, include_revoked: bool = False
+) -> list[TokenInfo]:
+    """Tokens, oldest first: live ones only unless ``include_revoked`` (which also lists spent
+    sign-in links); of one owner when ``owner_name`` is given."""
+    stmt = select(ApiToken, Owner.name).join(Owner, ApiToken.owner_id == Owner.id)
+    if owner_name is not None:
+        stmt = stmt.where(Owner.name == owner_name)
+    if not include_revoked:
+        stmt = stmt.where(ApiToken.revoked_at.is_(None))
+    rows = session.execute(stmt.order_by(ApiToken.created_at, ApiToken.id)).all()
+    return [_info(token, name) for token, name in rows]
+
+
+class TokenLookupError(LookupError):
+    """No token, or more than one, matches what was given; the message says which."""
+
+
+def revoke_token(session: Session, ident: str) -> tuple[TokenInfo, bool]:
+    """Revoke the token ``ident`` names: the token itself (``kseg_…``), its id, or a unique
+    prefix of its id (at least ``MIN_ID_PREFIX`` characters, as ``kseg token list`` shows).
+
+    Returns ``(info, revoked_now)``; ``revoked_now`` is False for a token already revoked.
+    Requests bearing it are refused from the commit on: every request looks its token up.
+    Raises :class:`TokenLookupError` when nothing, or more than one token, matches.
+    """
+    ident = ident.strip()
+    stmt = select(ApiToken, Owner.name).join(Owner, ApiToken.owner_id == Owner.id)
+    if ident.startswith("kseg_"):
+        rows = session.execute(stmt.where(ApiToken.token_hash == hash_token(ident))).all()
+    elif len(ident) < MIN_ID_PREFIX:
+        raise TokenLookupError(
+            f"give a token id or at least its first {MIN_ID_PREFIX} characters "
+            "(`kseg token list` shows them), or the token itself"
+        )
+    else:
+        rows = session.execute(
+            stmt.where(ApiToken.id.startswith(ident.lower(), autoescape=True)).limit(10)
+        ).all()
+    if not rows:
+        raise TokenLookupError(
+            f"no token matches {ident[:12] + '…' if ident.startswith('kseg_') else ident!r}; "
+            "`kseg token list --all` shows every token"
+        )
+    if len(rows) > 1:
+        ids = ", ".join(token.id[:12] for token, _ in rows)
+        raise TokenLookupError(f"{ident!r} matches several tokens ({ids}): give more of the id")
+    token, owner_name = rows[0]
+    if token.revoked_at is not None:
+        return _info(token, owner_name), False
+    # Compare-and-set: a concurrent revocation or a sign-in link's use keeps its own instant.
+    done = session.execute(
+        update(ApiToken)
+        .where(ApiToken.id == token.id, ApiToken.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    session.refresh(token)
+    return _info(token, owner_name), done.rowcount == 1  # type: ignore[attr-defined]

@@ -1,5 +1,5 @@
 """The ``kseg`` command: run the service (``up``, ``web``, ``worker``, ``beat``), manage it
-(``migrate``, ``token create``) and segment one image without any service (``segment``).
+(``migrate``, ``token create|list|revoke``) and segment one image without any service (``segment``).
 
 The service commands start their servers as child processes (gunicorn, celery), so this
 module imports neither Flask nor Celery.
@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 from shared.settings import Settings, get_settings
@@ -172,6 +173,65 @@ def cmd_token_create(args: argparse.Namespace) -> int:
         f"Use it as: Authorization: Bearer <token>",
         file=sys.stderr,
     )
+    return 0
+
+
+def _when(instant: datetime | None) -> str:
+    return "-" if instant is None else instant.astimezone(UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def cmd_token_list(args: argparse.Namespace) -> int:
+    from shared.auth import list_tokens
+    from shared.db import session_scope
+
+    settings = get_settings()
+    if (code := _require_migrated(settings)) is not None:
+        return code
+    with session_scope(settings.database_url) as session:
+        tokens = list_tokens(session, args.owner, include_revoked=args.all)
+    if not tokens:
+        whose = f" for owner {args.owner!r}" if args.owner else ""
+        hint = "" if args.all else " (--all also lists revoked ones)"
+        print(f"kseg: no tokens{whose}{hint}; create one with `kseg token create NAME`",
+              file=sys.stderr)
+        return 0
+    rows = [("ID", "OWNER", "LABEL", "KIND", "CREATED (UTC)", "LAST USED", "STATUS")]
+    rows += [
+        (
+            token.id[:8],
+            token.owner,
+            token.label,
+            "sign-in link" if token.one_time else "token",
+            _when(token.created_at),
+            _when(token.last_used_at),
+            token.status,
+        )
+        for token in tokens
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        print("  ".join(cells).rstrip())
+    return 0
+
+
+def cmd_token_revoke(args: argparse.Namespace) -> int:
+    from shared.auth import TokenLookupError, revoke_token
+    from shared.db import session_scope
+
+    settings = get_settings()
+    if (code := _require_migrated(settings)) is not None:
+        return code
+    try:
+        with session_scope(settings.database_url) as session:
+            token, revoked_now = revoke_token(session, args.token)
+    except TokenLookupError as exc:
+        return _fail(str(exc))
+    what = f"token {token.id[:8]} (owner {token.owner!r}, label {token.label!r})"
+    if revoked_now:
+        print(f"kseg: revoked {what}; requests bearing it now answer 401")
+    else:
+        print(f"kseg: {what} was already revoked on {_when(token.revoked_at)} UTC")
     return 0
 
 
@@ -365,6 +425,27 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("name", metavar="NAME", help="owner name, e.g. alice")
     t.add_argument("--label", help="a label for the token (default: the owner name)")
     t.set_defaults(func=cmd_token_create)
+    t = token_sub.add_parser(
+        "list",
+        help="list tokens (never the tokens themselves): id, owner, label, last use",
+        description="List API tokens, oldest first. The ID column is what `kseg token revoke` "
+        "takes. Tokens are never shown again after `kseg token create`; only their hashes "
+        "are stored.",
+    )
+    t.add_argument("owner", metavar="OWNER", nargs="?", help="only this owner's tokens")
+    t.add_argument(
+        "--all", action="store_true", help="also list revoked tokens and used sign-in links"
+    )
+    t.set_defaults(func=cmd_token_list)
+    t = token_sub.add_parser(
+        "revoke",
+        help="revoke a token: requests bearing it answer 401 from now on",
+        description="Revoke an API token or an unused sign-in link. Give the ID that "
+        "`kseg token list` shows (or any unique prefix of at least 4 characters), or the "
+        "token itself, e.g. one that leaked.",
+    )
+    t.add_argument("token", metavar="ID|TOKEN", help="token id (prefix) or the token itself")
+    t.set_defaults(func=cmd_token_revoke)
 
     try:
         from shared.core_cli import add_segment_parser

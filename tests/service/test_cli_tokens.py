@@ -1,0 +1,158 @@
+"""``kseg token list`` and ``kseg token revoke``: the real command against a real database
+(PostgreSQL and SQLite), checked through the API it guards."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from shared.auth import create_token, get_or_create_owner, hash_token, use_token
+from shared.db import session_scope
+from shared.models import ApiToken
+from tests.service.test_api_common import BACKENDS, Api, assert_error, make_api
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(params=BACKENDS)
+def api(request: pytest.FixtureRequest, tmp_path: Path) -> Api:
+    return make_api(request, tmp_path, request.param, fresh_db=True)
+
+
+def kseg(api: Api, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "shared.cli", *args],
+        env=api.env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def token(api: Api, owner: str, label: str, *, one_time: bool = False) -> str:
+    with session_scope(api.settings.database_url) as session:
+        return create_token(session, owner, label, one_time=one_time)
+
+
+def rows(listing: str) -> list[dict[str, str]]:
+    """The table ``kseg token list`` prints, as dicts (labels here have no spaces)."""
+    lines = listing.splitlines()
+    assert lines[0].split()[:3] == ["ID", "OWNER", "LABEL"], listing
+    out = []
+    for line in lines[1:]:
+        cells = line.split()
+        kind = "sign-in link" if cells[3:5] == ["sign-in", "link"] else cells[3]
+        rest = cells[5:] if kind == "sign-in link" else cells[4:]
+        out.append(
+            {"id": cells[0], "owner": cells[1], "label": cells[2], "kind": kind, "status": rest[-1]}
+        )
+    return out
+
+
+def ok(done: subprocess.CompletedProcess[str]) -> str:
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    return done.stdout
+
+
+def test_list_shows_every_live_token_but_never_a_token_or_its_hash(api: Api) -> None:
+    secrets = [token(api, "alice", "laptop"), token(api, "alice", "ci"), token(api, "bob", "cli")]
+    out = ok(kseg(api, "token", "list"))
+    listed = rows(out)
+    assert {(r["owner"], r["label"]) for r in listed} >= {
+        ("alice", "laptop"),
+        ("alice", "ci"),
+        ("bob", "cli"),
+    }
+    assert len(listed) == 4  # and the fixture's own owner's token
+    assert all(r["status"] == "active" and r["kind"] == "token" for r in listed)
+    for secret in [*secrets, api.token]:
+        assert secret not in out and hash_token(secret) not in out
+    alice = rows(ok(kseg(api, "token", "list", "alice")))
+    assert sorted(r["label"] for r in alice) == ["ci", "laptop"]
+
+
+def test_revoke_by_listed_id_refuses_that_token_at_once_and_only_it(api: Api) -> None:
+    victim, kept = token(api, "alice", "leaked"), token(api, "alice", "kept")
+    assert api.get("/api/v1/jobs", token=victim).status_code == 200
+    (row,) = [r for r in rows(ok(kseg(api, "token", "list", "alice"))) if r["label"] == "leaked"]
+
+    out = ok(kseg(api, "token", "revoke", row["id"]))
+    assert "revoked token" in out and "'alice'" in out and "'leaked'" in out
+
+    assert_error(api.get("/api/v1/jobs", token=victim), 401, "invalid_token")
+    assert api.get("/api/v1/jobs", token=kept).status_code == 200
+    assert [r["label"] for r in rows(ok(kseg(api, "token", "list", "alice")))] == ["kept"]
+    every = {r["label"]: r["status"] for r in rows(ok(kseg(api, "token", "list", "--all")))}
+    assert every["leaked"] == "revoked" and every["kept"] == "active"
+    # Revoking again changes nothing and says so.
+    assert "already revoked" in ok(kseg(api, "token", "revoke", row["id"]))
+    assert_error(api.get("/api/v1/jobs", token=victim), 401, "invalid_token")
+
+
+def test_revoke_by_the_token_itself(api: Api) -> None:
+    leaked = token(api, "carol", "pasted-somewhere")
+    assert api.get("/api/v1/jobs", token=leaked).status_code == 200
+    out = ok(kseg(api, "token", "revoke", leaked))
+    assert "'pasted-somewhere'" in out and leaked not in out
+    assert_error(api.get("/api/v1/jobs", token=leaked), 401, "invalid_token")
+    assert api.get("/api/v1/jobs").status_code == 200  # the fixture owner's token still works
+
+
+def test_revoke_refuses_unknown_short_and_ambiguous_ids_with_a_hint(api: Api) -> None:
+    with session_scope(api.settings.database_url) as session:
+        owner = get_or_create_owner(session, "dave")
+        for n, secret in enumerate(("kseg_one", "kseg_two"), start=1):
+            session.add(
+                ApiToken(
+                    id=f"abcd000{n}-0000-4000-8000-000000000000",
+                    owner_id=owner.id,
+                    name=f"t{n}",
+                    token_hash=hash_token(secret),
+                )
+            )
+    cases = {
+        "ffffffff": "no token matches 'ffffffff'",
+        "kseg_not-a-token": "no token matches",
+        "ab": "at least its first 4 characters",
+        "abcd": "matches several tokens",
+    }
+    for ident, message in cases.items():
+        done = kseg(api, "token", "revoke", ident)
+        assert done.returncode == 1, (ident, done.stdout)
+        assert done.stderr.startswith("kseg: error: ") and message in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
+    # Nothing was revoked by the refused calls; a longer prefix picks one.
+    assert {r["label"] for r in rows(ok(kseg(api, "token", "list", "dave")))} == {"t1", "t2"}
+    ok(kseg(api, "token", "revoke", "abcd0002"))
+    assert [r["label"] for r in rows(ok(kseg(api, "token", "list", "dave")))] == ["t1"]
+
+
+def test_a_spent_sign_in_link_is_listed_as_used_and_an_unused_one_can_be_revoked(
+    api: Api,
+) -> None:
+    spent, unused = (
+        token(api, "erin", "link-a", one_time=True),
+        token(api, "erin", "link-b", one_time=True),
+    )
+    with session_scope(api.settings.database_url) as session:
+        assert use_token(session, spent)[0] is not None
+    live = rows(ok(kseg(api, "token", "list", "erin")))
+    assert [(r["label"], r["kind"], r["status"]) for r in live] == [
+        ("link-b", "sign-in link", "active")
+    ]
+    ok(kseg(api, "token", "revoke", live[0]["id"]))
+    every = {r["label"]: r["status"] for r in rows(ok(kseg(api, "token", "list", "erin", "--all")))}
+    assert every == {"link-a": "used", "link-b": "revoked"}
+    with session_scope(api.settings.database_url) as session:
+        assert use_token(session, unused)[0] is None  # a revoked link signs nobody in
+
+
+def test_list_without_tokens_says_how_to_make_one(api: Api) -> None:
+    done = kseg(api, "token", "list", "nobody")
+    assert ok(done) == ""
+    assert "kseg token create NAME" in done.stderr
