@@ -60,6 +60,12 @@ def ensure_token(session: Session, owner_name: str, token: str, token_name: str 
         session.flush()
     elif existing.owner_id != owner.id:
         raise ValueError("that token already belongs to another owner")
+    elif existing.revoked_at is not None:
+        # Revocation wins over the environment: a leaked token must stay dead.
+        raise ValueError(
+            "that token was revoked (`kseg token revoke`); set KSEG_API_TOKEN to a new "
+            "token or unset it"
+        )
     return owner
 
 

@@ -323,7 +323,10 @@ def cmd_up(_args: argparse.Namespace) -> int:
     settings = get_settings()
     if cmd_migrate(_args) != 0:
         return 1
-    token = _default_token(settings)
+    try:
+        token = _default_token(settings)
+    except ValueError as exc:  # KSEG_API_TOKEN unusable: say why before starting anything
+        return _fail(f"KSEG_API_TOKEN: {exc}")
     supervisor = Supervisor()
     stopping = {"flag": False}
 

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +14,7 @@ import pytest
 from shared.auth import create_token, get_or_create_owner, hash_token, use_token
 from shared.db import session_scope
 from shared.models import ApiToken
+from tests.conftest import free_port
 from tests.service.test_api_common import BACKENDS, Api, assert_error, make_api
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -156,3 +159,47 @@ def test_list_without_tokens_says_how_to_make_one(api: Api) -> None:
     done = kseg(api, "token", "list", "nobody")
     assert ok(done) == ""
     assert "kseg token create NAME" in done.stderr
+
+
+def test_a_revoked_kseg_api_token_stays_revoked(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """Revocation wins over the environment: neither the API nor ``kseg up`` brings it back."""
+    env_token = "kseg_" + "e" * 43
+    api = make_api(request, tmp_path, "sqlite", KSEG_API_TOKEN=env_token)
+    assert api.get("/api/v1/jobs", token=env_token).status_code == 200  # registered on use
+    ok(kseg(api, "token", "revoke", env_token))
+
+    # A new app (a restart) on the same database registers the environment's token again.
+    from web import create_app
+
+    app = create_app({"TESTING": True}, settings=api.settings)
+    assert_error(
+        app.test_client().get("/api/v1/jobs", headers={"Authorization": f"Bearer {env_token}"}),
+        401,
+        "invalid_token",
+    )
+
+    env = {**api.env, "KSEG_PORT": str(free_port())}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "shared.cli", "up"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:  # it started the service after all: Ctrl-C stops all of it
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+    assert proc.returncode == 1, (out, err)
+    assert "KSEG_API_TOKEN" in err and "revoked" in err and "Traceback" not in err, err
+    assert "kseg is starting" not in out
