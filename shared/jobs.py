@@ -25,6 +25,7 @@ from shared.db import binary_row, fetch_blob, pipelined
 from shared.imageio import probe_image
 from shared.models import (
     ACTIVE_STATUSES,
+    GalleryImage,
     Image,
     Job,
     Result,
@@ -97,6 +98,41 @@ def store_image(
     if image is None:  # pragma: no cover - the row exists by now, ours or theirs
         raise RuntimeError("image row vanished during upload")
     return image, created
+
+
+def delete_image(session: Session, image_id: str) -> list[str]:
+    """``DELETE /images/<id>``: the image, every job on it, their results and the image's
+    place in galleries, in the caller's transaction. Returns the gallery runs that had jobs
+    on it, for the caller to recount.
+
+    A worker still running one of those jobs finds it gone when it reports progress or
+    completes, and stores nothing (its completion is refused, as for a canceled job).
+    Results are only ever shared by jobs on the same image, so none survives elsewhere.
+    """
+    run_ids = sorted(
+        {
+            run_id
+            for run_id in session.scalars(
+                select(Job.run_id).where(Job.image_id == image_id, Job.run_id.is_not(None))
+            )
+            if run_id
+        }
+    )
+    results = select(Result.id).where(Result.image_id == image_id)
+    # Jobs point at results and results at jobs' images: unlink, then delete children first.
+    session.execute(
+        update(Job)
+        .where(Job.image_id == image_id)
+        .values(result_id=None)
+        .execution_options(synchronize_session=False)
+    )
+    session.execute(delete(ResultOutput).where(ResultOutput.result_id.in_(results)))
+    session.execute(delete(Result).where(Result.image_id == image_id))
+    session.execute(delete(Job).where(Job.image_id == image_id))
+    session.execute(delete(GalleryImage).where(GalleryImage.image_id == image_id))
+    session.execute(delete(Image).where(Image.id == image_id))
+    session.expire_all()
+    return run_ids
 
 
 def _clean_filename(filename: str | None, fmt: str) -> str:

@@ -95,3 +95,123 @@ def test_upload_needs_multipart(api: Api) -> None:
         data={"file": (io.BytesIO(tiny_png(3)), "a.png"), "note": "hi"},
     )
     assert_error(r, 422, "unknown_field")
+
+
+# ---------------------------------------------------------------- delete
+
+
+def _rows(api: Api, model: type, **where: str) -> int:
+    from sqlalchemy import func, select
+
+    from shared.db import get_sessionmaker
+
+    with get_sessionmaker(api.settings.database_url)() as session:
+        stmt = select(func.count()).select_from(model)
+        for column, value in where.items():
+            stmt = stmt.where(getattr(model, column) == value)
+        return int(session.scalar(stmt) or 0)
+
+
+def test_delete_image_removes_it_with_its_jobs_and_results(api: Api) -> None:
+    from shared.models import Image, Job, Result, ResultOutput
+
+    keep = api.submit(tiny_png(21), k=2).get_json()  # another image of the same owner
+    done = api.submit(baby(), "baby.jpg", k=3).get_json()
+    image_id = done["image"]["id"]
+    assert api.run_job(done["id"]) == "succeeded"
+    again = api.submit(baby(), "baby.jpg", k=3).get_json()  # reuses the result
+    assert again["status"] == "succeeded" and again["image"]["id"] == image_id
+    queued = api.submit(baby(), "baby.jpg", k=4).get_json()
+    assert api.run_job(keep["id"]) == "succeeded"
+    result_id = _result_id(api, done["id"])
+    assert _rows(api, ResultOutput, result_id=result_id) == 5
+
+    r = api.delete(f"/api/v1/images/{image_id}")
+    assert r.status_code == 204 and r.get_data() == b""
+
+    assert_error(api.get(f"/api/v1/images/{image_id}"), 404, "image_not_found")
+    assert_error(api.get(f"/api/v1/images/{image_id}/file"), 404, "image_not_found")
+    for job in (done, again, queued):
+        assert_error(api.get(f"/api/v1/jobs/{job['id']}"), 404, "job_not_found")
+    assert_error(api.get(f"/api/v1/jobs/{done['id']}/outputs/recolor.png"), 404)
+    assert _rows(api, Image, id=image_id) == 0
+    assert _rows(api, Job, image_id=image_id) == 0
+    assert _rows(api, Result, image_id=image_id) == 0
+    assert _rows(api, ResultOutput, result_id=result_id) == 0
+    # The owner's other image, job and result are untouched.
+    assert api.get(f"/api/v1/jobs/{keep['id']}").get_json()["status"] == "succeeded"
+    assert api.get(f"/api/v1/jobs/{keep['id']}/outputs/recolor.png").status_code == 200
+    # The queued job's message may still arrive: there is nothing left to run or store.
+    assert api.run_job(queued["id"]) == "missing"
+    assert _rows(api, Result, image_id=image_id) == 0
+    # The same bytes again are a new image.
+    new = api.upload((baby(), "baby.jpg")).get_json()["items"][0]
+    assert new["id"] != image_id
+    assert_error(api.delete(f"/api/v1/images/{image_id}"), 404, "image_not_found")
+
+
+def _result_id(api: Api, job_id: str) -> str:
+    from sqlalchemy import select
+
+    from shared.db import get_sessionmaker
+    from shared.models import Job
+
+    with get_sessionmaker(api.settings.database_url)() as session:
+        return str(session.scalar(select(Job.result_id).where(Job.id == job_id)))
+
+
+def test_delete_image_leaves_galleries_and_recounts_their_runs(api: Api) -> None:
+    gid = api.post("/api/v1/galleries", json={"name": "trip", "params": {"k": 2}}).get_json()["id"]
+    form = {"file": [(io.BytesIO(tiny_png(31)), "a.png"), (io.BytesIO(tiny_png(32)), "b.png")]}
+    added = api.post(
+        f"/api/v1/galleries/{gid}/images", data=form, content_type="multipart/form-data"
+    )
+    assert added.status_code == 201, added.get_json()
+    first, second = (item["id"] for item in added.get_json()["items"])
+    run = api.post(f"/api/v1/galleries/{gid}/runs", json={"only_stale": False}).get_json()
+    jobs = api.get(f"/api/v1/runs/{run['id']}/jobs").get_json()["items"]
+    (on_second,) = [job for job in jobs if job["image"]["id"] == second]
+    (on_first,) = [job for job in jobs if job["image"]["id"] == first]
+    assert api.run_job(on_first["id"]) == "succeeded"
+
+    assert api.delete(f"/api/v1/images/{second}").status_code == 204
+
+    gallery = api.get(f"/api/v1/galleries/{gid}").get_json()
+    assert gallery["image_count"] == 1
+    listed = api.get(f"/api/v1/galleries/{gid}/images").get_json()["items"]
+    assert [image["id"] for image in listed] == [first]
+    # The run's queued job went with the image: nothing is left to wait for, so it ended.
+    counted = api.get(f"/api/v1/runs/{run['id']}").get_json()
+    assert counted["jobs"]["queued"] == 0 and counted["jobs"]["succeeded"] == 1, counted
+    assert counted["status"] == "succeeded" and counted["finished_at"] is not None
+    assert api.run_job(on_second["id"]) == "missing"
+
+
+def test_another_owners_image_cannot_be_deleted(api: Api) -> None:
+    image = api.upload((weixin(), "w.jpg")).get_json()["items"][0]
+    other = api.new_token()
+    assert_error(api.delete(f"/api/v1/images/{image['id']}", token=other), 404, "image_not_found")
+    assert_error(api.delete("/api/v1/images/not-an-id", token=other), 404, "image_not_found")
+    assert api.get(f"/api/v1/images/{image['id']}").status_code == 200
+
+
+def test_an_image_deleted_while_its_job_runs_leaves_nothing_behind(api: Api) -> None:
+    from shared.models import Job, Result
+    from shared.runner import run_job
+    from shared.segment import segment
+
+    job = api.submit(baby(), "baby.jpg", k=3).get_json()
+    image_id = job["image"]["id"]
+
+    def segment_then_delete(*args: object, **kwargs: object) -> object:
+        seg = segment(*args, **kwargs)  # type: ignore[arg-type]
+        assert api.delete(f"/api/v1/images/{image_id}").status_code == 204
+        return seg
+
+    outcome = run_job(
+        job["id"], settings=api.settings, worker="test-delete", segment_fn=segment_then_delete
+    )
+    assert outcome == "lost"
+    assert _rows(api, Job, id=job["id"]) == 0
+    assert _rows(api, Result, image_id=image_id) == 0
+    assert _rows(api, Result, job_id=job["id"]) == 0

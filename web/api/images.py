@@ -1,4 +1,5 @@
-"""``/api/v1/images``: upload (deduplicated per owner by content), metadata, original bytes."""
+"""``/api/v1/images``: upload (deduplicated per owner by content), metadata, original bytes,
+deletion."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ from sqlalchemy import select
 
 from shared.db import fetch_blob
 from shared.errors import ImageError
+from shared.galleries import refresh_run
 from shared.imageio import probe_image
-from shared.jobs import store_image
+from shared.jobs import delete_image, store_image
 from shared.models import Image
 from web.api import bp, paging
 from web.api.auth import owner_id
@@ -88,6 +90,17 @@ def list_images() -> Response:
 @bp.get("/images/<image_id>")
 def get_image(image_id: str) -> Response:
     return jsonify(image_obj(own_image(image_id)))
+
+
+@bp.delete("/images/<image_id>")
+def remove_image(image_id: str) -> tuple[str, int]:
+    """The image, every job on it and their results, and its place in galleries: ``204``."""
+    session = get_session()
+    image = own_image(image_id)
+    for run_id in delete_image(session, image.id):
+        refresh_run(session, run_id)  # its jobs are gone; the run may end now
+    session.commit()
+    return "", 204
 
 
 @bp.get("/images/<image_id>/file")

@@ -264,6 +264,15 @@ def _paths() -> dict[str, Any]:
                 "summary": "Image metadata",
                 "responses": {"200": json_body(ref("ImageOut"), "The image."), **errors(404)},
             },
+            "delete": {
+                "operationId": "deleteImage",
+                "tags": ["images"],
+                "summary": "Delete an image, every job on it and their results",
+                "description": "Also removes the image from its galleries. A job on it that a "
+                "worker is still running is dropped: the worker stores nothing. Uploading the "
+                "same bytes again makes a new image.",
+                "responses": {"204": {"description": "Deleted."}, **errors(404)},
+            },
         },
         "/api/v1/images/{image_id}/file": {
             "parameters": [image_id],
