@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 import io
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -483,3 +483,67 @@ def test_history_lists_newest_first_filters_and_pages(signed_in: Pages) -> None:
 
     broken = signed_in.client.get("/jobs?cursor=garbage")
     assert broken.status_code == 200 and "not valid any more" in text(broken)
+
+
+# ---------------------------------------------------------------- deleting
+
+
+def test_deleting_a_finished_job_from_its_page_keeps_the_photo(signed_in: Pages) -> None:
+    first = job_id_of(signed_in.submit([(baby(), "baby.jpg")], k="3"))
+    second = job_id_of(signed_in.submit([(baby(), "baby.jpg")], k="4"))
+    assert signed_in.api.run_job(first) == "succeeded"
+    page = text(signed_in.client.get(f"/jobs/{first}"))
+    assert f'action="/jobs/{first}/delete"' in page and "Delete job" in page
+
+    done = signed_in.client.post(f"/jobs/{first}/delete", data={"csrf_token": signed_in.csrf()})
+    assert done.status_code == 303 and done.headers["Location"].endswith("/jobs")
+    assert "Deleted the job on baby.jpg" in text(signed_in.client.get("/jobs"))
+    assert signed_in.client.get(f"/jobs/{first}").status_code == 404
+    assert signed_in.client.get(f"/api/v1/jobs/{first}/outputs/recolor.png").status_code == 404
+    assert signed_in.client.get(f"/jobs/{second}").status_code == 200  # same photo, kept
+    assert signed_in.count(Image) == 1
+
+
+def test_canceling_a_queued_job_from_its_page(signed_in: Pages) -> None:
+    job_id = job_id_of(signed_in.submit([(baby(), "baby.jpg")], k="3"))
+    page = text(signed_in.client.get(f"/jobs/{job_id}"))
+    assert "Cancel job" in page
+    done = signed_in.client.post(f"/jobs/{job_id}/delete", data={"csrf_token": signed_in.csrf()})
+    assert done.status_code == 303 and done.headers["Location"].endswith(f"/jobs/{job_id}")
+    assert signed_in.api.get(f"/api/v1/jobs/{job_id}").get_json()["status"] == "canceled"
+    assert "Canceled the job on baby.jpg" in text(signed_in.client.get(f"/jobs/{job_id}"))
+    assert signed_in.api.run_job(job_id) == "finished"  # its message finds nothing to run
+
+
+def test_deleting_the_photo_from_a_job_page_takes_its_jobs(signed_in: Pages) -> None:
+    first = job_id_of(signed_in.submit([(baby(), "baby.jpg")], k="3"))
+    second = job_id_of(signed_in.submit([(baby(), "baby.jpg")], k="4"))
+    other = job_id_of(signed_in.submit([(weixin(), "weixin.jpg")], k="3"))
+    image_id = signed_in.api.get(f"/api/v1/jobs/{first}").get_json()["image"]["id"]
+    assert f'action="/images/{image_id}/delete"' in text(signed_in.client.get(f"/jobs/{first}"))
+
+    # A form post needs its CSRF token, like every other.
+    refused = signed_in.client.post(f"/images/{image_id}/delete")
+    assert refused.status_code == 400
+    assert signed_in.count(Image) == 2
+
+    done = signed_in.client.post(
+        f"/images/{image_id}/delete", data={"csrf_token": signed_in.csrf()}
+    )
+    assert done.status_code == 303 and done.headers["Location"].endswith("/jobs")
+    assert "Deleted baby.jpg and its 2 jobs." in text(signed_in.client.get("/jobs"))
+    for job_id in (first, second):
+        assert signed_in.client.get(f"/jobs/{job_id}").status_code == 404
+    assert signed_in.client.get(f"/jobs/{other}").status_code == 200
+    assert signed_in.count(Image) == 1 and signed_in.count(Job) == 1
+    # Another owner cannot delete this owner's photo, nor see that it exists.
+    kept = signed_in.api.get(f"/api/v1/jobs/{other}").get_json()["image"]["id"]
+    browser = signed_in.api.app.test_client()
+    stranger = Pages(replace(signed_in.api, client=browser, token=signed_in.api.new_token()))
+    assert stranger.sign_in().status_code == 302
+    assert (
+        stranger.client.post(
+            f"/images/{kept}/delete", data={"csrf_token": stranger.csrf()}
+        ).status_code
+        == 404
+    )

@@ -25,7 +25,8 @@ from werkzeug.datastructures import FileStorage
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from shared.errors import ImageError, InvalidParameterError
-from shared.jobs import store_image, submit_job
+from shared.galleries import refresh_run
+from shared.jobs import delete_image, delete_job, store_image, submit_job
 from shared.models import JOB_STATUSES, Image, Job
 from shared.params import OUTPUT_NAMES, parse_params
 from shared.settings import Settings
@@ -216,6 +217,45 @@ def job(job_id: str) -> Any:
         status_text=present.STATUS_TEXT,
         final=obj["status"] in FINAL,
     )
+
+
+@bp.post("/jobs/<job_id>/delete")
+@login_required
+def job_delete(job_id: str) -> Any:
+    """As ``DELETE /api/v1/jobs/<id>``: an active job is canceled, a finished one removed."""
+    if not plausible_id(job_id):
+        abort(404)
+    db = get_session()
+    row = db.scalar(select(Job).where(Job.id == job_id, Job.owner_id == owner_id()))
+    if row is None:
+        abort(404)
+    filename, run_id = row.image.filename, row.run_id
+    outcome = delete_job(db, row)
+    if run_id:
+        refresh_run(db, run_id)
+    db.commit()
+    if outcome == "canceled":
+        flash(f"Canceled the job on {filename}.", "ok")
+        return redirect(url_for("pages.job", job_id=job_id), 303)
+    flash(f"Deleted the job on {filename} and its result images.", "ok")
+    return redirect(url_for("pages.history"), 303)
+
+
+@bp.post("/images/<image_id>/delete")
+@login_required
+def image_delete(image_id: str) -> Any:
+    """As ``DELETE /api/v1/images/<id>``: the photo, its jobs and results, its gallery places."""
+    image = _own_image(image_id)
+    if image is None:
+        abort(404)
+    db = get_session()
+    filename = image.filename
+    jobs = db.scalar(select(func.count()).select_from(Job).where(Job.image_id == image.id)) or 0
+    for run_id in delete_image(db, image.id):
+        refresh_run(db, run_id)
+    db.commit()
+    flash(f"Deleted {filename} and its {jobs} job{'s' if jobs != 1 else ''}.", "ok")
+    return redirect(url_for("pages.history"), 303)
 
 
 # ---------------------------------------------------------------- history
