@@ -185,15 +185,21 @@ def submit_post() -> Any:
 # ---------------------------------------------------------------- one job
 
 
+def _own_job(job_id: str) -> Job:
+    """The signed-in owner's job, or 404 (another owner's too)."""
+    if not plausible_id(job_id):
+        abort(404)
+    row = get_session().scalar(select(Job).where(Job.id == job_id, Job.owner_id == owner_id()))
+    if row is None:
+        abort(404)
+    return row
+
+
 @bp.get("/jobs/<job_id>")
 @login_required
 def job(job_id: str) -> Any:
-    if not plausible_id(job_id):
-        abort(404)
+    row = _own_job(job_id)
     db = get_session()
-    row = db.scalar(select(Job).where(Job.id == job_id, Job.owner_id == owner_id()))
-    if row is None:
-        abort(404)
     obj = jobs_objs(db, [row])[0]
     result = obj.get("result") or {}
     chart = None
@@ -223,12 +229,8 @@ def job(job_id: str) -> Any:
 @login_required
 def job_delete(job_id: str) -> Any:
     """As ``DELETE /api/v1/jobs/<id>``: an active job is canceled, a finished one removed."""
-    if not plausible_id(job_id):
-        abort(404)
+    row = _own_job(job_id)
     db = get_session()
-    row = db.scalar(select(Job).where(Job.id == job_id, Job.owner_id == owner_id()))
-    if row is None:
-        abort(404)
     filename, run_id = row.image.filename, row.run_id
     outcome = delete_job(db, row)
     if run_id:
