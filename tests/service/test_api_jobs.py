@@ -135,6 +135,21 @@ def test_list_filters_status_and_gallery(api: Api) -> None:
     assert_error(api.get("/api/v1/jobs?status=bogus"), 422, "invalid_parameter")
 
 
+def test_list_filters_by_image(api: Api) -> None:
+    a1 = api.submit(tiny_png(40), k=2).get_json()
+    a2 = api.submit(tiny_png(40), k=3).get_json()  # the same bytes: the same image
+    b = api.submit(tiny_png(41), k=2).get_json()
+    image = a1["image"]["id"]
+    assert a2["image"]["id"] == image != b["image"]["id"]
+    listed = api.get(f"/api/v1/jobs?image_id={image}").get_json()["items"]
+    assert [j["id"] for j in listed] == [a2["id"], a1["id"]]
+    both = api.get(f"/api/v1/jobs?image_id={image}&status=queued&limit=1").get_json()
+    assert [j["id"] for j in both["items"]] == [a2["id"]] and both["next"]
+    assert_error(api.get("/api/v1/jobs?image_id=nope"), 404, "image_not_found")
+    other = api.new_token()
+    assert_error(api.get(f"/api/v1/jobs?image_id={image}", token=other), 404, "image_not_found")
+
+
 def test_list_is_per_owner(api: Api) -> None:
     mine = api.submit(tiny_png(20)).get_json()["id"]
     other = api.new_token()

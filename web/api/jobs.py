@@ -96,6 +96,9 @@ def list_jobs() -> Response:
     gallery_id = request.args.get("gallery_id")
     if gallery_id:
         stmt = stmt.where(Job.gallery_id == own_gallery(gallery_id).id)
+    image_id = request.args.get("image_id")
+    if image_id:
+        stmt = stmt.where(Job.image_id == own_image(image_id).id)
     session = get_session()
     rows, cursor = paging.fetch(session, stmt, Job, page)
     return jsonify({"items": jobs_objs(session, rows), "next": cursor})

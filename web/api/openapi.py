@@ -155,6 +155,14 @@ def _paths() -> dict[str, Any]:
                         "another owner's gallery is a 404).",
                         "schema": {"type": "string"},
                     },
+                    {
+                        "name": "image_id",
+                        "in": "query",
+                        "required": False,
+                        "description": "Only jobs on this image (an unknown or another owner's "
+                        "image is a 404).",
+                        "schema": {"type": "string"},
+                    },
                     *PAGING,
                 ],
                 "responses": {
