@@ -109,6 +109,10 @@ def delete_image(session: Session, image_id: str) -> list[str]:
     completes, and stores nothing (its completion is refused, as for a canceled job).
     Results are only ever shared by jobs on the same image, so none survives elsewhere.
     """
+    # Lock the image row first: a worker completing a job takes its key-share lock (the
+    # result's foreign key) before the job row's, so taking them in the same order cannot
+    # deadlock with it; it waits for that completion to commit, then deletes its result too.
+    session.execute(select(Image.id).where(Image.id == image_id).with_for_update())
     run_ids = sorted(
         {
             run_id

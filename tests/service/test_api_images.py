@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import wait_for
 from tests.service.test_api_common import (
     BACKENDS,
     Api,
@@ -215,3 +216,68 @@ def test_an_image_deleted_while_its_job_runs_leaves_nothing_behind(api: Api) -> 
     assert _rows(api, Job, id=job["id"]) == 0
     assert _rows(api, Result, image_id=image_id) == 0
     assert _rows(api, Result, job_id=job["id"]) == 0
+
+
+def test_deleting_an_image_while_its_job_completes_waits_instead_of_deadlocking(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """The completion takes the image's key-share lock (its result's foreign key) and then
+    the job row's; the delete takes the image row first, so it waits for the completion
+    and then removes its result too, where the other order would deadlock."""
+    import threading
+
+    from sqlalchemy import text
+
+    from shared.db import get_engine, get_sessionmaker
+    from shared.jobs import claim_job
+    from shared.models import Result
+
+    api = make_api(request, tmp_path, "postgres")  # row locks (SQLite has one writer)
+    job = api.submit(baby(), "baby.jpg", k=3).get_json()
+    image_id = job["image"]["id"]
+    with get_sessionmaker(api.settings.database_url)() as session:
+        assert claim_job(session, job["id"], "w1", max_attempts=3, stale_after=60).claimed
+        session.commit()
+
+    engine = get_engine(api.settings.database_url)
+    worker = engine.connect()
+    tx = worker.begin()
+    worker.execute(  # as the completion's first statement does
+        text(
+            "INSERT INTO results (id, job_id, image_id, params_key, algorithm_version, meta, "
+            "created_at) VALUES (:id, :job, :image, 'k', 'v', '{}', now())"
+        ),
+        {"id": "r-" + job["id"][:30], "job": job["id"], "image": image_id},
+    )
+    answer: dict[str, int] = {}
+    deleting = threading.Thread(
+        target=lambda: answer.update(code=api.delete(f"/api/v1/images/{image_id}").status_code)
+    )
+    deleting.start()
+    try:
+        # Autocommit: each poll its own transaction (a transaction sees one fixed snapshot
+        # of pg_stat_activity).
+        watcher = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        wait_for(
+            lambda: watcher.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND wait_event_type = 'Lock'"
+                )
+            )
+            == 1,
+            10,
+            what="the delete waiting for the completion's lock",
+        )
+        watcher.close()
+        worker.execute(  # the completion's compare-and-set, then its commit
+            text("UPDATE jobs SET status = 'succeeded' WHERE id = :job"), {"job": job["id"]}
+        )
+        tx.commit()
+    finally:
+        deleting.join(30)
+        worker.close()
+    assert answer.get("code") == 204, answer
+    assert _rows(api, Result, image_id=image_id) == 0
+    assert_error(api.get(f"/api/v1/jobs/{job['id']}"), 404, "job_not_found")
+
