@@ -100,10 +100,10 @@ def store_image(
     return image, created
 
 
-def delete_image(session: Session, image_id: str) -> list[str]:
+def delete_image(session: Session, image_id: str) -> int:
     """``DELETE /images/<id>``: the image, every job on it, their results and the image's
-    place in galleries, in the caller's transaction. Returns the gallery runs that had jobs
-    on it, for the caller to recount.
+    place in galleries, in the caller's transaction; the gallery runs that had jobs on it
+    are recounted (they may end now). Returns how many jobs went.
 
     A worker still running one of those jobs finds it gone when it reports progress or
     completes, and stores nothing (its completion is refused, as for a canceled job).
@@ -113,14 +113,11 @@ def delete_image(session: Session, image_id: str) -> list[str]:
     # result's foreign key) before the job row's, so taking them in the same order cannot
     # deadlock with it; it waits for that completion to commit, then deletes its result too.
     session.execute(select(Image.id).where(Image.id == image_id).with_for_update())
+    # Sorted: runs are recounted (and row-locked) in one order by every caller.
     run_ids = sorted(
-        {
-            run_id
-            for run_id in session.scalars(
-                select(Job.run_id).where(Job.image_id == image_id, Job.run_id.is_not(None))
-            )
-            if run_id
-        }
+        session.scalars(
+            select(Job.run_id).distinct().where(Job.image_id == image_id, Job.run_id.is_not(None))
+        )
     )
     results = select(Result.id).where(Result.image_id == image_id)
     # Jobs point at results and results at jobs' images: unlink, then delete children first.
@@ -132,11 +129,21 @@ def delete_image(session: Session, image_id: str) -> list[str]:
     )
     session.execute(delete(ResultOutput).where(ResultOutput.result_id.in_(results)))
     session.execute(delete(Result).where(Result.image_id == image_id))
-    session.execute(delete(Job).where(Job.image_id == image_id))
+    removed = session.execute(delete(Job).where(Job.image_id == image_id))
     session.execute(delete(GalleryImage).where(GalleryImage.image_id == image_id))
     session.execute(delete(Image).where(Image.id == image_id))
     session.expire_all()
-    return run_ids
+    _refresh_runs(session, run_ids)
+    return int(removed.rowcount)  # type: ignore[attr-defined]
+
+
+def _refresh_runs(session: Session, run_ids: Sequence[str | None]) -> None:
+    """Recount gallery runs whose jobs were just canceled or deleted."""
+    from shared.galleries import refresh_run  # shared.galleries imports this module
+
+    for run_id in run_ids:
+        if run_id:
+            refresh_run(session, run_id)
 
 
 def _clean_filename(filename: str | None, fmt: str) -> str:
@@ -555,8 +562,10 @@ def release_job(session: Session, job_id: str, worker: str) -> bool:
 
 def delete_job(session: Session, job: Job) -> str:
     """``DELETE /jobs/<id>``: an active job is canceled (its row stays, ``canceled``); a finished
-    one is removed. Either way its results go, unless another job reuses them.
+    one is removed. Either way its results go, unless another job reuses them, and its gallery
+    run is recounted (a canceled job counts as failed; the run may end now).
     Returns ``"canceled"`` or ``"deleted"``."""
+    run_id = job.run_id
     canceled = session.execute(
         update(Job)
         .where(Job.id == job.id, Job.status.in_(ACTIVE_STATUSES))
@@ -577,6 +586,7 @@ def delete_job(session: Session, job: Job) -> str:
             session.execute(delete(ResultOutput).where(ResultOutput.result_id == rid))
             session.execute(delete(Result).where(Result.id == rid))
     session.expire_all()
+    _refresh_runs(session, [run_id])
     return outcome
 
 

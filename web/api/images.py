@@ -8,7 +8,6 @@ from sqlalchemy import select
 
 from shared.db import fetch_blob
 from shared.errors import ImageError
-from shared.galleries import refresh_run
 from shared.imageio import probe_image
 from shared.jobs import delete_image, store_image
 from shared.models import Image
@@ -96,9 +95,7 @@ def get_image(image_id: str) -> Response:
 def remove_image(image_id: str) -> tuple[str, int]:
     """The image, every job on it and their results, and its place in galleries: ``204``."""
     session = get_session()
-    image = own_image(image_id)
-    for run_id in delete_image(session, image.id):
-        refresh_run(session, run_id)  # its jobs are gone; the run may end now
+    delete_image(session, own_image(image_id).id)
     session.commit()
     return "", 204
 

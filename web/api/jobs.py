@@ -7,7 +7,6 @@ from typing import Any
 from flask import Response, current_app, jsonify, request
 from sqlalchemy import select
 
-from shared.galleries import refresh_run
 from shared.jobs import delete_job, output_png, store_image, submit_job
 from shared.models import JOB_STATUSES, Image, Job, ResultOutput
 from shared.params import OUTPUT_NAMES, SegmentParams, parse_params
@@ -107,11 +106,7 @@ def list_jobs() -> Response:
 @bp.delete("/jobs/<job_id>")
 def remove_job(job_id: str) -> tuple[str, int]:
     session = get_session()
-    job = _own_job(job_id)
-    run_id = job.run_id
-    delete_job(session, job)
-    if run_id:
-        refresh_run(session, run_id)  # a canceled job counts as failed; its run may end now
+    delete_job(session, _own_job(job_id))
     session.commit()
     return "", 204
 

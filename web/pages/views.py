@@ -25,7 +25,6 @@ from werkzeug.datastructures import FileStorage
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from shared.errors import ImageError, InvalidParameterError
-from shared.galleries import refresh_run
 from shared.jobs import delete_image, delete_job, store_image, submit_job
 from shared.models import JOB_STATUSES, Image, Job
 from shared.params import OUTPUT_NAMES, parse_params
@@ -231,10 +230,8 @@ def job_delete(job_id: str) -> Any:
     """As ``DELETE /api/v1/jobs/<id>``: an active job is canceled, a finished one removed."""
     row = _own_job(job_id)
     db = get_session()
-    filename, run_id = row.image.filename, row.run_id
+    filename = row.image.filename
     outcome = delete_job(db, row)
-    if run_id:
-        refresh_run(db, run_id)
     db.commit()
     if outcome == "canceled":
         flash(f"Canceled the job on {filename}.", "ok")
@@ -252,9 +249,7 @@ def image_delete(image_id: str) -> Any:
         abort(404)
     db = get_session()
     filename = image.filename
-    jobs = db.scalar(select(func.count()).select_from(Job).where(Job.image_id == image.id)) or 0
-    for run_id in delete_image(db, image.id):
-        refresh_run(db, run_id)
+    jobs = delete_image(db, image.id)
     db.commit()
     flash(f"Deleted {filename} and its {jobs} job{'s' if jobs != 1 else ''}.", "ok")
     return redirect(url_for("pages.history"), 303)
