@@ -40,12 +40,15 @@ class Api:
     def headers(self, token: str | None = None) -> dict[str, str]:
         return {"Authorization": f"Bearer {token or self.token}"}
 
-    def new_token(self, owner: str | None = None) -> str:
+    def new_token(
+        self, owner: str | None = None, label: str = "test", *, one_time: bool = False
+    ) -> str:
         from shared.auth import create_token
         from shared.db import session_scope
 
         with session_scope(self.settings.database_url) as session:
-            return create_token(session, owner or f"owner-{uuid.uuid4().hex[:8]}", "test")
+            owner = owner or f"owner-{uuid.uuid4().hex[:8]}"
+            return create_token(session, owner, label, one_time=one_time)
 
     def get(self, path: str, token: str | None = None, **kw: Any) -> TestResponse:
         return self.client.get(path, headers={**self.headers(token), **kw.pop("headers", {})}, **kw)

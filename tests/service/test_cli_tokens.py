@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.auth import create_token, get_or_create_owner, hash_token, use_token
+from shared.auth import get_or_create_owner, hash_token, use_token
 from shared.db import session_scope
 from shared.models import ApiToken
 from tests.conftest import free_port
@@ -36,11 +36,6 @@ def kseg(api: Api, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def token(api: Api, owner: str, label: str, *, one_time: bool = False) -> str:
-    with session_scope(api.settings.database_url) as session:
-        return create_token(session, owner, label, one_time=one_time)
-
-
 def rows(listing: str) -> list[dict[str, str]]:
     """The table ``kseg token list`` prints, as dicts (labels here have no spaces)."""
     lines = listing.splitlines()
@@ -63,7 +58,11 @@ def ok(done: subprocess.CompletedProcess[str]) -> str:
 
 
 def test_list_shows_every_live_token_but_never_a_token_or_its_hash(api: Api) -> None:
-    secrets = [token(api, "alice", "laptop"), token(api, "alice", "ci"), token(api, "bob", "cli")]
+    secrets = [
+        api.new_token("alice", "laptop"),
+        api.new_token("alice", "ci"),
+        api.new_token("bob", "cli"),
+    ]
     out = ok(kseg(api, "token", "list"))
     listed = rows(out)
     assert {(r["owner"], r["label"]) for r in listed} >= {
@@ -80,7 +79,7 @@ def test_list_shows_every_live_token_but_never_a_token_or_its_hash(api: Api) -> 
 
 
 def test_revoke_by_listed_id_refuses_that_token_at_once_and_only_it(api: Api) -> None:
-    victim, kept = token(api, "alice", "leaked"), token(api, "alice", "kept")
+    victim, kept = api.new_token("alice", "leaked"), api.new_token("alice", "kept")
     assert api.get("/api/v1/jobs", token=victim).status_code == 200
     (row,) = [r for r in rows(ok(kseg(api, "token", "list", "alice"))) if r["label"] == "leaked"]
 
@@ -98,7 +97,7 @@ def test_revoke_by_listed_id_refuses_that_token_at_once_and_only_it(api: Api) ->
 
 
 def test_revoke_by_the_token_itself(api: Api) -> None:
-    leaked = token(api, "carol", "pasted-somewhere")
+    leaked = api.new_token("carol", "pasted-somewhere")
     assert api.get("/api/v1/jobs", token=leaked).status_code == 200
     out = ok(kseg(api, "token", "revoke", leaked))
     assert "'pasted-somewhere'" in out and leaked not in out
@@ -139,8 +138,8 @@ def test_a_spent_sign_in_link_is_listed_as_used_and_an_unused_one_can_be_revoked
     api: Api,
 ) -> None:
     spent, unused = (
-        token(api, "erin", "link-a", one_time=True),
-        token(api, "erin", "link-b", one_time=True),
+        api.new_token("erin", "link-a", one_time=True),
+        api.new_token("erin", "link-b", one_time=True),
     )
     with session_scope(api.settings.database_url) as session:
         assert use_token(session, spent)[0] is not None
