@@ -1,5 +1,6 @@
 """The ``kseg`` command: run the service (``up``, ``web``, ``worker``, ``beat``), manage it
-(``migrate``, ``token create|list|revoke``) and segment one image without any service (``segment``).
+(``migrate``, ``token create|list|revoke``), use a running one (``submit``, ``fetch``) and
+segment one image without any service (``segment``).
 
 The service commands start their servers as child processes (gunicorn, celery), so this
 module imports neither Flask nor Celery.
@@ -450,6 +451,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("token", metavar="ID|TOKEN", help="token id (prefix) or the token itself")
     t.set_defaults(func=cmd_token_revoke)
 
+    from shared.client_cli import add_client_parsers
+
+    add_client_parsers(sub)
     try:
         from shared.core_cli import add_segment_parser
     except ImportError:  # pragma: no cover - the core CLI ships with the core

@@ -21,10 +21,28 @@ from typing import Any
 
 from shared.allocator import retain_freed_memory
 from shared.errors import ImageError, InvalidParameterError
-from shared.params import AUTO_K_MAX, AUTO_K_MIN, K_MAX, K_MIN, OUTPUT_NAMES, parse_params
+from shared.params import (
+    AUTO_K_MAX,
+    AUTO_K_MIN,
+    K_MAX,
+    K_MIN,
+    OUTPUT_NAMES,
+    SegmentParams,
+    parse_params,
+)
 from shared.settings import get_settings
 
-__all__ = ["add_segment_parser", "build_parser", "main", "run_segment"]
+__all__ = [
+    "add_param_arguments",
+    "add_segment_parser",
+    "build_parser",
+    "main",
+    "params_from_args",
+    "print_quietly_on_broken_pipe",
+    "run_segment",
+    "summary",
+    "write_result",
+]
 
 EXIT_OK, EXIT_IMAGE, EXIT_USAGE = 0, 1, 2
 
@@ -43,11 +61,9 @@ def _usage_error(message: str) -> None:
     raise SystemExit(EXIT_USAGE)
 
 
-def _configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.error = _usage_error  # type: ignore[method-assign]
-    parser.add_argument(
-        "image", metavar="IMAGE", help="image file (PNG, JPEG, GIF, WebP, TIFF, BMP)"
-    )
+def add_param_arguments(parser: argparse.ArgumentParser) -> None:
+    """The segmentation parameters as options (``kseg segment`` and ``kseg submit``); read
+    them back with :func:`params_from_args`."""
     parser.add_argument(
         "-k", "--k", dest="k", default="16", metavar="K",
         help=f"number of clusters, {K_MIN}..{K_MAX}, or 'auto' to pick one in "
@@ -84,6 +100,24 @@ def _configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "--seed", type=int, default=0, metavar="N",
         help="random seed; the same image and options give the same result (default: 0)",
     )
+
+
+def params_from_args(args: argparse.Namespace) -> SegmentParams:
+    """The :class:`SegmentParams` of :func:`add_param_arguments`'s options; raises
+    :class:`InvalidParameterError` with the service's own message for a bad value."""
+    return parse_params(
+        k=args.k, k_min=args.k_min, k_max=args.k_max, normalize=args.normalize,
+        color_space=args.color_space, outputs=args.outputs, max_side=args.max_side,
+        seed=args.seed,
+    )
+
+
+def _configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.error = _usage_error  # type: ignore[method-assign]
+    parser.add_argument(
+        "image", metavar="IMAGE", help="image file (PNG, JPEG, GIF, WebP, TIFF, BMP)"
+    )
+    add_param_arguments(parser)
     parser.add_argument(
         "-o", "--outdir", type=Path, default=None, metavar="OUTDIR",
         help="directory for the PNGs and result.json, created if missing "
@@ -126,25 +160,61 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
-def _summary(image: Path, outdir: Path, written: list[Path], result: dict[str, Any]) -> str:
-    t = result["timings_ms"]
-    psnr = "inf" if result["psnr"] is None else f"{result['psnr']:.2f} dB"
-    lines = [
-        f"{image.name}: {result['width']}x{result['height']}, {result['n_colors']:,} colours "
-        f"-> k={result['k']}, PSNR {psnr}, MSE {result['mse']:.1f}, {result['n_iter']} iterations",
-        f"time: decode {t['decode']:.0f} ms, fit {t['fit']:.0f} ms, render {t['render']:.0f} ms,"
-        f" total {t['total']:.0f} ms",
-    ]
+def summary(name: str, outdir: Path, written: list[Path], result: dict[str, Any]) -> str:
+    """What ``kseg segment`` and ``kseg submit`` print for a result: size, k, quality,
+    times, the palette and the files written. Keys the result lacks are left out."""
+    psnr = "inf" if result.get("psnr") is None else f"{result['psnr']:.2f} dB"
+    head = f"{name}:"
+    if "width" in result and "height" in result:
+        head += f" {result['width']}x{result['height']},"
+    if "n_colors" in result:
+        head += f" {result['n_colors']:,} colours"
+    head += f" -> k={result['k']}, PSNR {psnr}"
+    if result.get("mse") is not None:
+        head += f", MSE {result['mse']:.1f}"
+    if result.get("n_iter") is not None:
+        head += f", {result['n_iter']} iteration{'' if result['n_iter'] == 1 else 's'}"
+    lines = [head]
+    t = result.get("timings_ms") or {}
+    stages = [f"{stage} {t[stage]:.0f} ms" for stage in ("decode", "fit", "render") if stage in t]
+    if "total" in t:
+        stages.append(f"total {t['total']:.0f} ms")
+    if stages:
+        lines.append(f"time: {', '.join(stages)}")
     if "k_scores" in result:
         scores = ", ".join(f"{s['k']}:{s['score']:.2f}" for s in result["k_scores"])
         lines.append(f"auto k (kneedle score per k): {scores}")
     lines.append("palette:")
-    for c in result["clusters"]:
+    for c in result.get("clusters", []):
         lines.append(
             f"  {c['label']:>3}  {c['hex']}  {c['fraction'] * 100:5.1f}%  {c['name']}"
         )
     lines.append(f"wrote {', '.join(p.name for p in written)} to {outdir}/")
     return "\n".join(lines)
+
+
+def write_result(outdir: Path, outputs: dict[str, bytes], result: dict[str, Any]) -> list[Path]:
+    """Write each output as ``outdir/<name>.png`` and ``result`` as ``outdir/result.json``
+    (``outdir`` created if missing); returns the paths written. Raises :class:`OSError`."""
+    outdir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    for name, png in outputs.items():
+        path = outdir / f"{name}.png"
+        path.write_bytes(png)
+        written.append(path)
+    path = outdir / "result.json"
+    path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    written.append(path)
+    return written
+
+
+def print_quietly_on_broken_pipe(text: str) -> None:
+    """Print ``text``; a reader that left early (``kseg ... | head``) is no error: the
+    files are written. stdout then points at devnull, so the final flush fails no more."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def run_segment(args: argparse.Namespace) -> int:
@@ -154,11 +224,7 @@ def run_segment(args: argparse.Namespace) -> int:
     retain_freed_memory(get_settings().malloc_retain_bytes)  # as the worker does
     image = Path(args.image)
     try:
-        params = parse_params(
-            k=args.k, k_min=args.k_min, k_max=args.k_max, normalize=args.normalize,
-            color_space=args.color_space, outputs=args.outputs, max_side=args.max_side,
-            seed=args.seed,
-        )
+        params = params_from_args(args)
     except InvalidParameterError as exc:
         return _fail(f"{exc.message} (see `kseg segment --help`)", EXIT_USAGE)
     if not image.exists():
@@ -174,27 +240,13 @@ def run_segment(args: argparse.Namespace) -> int:
         return _fail(f"{image}: cannot read: {exc.strerror or exc}", EXIT_IMAGE)
 
     outdir = args.outdir if args.outdir is not None else Path.cwd() / f"{image.stem}-kseg"
-    written: list[Path] = []
+    result = {"image": str(image), "params": params.canonical(), **seg.result}
     try:
-        outdir.mkdir(parents=True, exist_ok=True)
-        for name, png in seg.outputs.items():
-            path = outdir / f"{name}.png"
-            path.write_bytes(png)
-            written.append(path)
-        result = {"image": str(image), "params": params.canonical(), **seg.result}
-        path = outdir / "result.json"
-        path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-        written.append(path)
+        written = write_result(outdir, seg.outputs, result)
     except OSError as exc:
         return _fail(f"cannot write to {outdir}: {exc.strerror or exc}", EXIT_IMAGE)
-
     if not args.quiet:
-        try:
-            print(_summary(image, outdir, written, seg.result), flush=True)
-        except BrokenPipeError:
-            # The reader left early (`kseg segment ... | head`); the files are written.
-            # Point stdout at devnull so the interpreter's final flush does not fail too.
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        print_quietly_on_broken_pipe(summary(image.name, outdir, written, seg.result))
     return EXIT_OK
 
 

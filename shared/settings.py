@@ -56,6 +56,8 @@ class Settings:
     queue: str
     host: str
     port: int
+    #: Where ``kseg submit`` and ``kseg fetch`` find the service.
+    client_url: str
     api_token: str | None
     auth_disabled: bool
     secret_key: str
@@ -106,14 +108,18 @@ def load_settings() -> Settings:
     database_url = _str("DATABASE_URL", default_db)
     broker_url = _str("CELERY_BROKER_URL", "filesystem://")
     hard = _int("KSEG_TASK_TIME_LIMIT", 600)
+    host, port = _str("KSEG_HOST", "127.0.0.1"), _int("KSEG_PORT", 8000)
+    # A server listening on every address is reached on this machine through loopback.
+    local_host = "127.0.0.1" if host in {"0.0.0.0", "::", "[::]"} else host
     return Settings(
         instance_dir=instance,
         database_url=database_url,
         broker_url=broker_url,
         embedded_broker=broker_url.startswith(("filesystem://", "sqla+", "sqlalchemy+")),
         queue=_str("KSEG_QUEUE", "kseg"),
-        host=_str("KSEG_HOST", "127.0.0.1"),
-        port=_int("KSEG_PORT", 8000),
+        host=host,
+        port=port,
+        client_url=_str("KSEG_URL", f"http://{local_host}:{port}").rstrip("/"),
         api_token=os.environ.get("KSEG_API_TOKEN") or None,
         auth_disabled=_bool("KSEG_AUTH_DISABLED", False),
         secret_key=_str("KSEG_SECRET_KEY", ""),

@@ -289,13 +289,15 @@ class LiveServer:
 
     def stop(self) -> None:
         self.server.shutdown()
+        self.server.server_close()  # the port is free (and refuses connections) at once
         self.thread.join(10)
 
 
-def serve_app(app: Any) -> LiveServer:
+def serve_app(app: Any, port: int | None = None) -> LiveServer:
+    """Serve ``app`` on ``port`` (default: a free one)."""
     from werkzeug.serving import make_server
 
-    port = free_port()
+    port = port or free_port()
     server = make_server("127.0.0.1", port, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -1,0 +1,196 @@
+"""A small client of kseg's HTTP API, standard library only: what ``kseg submit`` and
+``kseg fetch`` talk to a running service with.
+
+Errors come as :class:`ApiError` (the service answered with the contract's error body) or
+:class:`ServiceUnreachable` (no answer at all), each with a message that says what to do.
+"""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+#: Job states after which a job changes no more.
+FINAL_STATUSES = frozenset({"succeeded", "failed", "canceled"})
+#: Seconds between two polls of a job: the first soon (a small image takes ~0.05 s), then
+#: growing to the last, so that a long job costs the service one request a second.
+POLL_INTERVALS = (0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
+#: Seconds of failed polls (no answer, or 502/503/504) a wait rides out before giving up.
+OUTAGE_TOLERANCE = 30.0
+
+
+class ClientError(Exception):
+    """Anything that kept a request from getting its answer; ``str()`` says what to do."""
+
+
+class ServiceUnreachable(ClientError):
+    """No HTTP answer: nothing listens at the URL, or the connection broke."""
+
+
+class ApiError(ClientError):
+    """The service answered with an error: HTTP ``status`` and the contract's ``code``."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def encode_multipart(
+    fields: Iterable[tuple[str, str]], files: Iterable[tuple[str, str, bytes]]
+) -> tuple[bytes, str]:
+    """A ``multipart/form-data`` body of text ``(name, value)`` fields and
+    ``(name, filename, bytes)`` files; returns the body and its ``Content-Type``."""
+    boundary = f"kseg-{uuid.uuid4().hex}"
+    parts: list[bytes] = []
+    for name, value in fields:
+        parts.append(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'
+            f"{value}\r\n".encode()
+        )
+    for name, filename, data in files:
+        kind = mimetypes.guess_type(filename)[0] or "application/octet-stream"
+        # Quotes and line breaks would end the header early; the name is only a label.
+        safe = filename.replace('"', "'").replace("\r", " ").replace("\n", " ")
+        parts.append(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; '
+            f'filename="{safe}"\r\nContent-Type: {kind}\r\n\r\n'.encode()
+            + data
+            + b"\r\n"
+        )
+    parts.append(f"--{boundary}--\r\n".encode())
+    return b"".join(parts), f"multipart/form-data; boundary={boundary}"
+
+
+def form_fields(params: dict[str, Any]) -> list[tuple[str, str]]:
+    """Segmentation parameters as the upload's form fields (``outputs`` comma-separated;
+    ``None`` left out, so the service's default applies)."""
+    fields = []
+    for name, value in params.items():
+        if value is None:
+            continue
+        if isinstance(value, list | tuple):
+            value = ",".join(str(v) for v in value)
+        elif isinstance(value, bool):
+            value = "true" if value else "false"
+        fields.append((name, str(value)))
+    return fields
+
+
+@dataclass
+class Client:
+    """The API at ``base_url`` (e.g. ``http://127.0.0.1:8000``) with a bearer ``token``."""
+
+    base_url: str
+    token: str | None = None
+    timeout: float = 60.0
+
+    def request(
+        self, method: str, path: str, *, body: bytes | None = None, content_type: str | None = None
+    ) -> bytes:
+        """The response body of ``method path``; raises :class:`ClientError`."""
+        headers = {"Accept": "application/json"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        if content_type:
+            headers["Content-Type"] = content_type
+        url = self.base_url.rstrip("/") + path
+        req = urllib.request.Request(url, data=body, headers=headers, method=method)
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as response:
+                data: bytes = response.read()
+                return data
+        except urllib.error.HTTPError as exc:
+            raise self._api_error(exc) from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise ServiceUnreachable(
+                f"cannot reach kseg at {self.base_url} ({reason}); is the service running "
+                "(`kseg up`)? Point --url or KSEG_URL at it"
+            ) from None
+
+    def _api_error(self, exc: urllib.error.HTTPError) -> ApiError:
+        raw = exc.read()
+        try:
+            error = json.loads(raw)["error"]
+            code, message = str(error["code"]), str(error["message"])
+        except (ValueError, KeyError, TypeError):
+            code, message = "http_error", f"HTTP {exc.code} {exc.reason} from {exc.url}"
+        if exc.code == 401:  # the service's message says how to get a token; this, where
+            message += " Pass it with --token or KSEG_API_TOKEN."
+        return ApiError(exc.code, code, message)
+
+    def json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        data = self.request(method, path, **kwargs)
+        try:
+            out: dict[str, Any] = json.loads(data)
+        except ValueError:
+            raise ClientError(
+                f"{method} {path} did not answer JSON; is {self.base_url} a kseg service?"
+            ) from None
+        return out
+
+    def submit(self, data: bytes, filename: str, params: dict[str, Any]) -> dict[str, Any]:
+        """``POST /api/v1/jobs`` with one image: the new job (``202``)."""
+        body, kind = encode_multipart(form_fields(params), [("file", filename, data)])
+        return self.json("POST", "/api/v1/jobs", body=body, content_type=kind)
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        return self.json("GET", f"/api/v1/jobs/{job_id}")
+
+    def download(self, path: str) -> bytes:
+        """An output's bytes, by the path the job's result gives it."""
+        return self.request("GET", path)
+
+    def wait(
+        self,
+        job_id: str,
+        *,
+        timeout: float | None = None,
+        on_update: Callable[[dict[str, Any]], None] | None = None,
+        on_outage: Callable[[ClientError], None] | None = None,
+        job: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Poll job ``job_id`` until it is final; returns it. ``on_update`` sees every poll's
+        answer, ``on_outage`` the first failed poll of an outage it rides out (up to
+        ``OUTAGE_TOLERANCE`` s). Raises :class:`TimeoutError` after ``timeout`` s (``None``:
+        no limit)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        polls = 0
+        failing_since: float | None = None
+        job = job or self.job(job_id)
+        while True:
+            if on_update is not None:
+                on_update(job)
+            if job["status"] in FINAL_STATUSES:
+                return job
+            pause = POLL_INTERVALS[min(polls, len(POLL_INTERVALS) - 1)]
+            if deadline is not None and time.monotonic() + pause > deadline:
+                raise TimeoutError(
+                    f"job {job_id} is still {job['status']} after {timeout:g} s; "
+                    f"`kseg fetch {job_id}` picks it up later"
+                )
+            time.sleep(pause)
+            polls += 1
+            try:
+                job = self.job(job_id)
+                failing_since = None
+            except (ServiceUnreachable, ApiError) as exc:
+                # A restarting service or a database hiccup (503) need not end a long wait:
+                # the job goes on meanwhile. Anything else, or a long outage, does.
+                transient = isinstance(exc, ServiceUnreachable) or exc.status in {502, 503, 504}
+                if not transient or (
+                    failing_since is not None
+                    and time.monotonic() - failing_since > OUTAGE_TOLERANCE
+                ):
+                    raise
+                if failing_since is None:
+                    failing_since = time.monotonic()
+                    if on_outage is not None:
+                        on_outage(exc)

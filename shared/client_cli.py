@@ -1,0 +1,342 @@
+"""``kseg submit IMAGE...`` and ``kseg fetch JOB_ID...``: use a running kseg service from the
+command line: upload, watch the progress, download the result images.
+
+Both write what ``kseg segment`` writes (``<name>.png`` per output and ``result.json``) into
+``./<image stem>-kseg/``, so the service and the local core are interchangeable in scripts.
+
+Exit codes: 0 every job succeeded (or, with ``--no-wait``, was accepted); 1 a job failed or
+was canceled, or the service refused an image; 2 a usage error (bad option or parameter,
+missing file); 3 the service could not be used (not reachable, token refused, server error,
+or ``--timeout`` passed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from shared.client import ApiError, Client, ClientError
+from shared.core_cli import (
+    add_param_arguments,
+    params_from_args,
+    print_quietly_on_broken_pipe,
+    summary,
+    write_result,
+)
+from shared.errors import InvalidParameterError
+from shared.settings import get_settings
+
+EXIT_OK, EXIT_JOB, EXIT_USAGE, EXIT_SERVICE = 0, 1, 2, 3
+
+_EXIT_CODES = """\
+exit codes: 0 every job succeeded (with --no-wait: was accepted); 1 a job failed or was
+canceled, or the service refused an image; 2 a usage error; 3 the service could not be used
+(not reachable, token refused, server error, --timeout passed)."""
+
+_SUBMIT_DESCRIPTION = """\
+Upload each IMAGE to a running kseg service as a job, show the jobs' progress, and write each
+result like `kseg segment` does: <name>.png per output and result.json, into
+./<image stem>-kseg/. All images are submitted before the first is waited on, so the service's
+workers run them side by side. The service's URL comes from --url, KSEG_URL, or
+KSEG_HOST/KSEG_PORT (default http://127.0.0.1:8000); the token from --token or KSEG_API_TOKEN.
+"""
+
+_FETCH_DESCRIPTION = """\
+Wait for jobs already submitted (e.g. by `kseg submit --no-wait` or the web form) and write
+each result like `kseg segment` does, into ./<image stem>-kseg/.
+"""
+
+
+def _usage_error(prog: str) -> Any:
+    def error(message: str) -> None:
+        print(f"kseg: error: {message} (see `{prog} --help`)", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+    return error
+
+
+def _add_service_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--url",
+        default=None,
+        metavar="URL",
+        help="the service, e.g. http://127.0.0.1:8000 (default: KSEG_URL, else "
+        "http://KSEG_HOST:KSEG_PORT)",
+    )
+    parser.add_argument(
+        "--token",
+        default=None,
+        metavar="TOKEN",
+        help="API token (default: KSEG_API_TOKEN); `kseg up` prints one",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        metavar="S",
+        help="give up waiting after S seconds per job (default: wait as long as it takes)",
+    )
+    parser.add_argument(
+        "-o",
+        "--outdir",
+        type=Path,
+        default=None,
+        metavar="OUTDIR",
+        help="directory for the PNGs and result.json (default: ./<image stem>-kseg/); with "
+        "several jobs, each gets its own <image stem>-kseg/ inside OUTDIR",
+    )
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="print no progress and no summary",
+    )
+
+
+def add_client_parsers(subparsers: Any) -> None:
+    """Add ``submit`` and ``fetch`` to the ``kseg`` command's sub-parsers."""
+    p = subparsers.add_parser(
+        "submit",
+        help="upload images to a running service, watch progress, download the results",
+        description=_SUBMIT_DESCRIPTION,
+        epilog=_EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.error = _usage_error("kseg submit")  # type: ignore[method-assign]
+    p.add_argument("images", metavar="IMAGE", nargs="+", help="image files to segment")
+    add_param_arguments(p)
+    p.add_argument(
+        "--no-reuse",
+        action="store_true",
+        help="compute again even if the same image and parameters already have a result",
+    )
+    p.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="only submit: print each job's id and image, then exit (`kseg fetch` later)",
+    )
+    _add_service_arguments(p)
+    p.set_defaults(func=run_submit)
+
+    p = subparsers.add_parser(
+        "fetch",
+        help="wait for submitted jobs and download their results",
+        description=_FETCH_DESCRIPTION,
+        epilog=_EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.error = _usage_error("kseg fetch")  # type: ignore[method-assign]
+    p.add_argument("job_ids", metavar="JOB_ID", nargs="+", help="ids of jobs to fetch")
+    _add_service_arguments(p)
+    p.set_defaults(func=run_fetch)
+
+
+def _fail(message: str) -> None:
+    print(f"kseg: error: {message}", file=sys.stderr)
+
+
+class Progress:
+    """One job's state on stderr: a line redrawn in place on a terminal, else a line per
+    change of status or stage (so logs stay short)."""
+
+    def __init__(self, stream: TextIO, *, enabled: bool) -> None:
+        self.stream, self.enabled = stream, enabled
+        self.live = enabled and stream.isatty()
+        self.last: tuple[str, str | None] | None = None
+
+    def show(self, label: str, job: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        status, stage = job["status"], job.get("stage")
+        text = f"{label}: {status}"
+        if status == "running":
+            text += f", {stage or 'starting'} {job.get('progress', 0)}%"
+        if self.live:
+            self.stream.write(f"\r\x1b[K{text}")
+            if status in {"succeeded", "failed", "canceled"}:
+                self.stream.write("\r\x1b[K")
+            self.stream.flush()
+        elif (status, stage) != self.last:
+            print(text, file=self.stream, flush=True)
+        self.last = (status, stage)
+
+    def outage(self, label: str, exc: Exception) -> None:
+        """The service stopped answering while a job is waited on (said even when quiet)."""
+        if self.live:
+            self.stream.write("\r\x1b[K")
+        print(f"{label}: {exc} — still waiting", file=self.stream, flush=True)
+        self.last = None  # the next answer is news again
+
+
+@dataclass
+class _Pending:
+    """A job to wait for, and what to call it."""
+
+    job_id: str
+    label: str  # the image's name, for messages
+    stem: str
+    job: dict[str, Any] | None = None  # its latest state, if known
+
+
+def _client(args: argparse.Namespace) -> Client:
+    settings = get_settings()
+    token = args.token or settings.api_token
+    return Client((args.url or settings.client_url).rstrip("/"), token)
+
+
+def _outdirs(args: argparse.Namespace, pending: list[_Pending]) -> dict[str, Path]:
+    """Each job's output directory: OUTDIR itself for one job, else <stem>-kseg/ in it
+    (with the job id's start added where two images share a stem)."""
+    if len(pending) == 1 and args.outdir is not None:
+        return {pending[0].job_id: args.outdir}
+    base = args.outdir if args.outdir is not None else Path.cwd()
+    stems = [p.stem for p in pending]
+    return {
+        p.job_id: base
+        / (f"{p.stem}-kseg" if stems.count(p.stem) == 1 else f"{p.stem}-{p.job_id[:8]}-kseg")
+        for p in pending
+    }
+
+
+def _finish(
+    client: Client,
+    args: argparse.Namespace,
+    item: _Pending,
+    outdir: Path,
+    progress: Progress,
+    *,
+    first: bool = True,
+) -> int:
+    """Wait for one job, then download and write its result; returns its exit code."""
+    job = client.wait(
+        item.job_id,
+        timeout=args.timeout,
+        on_update=lambda j: progress.show(item.label, j),
+        on_outage=lambda exc: progress.outage(item.label, exc),
+        job=item.job,
+    )
+    if job["status"] != "succeeded":
+        error = job.get("error") or {
+            "code": job["status"],
+            "message": f"The job was {job['status']}.",
+        }
+        _fail(
+            f"{item.label}: job {item.job_id} {job['status']}: {error['message']} ({error['code']})"
+        )
+        return EXIT_JOB
+    result = dict(job["result"] or {})
+    urls: dict[str, str] = result.pop("outputs", {}) or {}
+    outputs = {name: client.download(url) for name, url in urls.items()}
+    image = job.get("image") or {}
+    meta = {
+        "job_id": job["id"],
+        "image": item.label,
+        "params": job.get("params"),
+        "reused_from": job.get("reused_from"),
+        **result,
+    }
+    try:
+        written = write_result(outdir, outputs, meta)
+    except OSError as exc:
+        _fail(f"cannot write to {outdir}: {exc.strerror or exc}")
+        return EXIT_JOB
+    if not args.quiet:
+        shown = {"width": image.get("width"), "height": image.get("height"), **result}
+        text = summary(item.label, outdir, written, shown)
+        if job.get("reused_from"):
+            text += f"\n(reused the result of job {job['reused_from']}: same image and parameters)"
+        print_quietly_on_broken_pipe(text if first else f"\n{text}")  # a blank line between
+    return EXIT_OK
+
+
+def _wait_all(client: Client, args: argparse.Namespace, pending: list[_Pending]) -> int:
+    progress = Progress(sys.stderr, enabled=not args.quiet)
+    outdirs = _outdirs(args, pending)
+    code = EXIT_OK
+    for i, item in enumerate(pending):
+        try:
+            done = _finish(client, args, item, outdirs[item.job_id], progress, first=i == 0)
+            code = max(code, done)
+        except TimeoutError as exc:
+            _fail(str(exc))
+            return EXIT_SERVICE
+        except ApiError as exc:
+            _fail(f"{item.label}: job {item.job_id}: {exc.message} ({exc.code})")
+            if exc.status == 404:  # gone, or never this token's: the others may still be fine
+                code = max(code, EXIT_JOB)
+                continue
+            return EXIT_SERVICE
+        except ClientError as exc:
+            _fail(str(exc))
+            return EXIT_SERVICE
+    return code
+
+
+def run_submit(args: argparse.Namespace) -> int:
+    """``kseg submit``: returns the exit code."""
+    try:
+        params = params_from_args(args).canonical()
+    except InvalidParameterError as exc:
+        _fail(f"{exc.message} (see `kseg submit --help`)")
+        return EXIT_USAGE
+    images = [Path(p) for p in args.images]
+    for path in images:
+        if not path.is_file():
+            _fail(
+                f"{path}: {'is a directory' if path.is_dir() else 'no such file'}; "
+                "give an image file"
+            )
+            return EXIT_USAGE
+    params["reuse"] = not args.no_reuse
+    client = _client(args)
+    pending: list[_Pending] = []
+    code = EXIT_OK
+    for path in images:
+        try:
+            job = client.submit(path.read_bytes(), path.name, params)
+        except OSError as exc:
+            _fail(f"{path}: cannot read: {exc.strerror or exc}")
+            code = EXIT_JOB
+            continue
+        except ApiError as exc:
+            _fail(f"{path}: {exc.message} ({exc.code})")
+            if exc.status in {401, 403} or exc.status >= 500:
+                return EXIT_SERVICE
+            code = EXIT_JOB  # this image was refused; the others may be fine
+            continue
+        except ClientError as exc:
+            _fail(str(exc))
+            return EXIT_SERVICE
+        if args.no_wait:
+            print(f"{job['id']}\t{path}", flush=True)
+        pending.append(_Pending(job["id"], path.name, path.stem, job))
+    if args.no_wait or not pending:
+        return code
+    return max(code, _wait_all(client, args, pending))
+
+
+def run_fetch(args: argparse.Namespace) -> int:
+    """``kseg fetch``: returns the exit code."""
+    client = _client(args)
+    pending: list[_Pending] = []
+    code = EXIT_OK
+    for job_id in args.job_ids:
+        try:
+            job = client.job(job_id)
+        except ApiError as exc:
+            _fail(f"job {job_id}: {exc.message} ({exc.code})")
+            if exc.status != 404:
+                return EXIT_SERVICE
+            code = EXIT_JOB
+            continue
+        except ClientError as exc:
+            _fail(str(exc))
+            return EXIT_SERVICE
+        name = (job.get("image") or {}).get("filename") or job_id
+        pending.append(_Pending(job_id, name, Path(name).stem or job_id, job))
+    if not pending:
+        return code
+    return max(code, _wait_all(client, args, pending))
