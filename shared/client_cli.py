@@ -24,6 +24,7 @@ from shared.core_cli import (
     params_from_args,
     print_quietly_on_broken_pipe,
     summary,
+    usage_error,
     write_result,
 )
 from shared.errors import InvalidParameterError
@@ -48,14 +49,6 @@ _FETCH_DESCRIPTION = """\
 Wait for jobs already submitted (e.g. by `kseg submit --no-wait` or the web form) and write
 each result like `kseg segment` does, into ./<image stem>-kseg/.
 """
-
-
-def _usage_error(prog: str) -> Any:
-    def error(message: str) -> None:
-        print(f"kseg: error: {message} (see `{prog} --help`)", file=sys.stderr)
-        raise SystemExit(EXIT_USAGE)
-
-    return error
 
 
 def _add_service_arguments(parser: argparse.ArgumentParser) -> None:
@@ -96,16 +89,26 @@ def _add_service_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_client_parsers(subparsers: Any) -> None:
-    """Add ``submit`` and ``fetch`` to the ``kseg`` command's sub-parsers."""
+def _add_command(subparsers: Any, name: str, summary: str, description: str) -> Any:
     p = subparsers.add_parser(
-        "submit",
-        help="upload images to a running service, watch progress, download the results",
-        description=_SUBMIT_DESCRIPTION,
+        name,
+        help=summary,
+        description=description,
         epilog=_EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.error = _usage_error("kseg submit")  # type: ignore[method-assign]
+    p.error = usage_error(f"kseg {name}")
+    return p
+
+
+def add_client_parsers(subparsers: Any) -> None:
+    """Add ``submit`` and ``fetch`` to the ``kseg`` command's sub-parsers."""
+    p = _add_command(
+        subparsers,
+        "submit",
+        "upload images to a running service, watch progress, download the results",
+        _SUBMIT_DESCRIPTION,
+    )
     p.add_argument("images", metavar="IMAGE", nargs="+", help="image files to segment")
     add_param_arguments(p)
     p.add_argument(
@@ -121,14 +124,10 @@ def add_client_parsers(subparsers: Any) -> None:
     _add_service_arguments(p)
     p.set_defaults(func=run_submit)
 
-    p = subparsers.add_parser(
-        "fetch",
-        help="wait for submitted jobs and download their results",
-        description=_FETCH_DESCRIPTION,
-        epilog=_EXIT_CODES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.error = _usage_error("kseg fetch")  # type: ignore[method-assign]
+    p = _add_command(
+        subparsers, "fetch", "wait for submitted jobs and download their results",
+        _FETCH_DESCRIPTION,
+    )  # fmt: skip
     p.add_argument("job_ids", metavar="JOB_ID", nargs="+", help="ids of jobs to fetch")
     _add_service_arguments(p)
     p.set_defaults(func=run_fetch)

@@ -15,9 +15,9 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from shared.allocator import retain_freed_memory
 from shared.errors import ImageError, InvalidParameterError
@@ -41,6 +41,7 @@ __all__ = [
     "print_quietly_on_broken_pipe",
     "run_segment",
     "summary",
+    "usage_error",
     "write_result",
 ]
 
@@ -55,10 +56,15 @@ with cluster boundaries in yellow). Label 0 is the largest cluster.
 """
 
 
-def _usage_error(message: str) -> None:
-    """argparse's error hook: one line instead of usage + error, exit 2."""
-    print(f"kseg: error: {message} (see `kseg segment --help`)", file=sys.stderr)
-    raise SystemExit(EXIT_USAGE)
+def usage_error(prog: str) -> Callable[[str], NoReturn]:
+    """An argparse ``error`` hook for command ``prog``: one line naming ``prog --help``
+    instead of usage + error, exit 2."""
+
+    def error(message: str) -> NoReturn:
+        print(f"kseg: error: {message} (see `{prog} --help`)", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+    return error
 
 
 def add_param_arguments(parser: argparse.ArgumentParser) -> None:
@@ -113,7 +119,7 @@ def params_from_args(args: argparse.Namespace) -> SegmentParams:
 
 
 def _configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.error = _usage_error  # type: ignore[method-assign]
+    parser.error = usage_error("kseg segment")  # type: ignore[method-assign]
     parser.add_argument(
         "image", metavar="IMAGE", help="image file (PNG, JPEG, GIF, WebP, TIFF, BMP)"
     )
