@@ -42,6 +42,14 @@ class ApiError(ClientError):
         self.status, self.code, self.message = status, code, message
 
 
+class WaitTimeout(TimeoutError):
+    """A job was not final when the wait's time was up; ``job`` is its last state."""
+
+    def __init__(self, job: dict[str, Any], timeout: float) -> None:
+        super().__init__(f"job {job['id']} is still {job['status']} after {timeout:g} s")
+        self.job = job
+
+
 def encode_multipart(
     fields: Iterable[tuple[str, str]], files: Iterable[tuple[str, str, bytes]]
 ) -> tuple[bytes, str]:
@@ -159,7 +167,7 @@ class Client:
     ) -> dict[str, Any]:
         """Poll job ``job_id`` until it is final; returns it. ``on_update`` sees every poll's
         answer, ``on_outage`` the first failed poll of an outage it rides out (up to
-        ``OUTAGE_TOLERANCE`` s). Raises :class:`TimeoutError` after ``timeout`` s (``None``:
+        ``OUTAGE_TOLERANCE`` s). Raises :class:`WaitTimeout` after ``timeout`` s (``None``:
         no limit)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         polls = 0
@@ -172,10 +180,7 @@ class Client:
                 return job
             pause = POLL_INTERVALS[min(polls, len(POLL_INTERVALS) - 1)]
             if deadline is not None and time.monotonic() + pause > deadline:
-                raise TimeoutError(
-                    f"job {job_id} is still {job['status']} after {timeout:g} s; "
-                    f"`kseg fetch {job_id}` picks it up later"
-                )
+                raise WaitTimeout(job, timeout)
             time.sleep(pause)
             polls += 1
             try:

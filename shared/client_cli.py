@@ -7,7 +7,7 @@ Both write what ``kseg segment`` writes (``<name>.png`` per output and ``result.
 Exit codes: 0 every job succeeded (or, with ``--no-wait``, was accepted); 1 a job failed or
 was canceled, or the service refused an image; 2 a usage error (bad option or parameter,
 missing file); 3 the service could not be used (not reachable, token refused, server error,
-or ``--timeout`` passed).
+or ``--timeout`` passed); 130 Ctrl-C.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from shared.client import ApiError, Client, ClientError
+from shared.client import ApiError, Client, ClientError, WaitTimeout
 from shared.core_cli import (
     add_param_arguments,
     params_from_args,
@@ -31,11 +31,14 @@ from shared.errors import InvalidParameterError
 from shared.settings import get_settings
 
 EXIT_OK, EXIT_JOB, EXIT_USAGE, EXIT_SERVICE = 0, 1, 2, 3
+#: Ctrl-C, as shells report a SIGINT.
+EXIT_INTERRUPTED = 130
 
 _EXIT_CODES = """\
 exit codes: 0 every job succeeded (with --no-wait: was accepted); 1 a job failed or was
 canceled, or the service refused an image; 2 a usage error; 3 the service could not be used
-(not reachable, token refused, server error, --timeout passed)."""
+(not reachable, token refused, server error, --timeout passed); 130 Ctrl-C. The jobs go on in
+the service either way; stopping early names those left, for a later `kseg fetch`."""
 
 _SUBMIT_DESCRIPTION = """\
 Upload each IMAGE to a running kseg service as a job, show the jobs' progress, and write each
@@ -162,10 +165,15 @@ class Progress:
             print(text, file=self.stream, flush=True)
         self.last = (status, stage)
 
+    def clear(self) -> None:
+        """End a line redrawn in place, so that what follows starts on a line of its own."""
+        if self.live and self.last is not None:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+
     def outage(self, label: str, exc: Exception) -> None:
         """The service stopped answering while a job is waited on (said even when quiet)."""
-        if self.live:
-            self.stream.write("\r\x1b[K")
+        self.clear()
         print(f"{label}: {exc} — still waiting", file=self.stream, flush=True)
         self.last = None  # the next answer is news again
 
@@ -251,6 +259,11 @@ def _finish(
     return EXIT_OK
 
 
+def _fetch_later(left: list[_Pending]) -> str:
+    ids = " ".join(p.job_id for p in left)
+    return f"`kseg fetch {ids}` picks {'it' if len(left) == 1 else 'them'} up later"
+
+
 def _wait_all(client: Client, args: argparse.Namespace, pending: list[_Pending]) -> int:
     progress = Progress(sys.stderr, enabled=not args.quiet)
     outdirs = _outdirs(args, pending)
@@ -259,9 +272,13 @@ def _wait_all(client: Client, args: argparse.Namespace, pending: list[_Pending])
         try:
             done = _finish(client, args, item, outdirs[item.job_id], progress, first=i == 0)
             code = max(code, done)
-        except TimeoutError as exc:
-            _fail(str(exc))
+        except WaitTimeout as exc:
+            _fail(f"{item.label}: {exc}; {_fetch_later(pending[i:])}")
             return EXIT_SERVICE
+        except KeyboardInterrupt:
+            progress.clear()
+            _fail(f"interrupted; the service goes on with the jobs: {_fetch_later(pending[i:])}")
+            return EXIT_INTERRUPTED
         except ApiError as exc:
             _fail(f"{item.label}: job {item.job_id}: {exc.message} ({exc.code})")
             if exc.status == 404:  # gone, or never this token's: the others may still be fine
@@ -292,6 +309,29 @@ def run_submit(args: argparse.Namespace) -> int:
     params["reuse"] = not args.no_reuse
     client = _client(args)
     pending: list[_Pending] = []
+    try:
+        code = _submit_all(client, args, images, params, pending)
+    except KeyboardInterrupt:
+        code = EXIT_INTERRUPTED
+        _fail("interrupted")
+    if code in {EXIT_SERVICE, EXIT_INTERRUPTED}:  # stopped before every image was sent
+        if pending:
+            _fail(f"the jobs submitted go on: {_fetch_later(pending)}")
+        return code
+    if args.no_wait or not pending:
+        return code
+    return max(code, _wait_all(client, args, pending))
+
+
+def _submit_all(
+    client: Client,
+    args: argparse.Namespace,
+    images: list[Path],
+    params: dict[str, Any],
+    pending: list[_Pending],
+) -> int:
+    """Upload each image as a job, adding it to ``pending``; returns the exit code so far
+    (``EXIT_SERVICE``: stopped early, the service being unusable)."""
     code = EXIT_OK
     for path in images:
         try:
@@ -312,9 +352,7 @@ def run_submit(args: argparse.Namespace) -> int:
         if args.no_wait:
             print(f"{job['id']}\t{path}", flush=True)
         pending.append(_Pending(job["id"], path.name, path.stem, job))
-    if args.no_wait or not pending:
-        return code
-    return max(code, _wait_all(client, args, pending))
+    return code
 
 
 def run_fetch(args: argparse.Namespace) -> int:

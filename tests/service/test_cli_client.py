@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 import urllib.request
@@ -200,3 +201,30 @@ def test_a_wait_rides_out_the_service_restarting(
             proc.wait()
         if restarted is not None:
             restarted.stop()
+
+
+def test_ctrl_c_while_waiting_names_the_jobs_left_to_fetch(
+    no_worker: tuple[Api, LiveServer], tmp_path: Path
+) -> None:
+    api, server = no_worker
+    log = tmp_path / "submit.log"
+    images = [str(IMAGES / "baby.jpg"), str(IMAGES / "weixin.jpg")]
+    with log.open("w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "shared.cli", "submit", *images,
+             "--url", server.base_url, "--token", api.token],
+            env=clean_env(tmp_path), cwd=tmp_path, stdout=err, stderr=err, text=True,
+        )  # fmt: skip
+    try:
+        wait_for(lambda: "baby.jpg: queued" in log.read_text(), 30, what="submit to be waiting")
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    listed = api.get("/api/v1/jobs").get_json()["items"]
+    assert len(listed) == 2 and {job["status"] for job in listed} == {"queued"}
+    ids = " ".join(job["id"] for job in reversed(listed))  # oldest first, as submitted
+    assert f"interrupted; the service goes on with the jobs: `kseg fetch {ids}`" in log.read_text()
+    assert "Traceback" not in log.read_text()
