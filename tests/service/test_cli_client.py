@@ -27,6 +27,14 @@ ROOT = Path(__file__).resolve().parents[2]
 OUTPUTS = ("labels", "gray", "color", "recolor", "overlay")
 
 
+#: ``python -m shared.cli`` taking SIGINT as Ctrl-C even where it starts with SIGINT ignored,
+#: as Python leaves it when the test suite itself runs in the background (as in CI).
+WITH_CTRL_C = (
+    "import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "runpy.run_module('shared.cli', run_name='__main__', alter_sys=True)"
+)
+
+
 def kseg(
     *args: str, cwd: Path, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
@@ -211,7 +219,7 @@ def test_ctrl_c_while_waiting_names_the_jobs_left_to_fetch(
     images = [str(IMAGES / "baby.jpg"), str(IMAGES / "weixin.jpg")]
     with log.open("w") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "shared.cli", "submit", *images,
+            [sys.executable, "-c", WITH_CTRL_C, "submit", *images,
              "--url", server.base_url, "--token", api.token],
             env=clean_env(tmp_path), cwd=tmp_path, stdout=err, stderr=err, text=True,
         )  # fmt: skip
