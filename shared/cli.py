@@ -254,7 +254,7 @@ def _default_token(settings: Settings) -> str:
         if settings.api_token:
             ensure_token(session, DEFAULT_OWNER, settings.api_token)
             return settings.api_token
-        path = settings.instance_dir / "api_token"
+        path = settings.api_token_file
         if path.exists():
             token = path.read_text().strip()
             if token and owner_for_token(session, token) is not None:

@@ -45,7 +45,8 @@ Upload each IMAGE to a running kseg service as a job, show the jobs' progress, a
 result like `kseg segment` does: <name>.png per output and result.json, into
 ./<image stem>-kseg/. All images are submitted before the first is waited on, so the service's
 workers run them side by side. The service's URL comes from --url, KSEG_URL, or
-KSEG_HOST/KSEG_PORT (default http://127.0.0.1:8000); the token from --token or KSEG_API_TOKEN.
+KSEG_HOST/KSEG_PORT (default http://127.0.0.1:8000); the token from --token or KSEG_API_TOKEN,
+else, for the service `kseg up` runs here, from the file it keeps (instance/api_token).
 """
 
 _FETCH_DESCRIPTION = """\
@@ -66,7 +67,8 @@ def _add_service_arguments(parser: argparse.ArgumentParser) -> None:
         "--token",
         default=None,
         metavar="TOKEN",
-        help="API token (default: KSEG_API_TOKEN); `kseg up` prints one",
+        help="API token (default: KSEG_API_TOKEN; else, for the local service, the one "
+        "`kseg up` printed, from instance/api_token)",
     )
     parser.add_argument(
         "--timeout",
@@ -189,9 +191,18 @@ class _Pending:
 
 
 def _client(args: argparse.Namespace) -> Client:
+    """The service and token of ``--url``/``--token``, else of the settings. With neither a
+    token nor a URL given, the token ``kseg up`` keeps under ``instance/`` goes to the
+    local service it started (and to no other server)."""
     settings = get_settings()
     token = args.token or settings.api_token
-    return Client((args.url or settings.client_url).rstrip("/"), token)
+    local = args.url is None and settings.client_url is None
+    if token is None and local:
+        try:
+            token = settings.api_token_file.read_text().strip() or None
+        except OSError:  # no `kseg up` here: the service's 401 says how to get a token
+            token = None
+    return Client((args.url or settings.service_url()).rstrip("/"), token)
 
 
 def _outdirs(args: argparse.Namespace, pending: list[_Pending]) -> dict[str, Path]:

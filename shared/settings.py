@@ -56,8 +56,9 @@ class Settings:
     queue: str
     host: str
     port: int
-    #: Where ``kseg submit`` and ``kseg fetch`` find the service.
-    client_url: str
+    #: ``KSEG_URL``: where ``kseg submit`` and ``kseg fetch`` find the service, if not here
+    #: (:meth:`service_url`).
+    client_url: str | None
     api_token: str | None
     auth_disabled: bool
     secret_key: str
@@ -84,6 +85,20 @@ class Settings:
     malloc_retain_bytes: int = 0
     extra: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def api_token_file(self) -> Path:
+        """Where ``kseg up`` keeps the token it prints (when ``KSEG_API_TOKEN`` is unset)."""
+        return self.instance_dir / "api_token"
+
+    def service_url(self) -> str:
+        """Where ``kseg submit`` and ``kseg fetch`` find the service: ``KSEG_URL``, else the
+        web server ``KSEG_HOST``:``KSEG_PORT`` on this machine (through loopback when it
+        listens on every address)."""
+        if self.client_url:
+            return self.client_url
+        host = "127.0.0.1" if self.host in {"0.0.0.0", "::", "[::]"} else self.host
+        return f"http://{host}:{self.port}"
+
     def threads_per_job(self, processes: int = 1) -> int:
         """Threads one segmentation may use when ``processes`` run side by side.
 
@@ -108,18 +123,15 @@ def load_settings() -> Settings:
     database_url = _str("DATABASE_URL", default_db)
     broker_url = _str("CELERY_BROKER_URL", "filesystem://")
     hard = _int("KSEG_TASK_TIME_LIMIT", 600)
-    host, port = _str("KSEG_HOST", "127.0.0.1"), _int("KSEG_PORT", 8000)
-    # A server listening on every address is reached on this machine through loopback.
-    local_host = "127.0.0.1" if host in {"0.0.0.0", "::", "[::]"} else host
     return Settings(
         instance_dir=instance,
         database_url=database_url,
         broker_url=broker_url,
         embedded_broker=broker_url.startswith(("filesystem://", "sqla+", "sqlalchemy+")),
         queue=_str("KSEG_QUEUE", "kseg"),
-        host=host,
-        port=port,
-        client_url=_str("KSEG_URL", f"http://{local_host}:{port}").rstrip("/"),
+        host=_str("KSEG_HOST", "127.0.0.1"),
+        port=_int("KSEG_PORT", 8000),
+        client_url=_str("KSEG_URL", "").rstrip("/") or None,
         api_token=os.environ.get("KSEG_API_TOKEN") or None,
         auth_disabled=_bool("KSEG_AUTH_DISABLED", False),
         secret_key=_str("KSEG_SECRET_KEY", ""),

@@ -236,3 +236,28 @@ def test_ctrl_c_while_waiting_names_the_jobs_left_to_fetch(
     ids = " ".join(job["id"] for job in reversed(listed))  # oldest first, as submitted
     assert f"interrupted; the service goes on with the jobs: `kseg fetch {ids}`" in log.read_text()
     assert "Traceback" not in log.read_text()
+
+
+def test_the_local_service_needs_no_token_and_other_servers_get_none(
+    no_worker: tuple[Api, LiveServer], tmp_path: Path
+) -> None:
+    """Where ``kseg up`` runs, it keeps its token in ``instance/api_token``: ``kseg submit``
+    there needs neither --url nor --token. That token never goes to a server named by
+    --url or KSEG_URL."""
+    api, server = no_worker
+    port = server.base_url.rsplit(":", 1)[1]
+    (tmp_path / "instance").mkdir(exist_ok=True)
+    (tmp_path / "instance" / "api_token").write_text(api.token + "\n")  # as `kseg up` writes it
+    local = {"KSEG_HOST": "0.0.0.0", "KSEG_PORT": port}  # listening everywhere: via loopback
+    baby = str(IMAGES / "baby.jpg")
+
+    sent = kseg("submit", "--no-wait", baby, cwd=tmp_path, env=local)
+    assert sent.returncode == 0, sent.stderr
+    job_id = sent.stdout.split("\t")[0]
+    assert api.get(f"/api/v1/jobs/{job_id}").status_code == 200  # the token's owner has it
+
+    for named in (["--url", server.base_url], []):
+        env = local if named else {**local, "KSEG_URL": server.base_url}
+        refused = kseg("submit", "--no-wait", baby, *named, cwd=tmp_path, env=env)
+        assert refused.returncode == 3, refused.stderr
+        assert "(missing_token)" in refused.stderr and "--token or KSEG_API_TOKEN" in refused.stderr
