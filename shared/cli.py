@@ -265,6 +265,20 @@ def _default_token(settings: Settings) -> str:
     return token
 
 
+def _this_command() -> str:
+    """How the user can run ``kseg`` again: ``kseg`` where that is on the PATH, else the
+    path this one was started by (``.venv/bin/kseg`` under ``make run``)."""
+    import shutil
+
+    argv0 = sys.argv[0]
+    if os.path.basename(argv0) != "kseg":
+        return "kseg"
+    on_path = shutil.which("kseg")
+    if on_path and os.path.realpath(on_path) == os.path.realpath(argv0):
+        return "kseg"
+    return os.path.relpath(argv0)
+
+
 def _sign_in_link(settings: Settings) -> str | None:
     """A one-time sign-in link for the web pages, where the web front end offers one."""
     from shared.auth import DEFAULT_OWNER, create_token
@@ -357,6 +371,8 @@ def cmd_up(_args: argparse.Namespace) -> int:
                 *([f"  sign in:  {link}"] if link else []),
                 f"  try: curl -H 'Authorization: Bearer {token}' -F file=@photo.jpg -F k=16 "
                 f"{url}/api/v1/jobs",
+                f"   or: {_this_command()} submit photo.jpg -k 16   (from this folder: no token "
+                "needed)",
                 "Press Ctrl-C to stop.",
                 "",
             ]
