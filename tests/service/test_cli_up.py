@@ -94,6 +94,19 @@ def test_up_serves_a_job_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
             return status if status not in ("queued", "running") else None
 
         assert wait_for(finished, 60, interval=0.1, what="the job") == "succeeded"
+
+        # The banner's other suggestion: `kseg submit`, with no token given (it takes the
+        # one kept under instance/) and no URL (KSEG_PORT, as `kseg up` had).
+        assert "submit photo.jpg" in (tmp_path / "up.log").read_text()
+        submitted = subprocess.run(
+            [sys.executable, "-m", "shared.cli", "submit", str(IMAGES / "weixin.jpg"), "-k", "4",
+             "-q", "-o", str(tmp_path / "out")],
+            env=_env(tmp_path, KSEG_PORT=str(port)), cwd=ROOT, capture_output=True, text=True,
+            timeout=120,
+        )  # fmt: skip
+        assert submitted.returncode == 0, submitted.stderr
+        assert json.loads((tmp_path / "out" / "result.json").read_text())["k"] == 4
+
         children = _descendants(proc.pid)
         assert len(children) >= 3, "web, worker and beat run as children"
         started = time.monotonic()
