@@ -11,6 +11,7 @@ import json
 import mimetypes
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterable
@@ -151,6 +152,12 @@ class Client:
 
     def job(self, job_id: str) -> dict[str, Any]:
         return self.json("GET", f"/api/v1/jobs/{job_id}")
+
+    def jobs(self, *, status: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        """The token owner's newest jobs (``status``: comma-separated states), one page."""
+        query = urllib.parse.urlencode({"limit": limit, **({"status": status} if status else {})})
+        items: list[dict[str, Any]] = self.json("GET", f"/api/v1/jobs?{query}")["items"]
+        return items
 
     def download(self, path: str) -> bytes:
         """An output's bytes, by the path the job's result gives it."""

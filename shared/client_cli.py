@@ -1,5 +1,6 @@
-"""``kseg submit IMAGE...`` and ``kseg fetch JOB_ID...``: use a running kseg service from the
-command line: upload, watch the progress, download the result images.
+"""``kseg submit IMAGE...``, ``kseg fetch JOB_ID...`` and ``kseg jobs``: use a running kseg
+service from the command line: upload, watch the progress, download the result images, list
+your jobs.
 
 Both write what ``kseg segment`` writes (``<name>.png`` per output and ``result.json``) into
 ``./<image stem>-kseg/``, so the service and the local core are interchangeable in scripts.
@@ -49,13 +50,18 @@ KSEG_HOST/KSEG_PORT (default http://127.0.0.1:8000); the token from --token or K
 else, for the service `kseg up` runs here, from the file it keeps (instance/api_token).
 """
 
+_JOBS_DESCRIPTION = """\
+List your newest jobs on a running kseg service, newest first: id, status, image, k, when
+submitted, and why a failed job failed. `kseg fetch ID` downloads a result.
+"""
+
 _FETCH_DESCRIPTION = """\
 Wait for jobs already submitted (e.g. by `kseg submit --no-wait` or the web form) and write
 each result like `kseg segment` does, into ./<image stem>-kseg/.
 """
 
 
-def _add_service_arguments(parser: argparse.ArgumentParser) -> None:
+def _add_connection_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--url",
         default=None,
@@ -70,6 +76,10 @@ def _add_service_arguments(parser: argparse.ArgumentParser) -> None:
         help="API token (default: KSEG_API_TOKEN; else, for the local service, the one "
         "`kseg up` printed, from instance/api_token)",
     )
+
+
+def _add_service_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_connection_arguments(parser)
     parser.add_argument(
         "--timeout",
         type=float,
@@ -94,12 +104,14 @@ def _add_service_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_command(subparsers: Any, name: str, summary: str, description: str) -> Any:
+def _add_command(
+    subparsers: Any, name: str, summary: str, description: str, epilog: str = _EXIT_CODES
+) -> Any:
     p = subparsers.add_parser(
         name,
         help=summary,
         description=description,
-        epilog=_EXIT_CODES,
+        epilog=epilog,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.error = usage_error(f"kseg {name}")
@@ -136,6 +148,23 @@ def add_client_parsers(subparsers: Any) -> None:
     p.add_argument("job_ids", metavar="JOB_ID", nargs="+", help="ids of jobs to fetch")
     _add_service_arguments(p)
     p.set_defaults(func=run_fetch)
+
+    p = _add_command(
+        subparsers, "jobs", "list your newest jobs on a running service (ids for kseg fetch)",
+        _JOBS_DESCRIPTION, "exit codes: 0 listed; 2 a usage error (e.g. an unknown status);\n"
+        "3 the service could not be used (not reachable, token refused, server error).",
+    )  # fmt: skip
+    p.add_argument(
+        "--status", metavar="LIST",
+        help="only jobs in these states, comma-separated: queued, running, succeeded, failed, "
+        "canceled",
+    )  # fmt: skip
+    p.add_argument(
+        "-n", "--limit", type=int, default=20, metavar="N",
+        help="how many, newest first, 1..200 (default: 20)",
+    )  # fmt: skip
+    _add_connection_arguments(p)
+    p.set_defaults(func=run_jobs)
 
 
 def _fail(message: str) -> None:
@@ -388,3 +417,35 @@ def run_fetch(args: argparse.Namespace) -> int:
     if not pending:
         return code
     return max(code, _wait_all(client, args, pending))
+
+
+def run_jobs(args: argparse.Namespace) -> int:
+    """``kseg jobs``: returns the exit code."""
+    try:
+        items = _client(args).jobs(status=args.status, limit=args.limit)
+    except ApiError as exc:
+        _fail(f"{exc.message} ({exc.code})")
+        return EXIT_USAGE if exc.status in {400, 422} else EXIT_SERVICE
+    except ClientError as exc:
+        _fail(str(exc))
+        return EXIT_SERVICE
+    if not items:
+        print_quietly_on_broken_pipe(
+            f"no jobs with status {args.status}" if args.status
+            else "no jobs yet; submit one with `kseg submit IMAGE`"
+        )  # fmt: skip
+        return EXIT_OK
+    rows = [("ID", "STATUS", "IMAGE", "K", "SUBMITTED (UTC)", "ERROR")]
+    for job in items:
+        result, error = job.get("result") or {}, job.get("error") or {}
+        k = result.get("k", job["params"].get("k"))
+        rows.append((
+            job["id"], job["status"], (job.get("image") or {}).get("filename") or "-", str(k),
+            job["created_at"].replace("T", " ")[:19], error.get("code", ""),
+        ))  # fmt: skip
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    print_quietly_on_broken_pipe(
+        "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+                  for row in rows)
+    )  # fmt: skip
+    return EXIT_OK

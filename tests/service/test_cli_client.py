@@ -261,3 +261,40 @@ def test_the_local_service_needs_no_token_and_other_servers_get_none(
         refused = kseg("submit", "--no-wait", baby, *named, cwd=tmp_path, env=env)
         assert refused.returncode == 3, refused.stderr
         assert "(missing_token)" in refused.stderr and "--token or KSEG_API_TOKEN" in refused.stderr
+
+
+def test_jobs_lists_the_owners_newest_jobs_with_their_ids(
+    no_worker: tuple[Api, LiveServer], tmp_path: Path
+) -> None:
+    api, server = no_worker
+    url = ["--url", server.base_url, "--token", api.token]
+    empty = kseg("jobs", *url, cwd=tmp_path)
+    assert empty.returncode == 0
+    assert empty.stdout.strip() == "no jobs yet; submit one with `kseg submit IMAGE`"
+
+    ids = []
+    for image, k in (("baby.jpg", "5"), ("weixin.jpg", "auto")):
+        sent = kseg("submit", "--no-wait", str(IMAGES / image), "-k", k, *url, cwd=tmp_path)
+        ids.append(sent.stdout.split("\t")[0])
+    other = api.new_token()  # another owner's job is not listed
+    kseg("submit", "--no-wait", str(IMAGES / "baby.jpg"), "--url", server.base_url,
+         "--token", other, cwd=tmp_path)  # fmt: skip
+    assert api.client.delete(f"/api/v1/jobs/{ids[0]}", headers=api.headers()).status_code == 204
+
+    listed = kseg("jobs", *url, cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    header, *rows = [line.split() for line in listed.stdout.splitlines()]
+    assert header[:4] == ["ID", "STATUS", "IMAGE", "K"]
+    assert [row[:4] for row in rows] == [  # newest first
+        [ids[1], "queued", "weixin.jpg", "auto"],
+        [ids[0], "canceled", "baby.jpg", "5"],
+    ]
+    only = kseg("jobs", "--status", "canceled", "-n", "5", *url, cwd=tmp_path)
+    assert [line.split()[0] for line in only.stdout.splitlines()[1:]] == [ids[0]]
+    none = kseg("jobs", "--status", "failed", *url, cwd=tmp_path)
+    assert none.returncode == 0 and none.stdout.strip() == "no jobs with status failed"
+
+    bad = kseg("jobs", "--status", "bogus", *url, cwd=tmp_path)
+    assert bad.returncode == 2 and "'bogus' is not a job status" in bad.stderr
+    down = kseg("jobs", "--url", f"http://127.0.0.1:{free_port()}", cwd=tmp_path)
+    assert down.returncode == 3 and "cannot reach kseg at" in down.stderr
