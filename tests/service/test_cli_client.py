@@ -1,6 +1,6 @@
-"""``kseg submit`` and ``kseg fetch``: the real command, run as a user runs it, against a real
-service over HTTP — with a real Celery worker on both backends for the jobs that must finish,
-and without one where the jobs must stay queued."""
+"""``kseg submit``, ``kseg fetch`` and ``kseg jobs``: the real command, run as a user runs it,
+against a real service over HTTP — with a real Celery worker on both backends for the jobs
+that must finish, and without one where the jobs must stay queued."""
 
 from __future__ import annotations
 
@@ -23,7 +23,6 @@ from tests.service.test_api_common import Api, make_api
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
 OUTPUTS = ("labels", "gray", "color", "recolor", "overlay")
 
 
