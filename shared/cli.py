@@ -184,6 +184,7 @@ def _when(instant: datetime | None) -> str:
 def cmd_token_list(args: argparse.Namespace) -> int:
     from shared.auth import list_tokens
     from shared.db import session_scope
+    from shared.tables import format_table
 
     settings = get_settings()
     if (code := _require_migrated(settings)) is not None:
@@ -209,10 +210,7 @@ def cmd_token_list(args: argparse.Namespace) -> int:
         )
         for token in tokens
     ]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
-        print("  ".join(cells).rstrip())
+    print(format_table(rows))
     return 0
 
 

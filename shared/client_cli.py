@@ -30,6 +30,7 @@ from shared.core_cli import (
 )
 from shared.errors import InvalidParameterError
 from shared.settings import get_settings
+from shared.tables import format_table
 
 EXIT_OK, EXIT_JOB, EXIT_USAGE, EXIT_SERVICE = 0, 1, 2, 3
 #: Ctrl-C, as shells report a SIGINT.
@@ -231,7 +232,7 @@ def _client(args: argparse.Namespace) -> Client:
             token = settings.api_token_file.read_text().strip() or None
         except OSError:  # no `kseg up` here: the service's 401 says how to get a token
             token = None
-    return Client((args.url or settings.service_url()).rstrip("/"), token)
+    return Client(args.url or settings.service_url(), token)  # Client drops a trailing /
 
 
 def _outdirs(args: argparse.Namespace, pending: list[_Pending]) -> dict[str, Path]:
@@ -443,9 +444,5 @@ def run_jobs(args: argparse.Namespace) -> int:
             job["id"], job["status"], (job.get("image") or {}).get("filename") or "-", str(k),
             job["created_at"].replace("T", " ")[:19], error.get("code", ""),
         ))  # fmt: skip
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    print_quietly_on_broken_pipe(
-        "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-                  for row in rows)
-    )  # fmt: skip
+    print_quietly_on_broken_pipe(format_table(rows))
     return EXIT_OK
