@@ -375,6 +375,9 @@ def main() -> int:
         help="throughput trials, each the service between two runs of the core alone (5)",
     )
     args = parser.parse_args()
+    from shared.openmp import use_passive_openmp
+
+    use_passive_openmp()  # the core alone's processes (spawned below) run as the worker's do
 
     baby = (SEED_IMAGES / "baby.jpg").read_bytes()
     photos = one_megapixel_photos()
