@@ -200,23 +200,10 @@ class Service:
             return err.code, json.loads(err.read() or b"{}")
 
     def submit(self, data: bytes, **params: Any) -> str:
-        boundary = uuid.uuid4().hex
-        parts = []
-        for key, value in params.items():
-            parts.append(
-                f'--{boundary}\r\nContent-Disposition: form-data; name="{key}"\r\n\r\n'
-                f"{value}\r\n".encode()
-            )
-        parts.append(
-            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="b.jpg"\r\n'
-            f"Content-Type: image/jpeg\r\n\r\n".encode()
-            + data
-            + b"\r\n"
-        )
-        parts.append(f"--{boundary}--\r\n".encode())
-        status, job = self.call(
-            "POST", "/api/v1/jobs", b"".join(parts), f"multipart/form-data; boundary={boundary}"
-        )
+        from shared.client import encode_multipart, form_fields
+
+        body, ctype = encode_multipart(form_fields(params), [("file", "b.jpg", data)])
+        status, job = self.call("POST", "/api/v1/jobs", body, ctype)
         if status != 202:
             raise SystemExit(f"submit failed: {status} {job}")
         return str(job["id"])

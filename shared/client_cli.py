@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from shared.client import ApiError, Client, ClientError, WaitTimeout
+from shared.client import FINAL_STATUSES, ApiError, Client, ClientError, WaitTimeout
 from shared.core_cli import (
     add_param_arguments,
     params_from_args,
@@ -120,7 +120,7 @@ def _add_command(
 
 
 def add_client_parsers(subparsers: Any) -> None:
-    """Add ``submit`` and ``fetch`` to the ``kseg`` command's sub-parsers."""
+    """Add ``submit``, ``fetch`` and ``jobs`` to the ``kseg`` command's sub-parsers."""
     p = _add_command(
         subparsers,
         "submit",
@@ -190,7 +190,7 @@ class Progress:
             text += f", {stage or 'starting'} {job.get('progress', 0)}%"
         if self.live:
             self.stream.write(f"\r\x1b[K{text}")
-            if status in {"succeeded", "failed", "canceled"}:
+            if status in FINAL_STATUSES:
                 self.stream.write("\r\x1b[K")
             self.stream.flush()
         elif (status, stage) != self.last:
