@@ -150,6 +150,11 @@ def _redis_cleanup(url: str) -> None:
             if client.scard(key) == 0:
                 client.delete(key)
                 client.zrem("_kombu.binding_deadlines", key.decode().split(".", 2)[-1])
+        # kombu's expiry bookkeeping for binding sets already gone (say, the pidbox's, when
+        # its last worker went before the cleanup ran): nothing is left for it to expire.
+        for name in client.zrange("_kombu.binding_deadlines", 0, -1):
+            if not client.exists(b"_kombu.binding." + name):
+                client.zrem("_kombu.binding_deadlines", name)
         for tag, payload in client.hscan_iter("unacked"):
             if mark in payload:
                 client.hdel("unacked", tag)
