@@ -146,12 +146,9 @@ def _redis_cleanup(url: str) -> None:
         for key in client.scan_iter(match="_kombu.binding.*"):
             for member in client.smembers(key):
                 if mark in member:
-                    client.srem(key, member)
-            if client.scard(key) == 0:
-                client.delete(key)
-                client.zrem("_kombu.binding_deadlines", key.decode().split(".", 2)[-1])
-        # kombu's expiry bookkeeping for binding sets already gone (say, the pidbox's, when
-        # its last worker went before the cleanup ran): nothing is left for it to expire.
+                    client.srem(key, member)  # Redis drops a set with its last member
+        # kombu's expiry bookkeeping for binding sets now gone (emptied above, or earlier:
+        # say, the pidbox's, when its last worker went before the cleanup ran).
         for name in client.zrange("_kombu.binding_deadlines", 0, -1):
             if not client.exists(b"_kombu.binding." + name):
                 client.zrem("_kombu.binding_deadlines", name)
