@@ -4,7 +4,10 @@ Design notes (each one a lesson about Celery's defaults):
 - ``task_acks_late`` + ``task_reject_on_worker_lost``: a task killed mid-run (even by SIGKILL)
   goes back to the queue instead of being lost; the job row's attempt cap stops poison messages.
 - ``visibility_timeout`` above the hard time limit, or Redis redelivers a still-running task.
-- ``worker_prefetch_multiplier=1``: a long job must not hold other jobs hostage in a prefetch.
+- ``worker_prefetch_multiplier=1``: a long job must not hold other jobs hostage in a prefetch,
+  and a worker process that becomes free reads its queues afresh, interactive first.
+- One queue per class of work (``<KSEG_QUEUE>.interactive``, ``<KSEG_QUEUE>.batch``): a
+  deployment can run workers for one class only (``kseg worker --queues batch``).
 - The embedded broker (kombu's filesystem transport) polls; its interval is tuned down from
   1 s so a small job does not wait most of a second for pick-up.
 """
@@ -14,11 +17,29 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from shared.settings import Settings
+from shared.settings import QUEUE_CLASSES, Settings
 
 RUN_JOB_TASK = "kseg.run_job"
 SWEEP_TASK = "kseg.sweep"
 SCHEDULES_TASK = "kseg.run_schedules"
+
+
+def queue_name(settings: Settings, queue: str) -> str:
+    """The broker queue of a class of work: ``<KSEG_QUEUE>.interactive``, ``….batch``."""
+    return f"{settings.queue}.{queue}"
+
+
+def queue_class(name: str) -> str | None:
+    """The class of work a broker queue carries (None for another queue)."""
+    cls = name.rpartition(".")[2]
+    return cls if cls in QUEUE_CLASSES else None
+
+
+def queue_rank(name: str) -> int:
+    """The order in which a worker reads its queues: interactive work first, then batch, then
+    any other queue."""
+    cls = queue_class(name)
+    return QUEUE_CLASSES.index(cls) if cls else len(QUEUE_CLASSES)
 
 
 def broker_dirs(settings: Settings) -> dict[str, str]:
@@ -50,7 +71,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_connection_timeout": 3,
         "task_ignore_result": True,
         "result_backend": None,
-        "task_default_queue": settings.queue,
+        "task_default_queue": queue_name(settings, "interactive"),
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "task_acks_on_failure_or_timeout": True,

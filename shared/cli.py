@@ -72,7 +72,12 @@ def web_command(settings: Settings) -> list[str]:
     ]
 
 
-def worker_command(settings: Settings) -> list[str]:
+def worker_command(settings: Settings, queues: tuple[str, ...] | None = None) -> list[str]:
+    """``celery worker`` taking the classes of work ``queues`` (default: the settings'),
+    interactive first when it takes both."""
+    from shared.celery_config import queue_name
+
+    names = ",".join(queue_name(settings, cls) for cls in queues or settings.worker_queues)
     return [
         sys.executable,
         "-m",
@@ -82,7 +87,7 @@ def worker_command(settings: Settings) -> list[str]:
         "worker",
         "--loglevel=INFO",
         "-Q",
-        settings.queue,
+        names,
         f"--concurrency={settings.worker_concurrency}",
         "--without-gossip",
         "--without-mingle",
@@ -132,11 +137,20 @@ def cmd_web(args: argparse.Namespace) -> int:
     return _exec(web_command(settings))
 
 
-def cmd_worker(_args: argparse.Namespace) -> int:
+def cmd_worker(args: argparse.Namespace) -> int:
+    from shared.settings import parse_queues
+
     settings = get_settings()
+    queues = settings.worker_queues
+    if args.queues:
+        try:
+            queues = parse_queues(args.queues)
+        except ValueError as exc:
+            return _fail(f"--queues: {exc}", 2)
+        os.environ["KSEG_WORKER_QUEUES"] = ",".join(queues)  # for the worker's heartbeat
     if (code := _require_migrated(settings)) is not None:
         return code
-    return _exec(worker_command(settings))
+    return _exec(worker_command(settings, queues))
 
 
 def cmd_beat(_args: argparse.Namespace) -> int:
@@ -428,7 +442,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("web", help="run the web server (gunicorn)")
     p.add_argument("--dev", action="store_true", help="Flask's debug server instead")
     p.set_defaults(func=cmd_web)
-    p = sub.add_parser("worker", help="run a Celery worker")
+    p = sub.add_parser(
+        "worker",
+        help="run a Celery worker",
+        description="Run a Celery worker of KSEG_WORKER_CONCURRENCY processes. A free process "
+        "takes waiting interactive jobs (submitted one by one) before batch jobs (made by "
+        "gallery runs). Run workers for one class only to keep capacity apart, e.g. one "
+        "`kseg worker --queues interactive` beside `kseg worker --queues batch`.",
+    )
+    p.add_argument(
+        "--queues",
+        metavar="LIST",
+        help="classes of work to take, comma-separated: interactive, batch "
+        "(default: KSEG_WORKER_QUEUES, else both)",
+    )
     p.set_defaults(func=cmd_worker)
     p = sub.add_parser("beat", help="run Celery beat (the sweeper and schedules)")
     p.set_defaults(func=cmd_beat)

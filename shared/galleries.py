@@ -5,11 +5,13 @@ succeeded result for the same parameters and the current algorithm version), and
 counters as its jobs end. Schedules are claimed by a compare-and-set on ``next_run_at`` (and
 ``FOR UPDATE SKIP LOCKED`` on PostgreSQL), so two beat processes never start the same slot
 twice, and a beat that was down across several slots starts one catch-up run, not a burst.
-As elsewhere, callers commit and then enqueue the job ids handed back.
+A run's jobs are batch work: committed ``queued`` and handed to workers a window at a time by
+:mod:`shared.dispatch` (callers top the batch window up, commit, and publish).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -148,7 +150,8 @@ def latest_jobs(session: Session, gallery_id: str) -> dict[str, Job]:
 @dataclass
 class RunStart:
     run: Run
-    to_enqueue: list[str] = field(default_factory=list)
+    #: The jobs the run made (images skipped as up to date get none).
+    job_ids: list[str] = field(default_factory=list)
 
 
 def _has_current_result(session: Session, owner_id: str, image_id: str, key: str) -> bool:
@@ -191,10 +194,12 @@ def start_run(
             run.skipped += 1
             continue
         # A run reprocesses: it computes afresh rather than reusing an older result.
-        job = jobs.submit_job(session, gallery.owner_id, image, params, reuse=False)
+        job = jobs.submit_job(
+            session, gallery.owner_id, image, params, reuse=False, queue="batch"
+        )
         job.gallery_id = gallery.id
         job.run_id = run.id
-        start.to_enqueue.append(job.id)
+        start.job_ids.append(job.id)
     session.flush()
     refresh_run(session, run.id)
     return start
@@ -245,6 +250,31 @@ def refresh_run(session: Session, run_id: str) -> Run | None:
         .execution_options(synchronize_session=False)
     )
     return session.get(Run, run_id, populate_existing=True)
+
+
+def live_counts(session: Session, run_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+    """The job counters of these runs as their jobs are now, in one query: ``queued``,
+    ``dispatched`` (of the queued, those handed to the broker: next in line), ``running``,
+    ``succeeded`` and ``failed`` (canceled ones included). A running run's stored counters
+    are only as fresh as its last job's end; pages and the API show these instead."""
+    counts = {
+        run_id: dict.fromkeys(("queued", "dispatched", "running", "succeeded", "failed"), 0)
+        for run_id in run_ids
+    }
+    if not counts:
+        return counts
+    rows = session.execute(
+        select(Job.run_id, Job.status, func.count(), func.count(Job.dispatched_at))
+        .where(Job.run_id.in_(list(counts)))
+        .group_by(Job.run_id, Job.status)
+    )
+    for run_id, status, n, dispatched in rows:
+        entry = counts[run_id]
+        key = "failed" if status == "canceled" else status
+        entry[key] = entry.get(key, 0) + int(n)
+        if status == "queued":
+            entry["dispatched"] = int(dispatched)
+    return counts
 
 
 def refresh_open_runs(session: Session, limit: int = 100) -> int:
@@ -391,6 +421,7 @@ __all__ = [
     "gallery_params",
     "image_count",
     "latest_jobs",
+    "live_counts",
     "prune_results",
     "refresh_open_runs",
     "refresh_run",

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -195,10 +195,12 @@ def submit_job(
     params: SegmentParams,
     *,
     reuse: bool = True,
+    queue: str = "interactive",
 ) -> Job:
-    """Create a job row. With ``reuse``, an identical finished job's result is shared and the
-    new job is born ``succeeded`` (``reused_from`` says which job computed it); otherwise the
-    job is ``queued`` and the caller enqueues it after committing."""
+    """Create a job row of class ``queue``. With ``reuse``, an identical finished job's result
+    is shared and the new job is born ``succeeded`` (``reused_from`` says which job computed
+    it); otherwise the job is ``queued``, waiting for a place in its class's window: the
+    caller tops the window up (:func:`shared.dispatch.top_up`), commits, and publishes."""
     key = params_key(params)
     now = utcnow()
     job = Job(
@@ -207,6 +209,7 @@ def submit_job(
         params=params.canonical(),
         params_key=key,
         status="queued",
+        queue=queue,
         created_at=now,
         queued_at=now,
     )
@@ -275,6 +278,11 @@ def _claim_statement(*, dead_workers: bool) -> Any:
             stage="decode",
             started_at=func.coalesce(col.started_at, bindparam("b_now", type_=col.started_at.type)),
             heartbeat_at=bindparam("b_now"),
+            # A job claimed without having been dispatched (a stray message) counts as in
+            # flight from now on, as every running job does.
+            dispatched_at=func.coalesce(
+                col.dispatched_at, bindparam("b_now", type_=col.dispatched_at.type)
+            ),
         )
         .returning(col.attempts, col.params, col.image_id, col.params_key, col.run_id)
     )
@@ -598,6 +606,8 @@ class SweepReport:
     requeued_queued: list[str]
     requeued_running: list[str]
     failed: list[str]
+    #: The class (``Job.queue``) of every job to publish again.
+    queues: dict[str, str] = field(default_factory=dict)
 
     @property
     def to_enqueue(self) -> list[str]:
@@ -612,40 +622,56 @@ def sweep(
     max_attempts: int,
     now: datetime | None = None,
     limit: int = 500,
+    in_broker: Callable[[str], set[str] | None] | None = None,
 ) -> SweepReport:
-    """Find jobs the broker lost: ``queued`` for longer than ``queued_stale_after`` seconds (the
-    message vanished, e.g. Redis restarted with nothing on disk, or the submission found the
-    broker down), and ``running`` jobs whose worker stopped heart-beating. Their ``queued_at``
-    is bumped (so the next sweep waits again) and their ids returned for re-enqueueing; a
-    stalled job that used up its attempts fails with a clear error."""
+    """Find jobs the broker lost, and hand them back for publishing again:
+
+    - ``queued`` jobs published more than ``queued_stale_after`` seconds ago whose message the
+      broker no longer holds (it restarted with nothing on disk, or the publish failed).
+      ``in_broker(queue)`` says which job ids the broker holds for a class (None: it cannot
+      tell, and every such job is published again; a duplicate message is harmless, the
+      claim runs a job once). Jobs waiting for a place in their window were never published
+      and are the dispatcher's, not the sweeper's.
+    - ``running`` jobs whose worker stopped heart-beating: back to ``queued`` (a stalled job
+      that used up its attempts fails with a clear error instead).
+
+    ``dispatched_at`` of each is bumped (so the next sweep waits again).
+    """
     now = now or utcnow()
     report = SweepReport([], [], [])
-    old_queued = now - timedelta(seconds=queued_stale_after)
-    for job_id, queued_at in session.execute(
-        select(Job.id, Job.queued_at)
-        .where(Job.status == "queued", Job.queued_at < old_queued)
-        .order_by(Job.queued_at)
+    old_dispatch = now - timedelta(seconds=queued_stale_after)
+    stale = session.execute(
+        select(Job.id, Job.queue, Job.dispatched_at)
+        .where(Job.status == "queued", Job.dispatched_at < old_dispatch)
+        .order_by(Job.dispatched_at)
         .limit(limit)
-    ):
+    ).all()
+    held: dict[str, set[str] | None] = {}
+    for job_id, queue, dispatched_at in stale:
+        if in_broker is not None and queue not in held:
+            held[queue] = in_broker(queue)
+        if job_id in (held.get(queue) or ()):
+            continue  # still waiting in the broker: not lost
         bumped = session.execute(
             update(Job)
-            .where(Job.id == job_id, Job.status == "queued", Job.queued_at == queued_at)
-            .values(queued_at=now)
+            .where(Job.id == job_id, Job.status == "queued", Job.dispatched_at == dispatched_at)
+            .values(dispatched_at=now)
             .execution_options(synchronize_session=False)
         )
         if bumped.rowcount == 1:  # type: ignore[attr-defined]
             report.requeued_queued.append(job_id)
+            report.queues[job_id] = queue
 
     old_beat = now - timedelta(seconds=running_stale_after)
     stalled = session.execute(
-        select(Job.id, Job.attempts, Job.heartbeat_at)
+        select(Job.id, Job.queue, Job.attempts, Job.heartbeat_at)
         .where(
             Job.status == "running",
             or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < old_beat),
         )
         .limit(limit)
     ).all()
-    for job_id, attempts, beat in stalled:
+    for job_id, queue, attempts, beat in stalled:
         same = (Job.id == job_id) & (Job.status == "running")
         same &= Job.heartbeat_at.is_(None) if beat is None else Job.heartbeat_at == beat
         if attempts >= max_attempts:
@@ -660,14 +686,17 @@ def sweep(
                 "worker": None,
             }
         else:
-            values = {"status": "queued", "worker": None, "queued_at": now}
+            # Published again at once: it keeps its place in its window.
+            values = {"status": "queued", "worker": None, "queued_at": now, "dispatched_at": now}
         moved = session.execute(
             update(Job).where(same).values(**values).execution_options(synchronize_session=False)
         )
         if moved.rowcount == 1:  # type: ignore[attr-defined]
-            (report.failed if values["status"] == "failed" else report.requeued_running).append(
-                job_id
-            )
+            if values["status"] == "failed":
+                report.failed.append(job_id)
+            else:
+                report.requeued_running.append(job_id)
+                report.queues[job_id] = queue
     return report
 
 

@@ -24,6 +24,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -139,6 +140,26 @@ class Job(Base):
         Index("ix_jobs_owner_created", "owner_id", "created_at", "id"),
         Index("ix_jobs_status_queued_at", "status", "queued_at"),
         Index("ix_jobs_dedup", "owner_id", "image_id", "params_key", "status"),
+        # The two small sets the dispatcher reads on every top-up (``shared.dispatch``):
+        # jobs waiting in the database for a place in the broker, and jobs in flight
+        # (published and not yet finished). Partial, so a finished history costs them nothing.
+        Index(
+            "ix_jobs_waiting",
+            "queue",
+            "owner_id",
+            "run_id",
+            "created_at",
+            postgresql_where=text("status = 'queued' AND dispatched_at IS NULL"),
+            sqlite_where=text("status = 'queued' AND dispatched_at IS NULL"),
+        ),
+        Index(
+            "ix_jobs_in_flight",
+            "queue",
+            "owner_id",
+            "run_id",
+            postgresql_where=text("status IN ('queued', 'running') AND dispatched_at IS NOT NULL"),
+            sqlite_where=text("status IN ('queued', 'running') AND dispatched_at IS NOT NULL"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
@@ -148,6 +169,8 @@ class Job(Base):
     # SHA-256 of the canonical params JSON: equal requests have equal keys.
     params_key: Mapped[str] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(16), default="queued")
+    #: ``interactive`` (submitted one by one) or ``batch`` (made by a gallery run).
+    queue: Mapped[str] = mapped_column(String(16), default="interactive")
     progress: Mapped[int] = mapped_column(Integer, default=0)
     stage: Mapped[str | None] = mapped_column(String(16), default=None)
     error_code: Mapped[str | None] = mapped_column(String(64), default=None)
@@ -168,6 +191,9 @@ class Job(Base):
     )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     queued_at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: When its message was last published; None while it waits in the database for a place
+    #: in its class's window (``shared.dispatch``).
+    dispatched_at: Mapped[datetime | None] = mapped_column(default=None)
     started_at: Mapped[datetime | None] = mapped_column(default=None)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
     heartbeat_at: Mapped[datetime | None] = mapped_column(default=None)
@@ -230,6 +256,20 @@ class WorkerHeartbeat(Base):
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     seen_at: Mapped[datetime] = mapped_column(default=utcnow)
     jobs_done: Mapped[int] = mapped_column(Integer, default=0)
+    #: Its pool's processes and the classes of work it takes (comma-separated): the
+    #: dispatcher sizes each class's window by the processes that take it.
+    concurrency: Mapped[int] = mapped_column(Integer, default=0)
+    queues: Mapped[str] = mapped_column(String(64), default="")
+
+
+class DispatchLock(Base):
+    """One row per class of work, locked by every top-up of that class's window, so that
+    top-ups by many web and worker processes never overfill it (``shared.dispatch``)."""
+
+    __tablename__ = "dispatch_locks"
+
+    queue: Mapped[str] = mapped_column(String(16), primary_key=True)
+    topped_up_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
 # ---------------------------------------------------------------- galleries (issue 5)

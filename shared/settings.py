@@ -83,6 +83,11 @@ class Settings:
     #: Freed heap a computing process keeps for its next job (``shared.allocator``); 0: glibc's
     #: defaults.
     malloc_retain_bytes: int = 0
+    #: ``KSEG_WINDOW_PER_PROCESS``: jobs of a class that may be in flight (published, not yet
+    #: finished) per worker process taking that class (``shared.dispatch``); 0: no window.
+    window_per_process: int = 2
+    #: ``KSEG_WORKER_QUEUES``: the classes of work ``kseg worker`` takes.
+    worker_queues: tuple[str, ...] = ("interactive", "batch")
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -110,6 +115,18 @@ class Settings:
         if self.core_threads > 0:
             return self.core_threads
         return max(1, min(2, (os.cpu_count() or 1) // max(1, processes)))
+
+
+#: The classes of work (``shared.dispatch``), in the order a free worker process takes them:
+#: jobs submitted one by one, then jobs of gallery runs.
+QUEUE_CLASSES = ("interactive", "batch")
+
+
+def _queues(name: str, default: str) -> tuple[str, ...]:
+    try:
+        return parse_queues(_str(name, default))
+    except ValueError as exc:
+        raise SystemExit(f"kseg: setting {name}: {exc}") from exc
 
 
 def _instance_dir() -> Path:
@@ -155,7 +172,23 @@ def load_settings() -> Settings:
         web_threads=max(1, _int("KSEG_WEB_THREADS", 1)),
         core_threads=_int("KSEG_CORE_THREADS", 0),
         malloc_retain_bytes=max(0, _int("KSEG_MALLOC_RETAIN_MB", 128)) * 1024 * 1024,
+        window_per_process=max(0, _int("KSEG_WINDOW_PER_PROCESS", 2)),
+        worker_queues=_queues("KSEG_WORKER_QUEUES", "interactive,batch"),
     )
+
+
+def parse_queues(text: str) -> tuple[str, ...]:
+    """``interactive,batch`` → the classes of work named, in the order workers take them.
+
+    Raises ``ValueError`` naming what is wrong, for the command line and the environment."""
+    names = [part.strip().lower() for part in text.split(",") if part.strip()]
+    unknown = [name for name in names if name not in QUEUE_CLASSES]
+    if unknown or not names:
+        raise ValueError(
+            f"{unknown[0] if unknown else text!r} is not a class of work; "
+            f"use one or both of {', '.join(QUEUE_CLASSES)} (comma-separated)"
+        )
+    return tuple(name for name in QUEUE_CLASSES if name in names)
 
 
 @lru_cache(maxsize=1)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -158,6 +159,48 @@ def _redis_cleanup(url: str) -> None:
                 client.zrem("unacked_index", tag)
     finally:
         client.close()
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """A private redis-server on a free port, stopped and started by the test, by pid."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        need("redis-server is not installed (apt-get install redis-server)")
+    port = free_port()
+    state: dict[str, Any] = {"port": port, "proc": None}
+
+    def start() -> None:
+        state["proc"] = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(tmp_path),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for(lambda: port_open("127.0.0.1", port, 0.2), 15, what="redis-server to listen")
+
+    def stop() -> None:
+        proc = state["proc"]
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)  # a crash: whatever it held is gone
+            proc.wait(10)
+        state["proc"] = None
+
+    state.update(start=start, stop=stop, url=f"redis://127.0.0.1:{port}/0")
+    start()
+    yield state
+    stop()
 
 
 @pytest.fixture

@@ -23,6 +23,11 @@ def test_compose_parses_and_names_every_service() -> None:
         assert service["command"][:2] == ["kseg", name]
     for name in ("postgres", "redis", "web"):
         assert "healthcheck" in services[name], name
+    # The scale-out pattern: dedicated workers per class of work, off unless asked for.
+    for name, queue in (("worker-interactive", "interactive"), ("worker-batch", "batch")):
+        service = services[name]
+        assert service["command"] == ["kseg", "worker", "--queues", queue]
+        assert service["profiles"] == ["dedicated"] and service["image"] == "kseg:latest"
     assert services["migrate"]["command"] == ["kseg", "migrate"]
 
 

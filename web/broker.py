@@ -7,6 +7,10 @@ another file system. Here a message is written under a hidden temporary name and
 place (readers see whole files only), and a reader claims a file by renaming it within the
 same folder — an atomic step only one consumer can win.
 
+A consumer reads its queues in a fixed order, interactive work first
+(:func:`shared.celery_config.queue_rank`), not kombu's round-robin: a free worker process
+never takes a batch job while an interactive one waits.
+
 Between polls a consumer waits ``polling_interval``, but an ack or reject (a prefetch slot
 freed: with late acks and a prefetch of 1, how a worker process becomes free) ends the wait at
 once, so a free process takes the next waiting job without sleeping out the interval.
@@ -16,6 +20,7 @@ Registered under the ``filesystem://`` URL scheme by :mod:`web.celery_init`.
 
 from __future__ import annotations
 
+import base64
 import os
 import threading
 import uuid
@@ -27,6 +32,20 @@ from kombu.exceptions import ChannelError
 from kombu.transport import TRANSPORT_ALIASES, filesystem
 from kombu.utils.encoding import bytes_to_str, str_to_bytes
 from kombu.utils.json import dumps, loads
+
+from shared.celery_config import queue_rank
+
+
+def job_id_of(payload: Any) -> str | None:
+    """The job id a raw ``kseg.run_job`` message carries (None for any other message)."""
+    try:
+        body = payload["body"]
+        if payload.get("properties", {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        args = loads(bytes_to_str(body))[0]
+        return str(args[0]) if args else None
+    except (KeyError, IndexError, TypeError, ValueError):
+        return None
 
 
 class Channel(filesystem.Channel):
@@ -70,6 +89,32 @@ class Channel(filesystem.Channel):
                 raise ChannelError(f"Cannot read file {claimed!r} from queue.") from exc
             return loads(bytes_to_str(payload))
         raise Empty()
+
+    def _poll(self, cycle: Any, callback: Any, timeout: float | None = None) -> Any:
+        """Deliver the next message of the first queue, in rank order, that has one."""
+        for queue in sorted(self._active_queues, key=queue_rank):
+            try:
+                message = self._get(queue)
+            except Empty:
+                continue
+            return callback(message, queue)
+        raise Empty()
+
+    def waiting_job_ids(self, queue: str) -> list[str]:
+        """The job ids of the messages waiting in ``queue`` (for the sweeper)."""
+        wanted = f"{queue}.msg"
+        ids = []
+        for name in os.listdir(self.data_folder_in):
+            if name.startswith(".") or name.partition(".")[2] != wanted:
+                continue
+            try:
+                with open(os.path.join(self.data_folder_in, name), "rb") as handle:
+                    job_id = job_id_of(loads(bytes_to_str(handle.read())))
+            except (OSError, ValueError):
+                continue  # taken meanwhile
+            if job_id:
+                ids.append(job_id)
+        return ids
 
     def _size(self, queue: str) -> int:
         wanted = f"{queue}.msg"

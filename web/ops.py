@@ -18,6 +18,7 @@ from sqlalchemy import func, select, text
 
 from shared.celery_config import broker_dirs, celery_config
 from shared.db import get_engine, get_sessionmaker
+from shared.dispatch import queue_stats
 from shared.jobs import job_counts
 from shared.models import JOB_STATUSES, Job, WorkerHeartbeat, utcnow
 from shared.settings import Settings
@@ -137,7 +138,9 @@ class JobsCollector:
     def describe(self) -> Iterator[Metric]:
         yield GaugeMetricFamily("kseg_up", "")
         yield GaugeMetricFamily("kseg_jobs", "", labels=["status"])
-        yield GaugeMetricFamily("kseg_queue_depth", "")
+        yield GaugeMetricFamily("kseg_queue_depth", "", labels=["queue"])
+        yield GaugeMetricFamily("kseg_queue_oldest_seconds", "", labels=["queue"])
+        yield GaugeMetricFamily("kseg_queue_dispatched", "", labels=["queue"])
         yield GaugeMetricFamily("kseg_workers", "")
         yield HistogramMetricFamily("kseg_job_duration_seconds", "")
 
@@ -146,6 +149,7 @@ class JobsCollector:
         session = get_sessionmaker(self.settings.database_url)()
         try:
             counts = job_counts(session)
+            queues = queue_stats(session)
             since = utcnow() - timedelta(seconds=self.settings.heartbeat_stale_after)
             workers = session.scalar(
                 select(func.count())
@@ -174,9 +178,29 @@ class JobsCollector:
         for status in JOB_STATUSES:
             jobs.add_metric([status], counts.get(status, 0))
         yield jobs
-        depth = GaugeMetricFamily("kseg_queue_depth", "Jobs queued and not yet started.")
-        depth.add_metric([], counts.get("queued", 0))
+        depth = GaugeMetricFamily(
+            "kseg_queue_depth",
+            "Jobs queued and not yet started, by class of work (interactive: submitted one by "
+            "one; batch: made by gallery runs).",
+            labels=["queue"],
+        )
+        oldest = GaugeMetricFamily(
+            "kseg_queue_oldest_seconds",
+            "Age of the oldest queued job, by class of work (0 when none waits).",
+            labels=["queue"],
+        )
+        in_broker = GaugeMetricFamily(
+            "kseg_queue_dispatched",
+            "Queued jobs handed to the broker (the dispatch window's waiting part), by class.",
+            labels=["queue"],
+        )
+        for queue, stats in queues.items():
+            depth.add_metric([queue], stats["waiting"])
+            oldest.add_metric([queue], stats["oldest_seconds"])
+            in_broker.add_metric([queue], stats["in_broker"])
         yield depth
+        yield oldest
+        yield in_broker
         alive = GaugeMetricFamily("kseg_workers", "Worker processes with a fresh heartbeat.")
         alive.add_metric([], int(workers or 0))
         yield alive

@@ -1,5 +1,10 @@
-"""Enqueueing by task name. A broker that is down must not lose the job: the row is already
-committed, so a failed publish only means the sweeper will enqueue it later."""
+"""Dispatching and publishing from the web. A broker that is down must not lose the job: the
+row is committed first, so a failed publish only means the sweeper publishes it later.
+
+Jobs are not published one by one as they are made: a request tops up its class's window
+(:func:`shared.dispatch.top_up`, which may hand out an older job of another owner first),
+commits, and publishes what the top-up handed back (:func:`commit_and_publish`).
+"""
 
 from __future__ import annotations
 
@@ -9,8 +14,11 @@ from collections.abc import Iterable
 from typing import Any
 
 from flask import current_app
+from sqlalchemy.orm import Session
 
-from shared.celery_config import RUN_JOB_TASK
+from shared import dispatch
+from shared.celery_config import RUN_JOB_TASK, queue_name
+from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -39,21 +47,47 @@ def _drop_connection() -> None:
             log.debug("closing a broken broker connection failed", exc_info=True)
 
 
-def enqueue_jobs(job_ids: Iterable[str]) -> bool:
-    """Publish one ``kseg.run_job`` message per id; False when the broker could not be reached.
+def top_up(session: Session, queue: str) -> list[str]:
+    """Fill ``queue``'s window in the request's transaction; the ids to publish after it."""
+    settings: Settings = current_app.config["KSEG_SETTINGS"]
+    return dispatch.top_up(
+        session,
+        queue,
+        per_process=settings.window_per_process,
+        stale_after=settings.heartbeat_stale_after,
+    )
+
+
+def commit_and_publish(session: Session, queue: str) -> bool:
+    """Top up ``queue``'s window, commit the request's transaction, then publish; False when
+    the broker could not be reached (the jobs stay dispatched, and the sweeper publishes
+    them again)."""
+    ids = top_up(session, queue)
+    session.commit()  # the rows are the truth: committed before any message is published
+    return enqueue_jobs(ids, queue)
+
+
+def enqueue_jobs(job_ids: Iterable[str], queue: str) -> bool:
+    """Publish one ``kseg.run_job`` message per id to ``queue``'s broker queue; False when
+    the broker could not be reached.
 
     A publish that fails on the kept connection (say, the broker restarted since) is tried
     once more on a fresh one; a second failure leaves the jobs to the sweeper.
     """
     celery = current_app.extensions["celery"]
-    queue = current_app.config["KSEG_SETTINGS"].queue
+    name = queue_name(current_app.config["KSEG_SETTINGS"], queue)
     pending = list(job_ids)
     for attempt in (1, 2):
         try:
             conn = _connection(celery)
             while pending:
                 celery.send_task(
-                    RUN_JOB_TASK, args=[pending[0]], queue=queue, connection=conn, retry=False
+                    RUN_JOB_TASK,
+                    args=[pending[0]],
+                    kwargs={"queue": queue},
+                    queue=name,
+                    connection=conn,
+                    retry=False,
                 )
                 pending.pop(0)
             return True
@@ -62,3 +96,22 @@ def enqueue_jobs(job_ids: Iterable[str]) -> bool:
             if attempt == 2:
                 log.warning("broker unavailable, jobs stay queued for the sweeper: %s", exc)
     return False
+
+
+def held_job_ids(queue: str) -> set[str] | None:
+    """The ids of the jobs whose messages wait in ``queue``'s broker queue (not those taken by
+    a worker); None when the broker cannot tell (a transport without a look-in, or down).
+
+    The sweeper asks before publishing a job again, so a message that merely waits behind
+    others is not duplicated. Cheap because the windows keep those queues short.
+    """
+    celery = current_app.extensions["celery"]
+    name = queue_name(current_app.config["KSEG_SETTINGS"], queue)
+    options = {**celery.conf.broker_transport_options, "max_retries": 0}  # never hang
+    try:
+        with celery.connection_for_read(transport_options=options) as conn:
+            peek = getattr(conn.default_channel, "waiting_job_ids", None)
+            return None if peek is None else set(peek(name))
+    except Exception as exc:
+        log.warning("could not look into the broker's %s queue: %s", name, exc)
+        return None

@@ -7,6 +7,12 @@ measured. A client is only a handle on the pool (commands check a connection out
 and back), safe to share between threads, so one is kept per pool; a pool kombu replaces
 (after a connection error) gets a new client.
 
+A consumer reads its queues in a fixed order, interactive work first
+(:func:`shared.celery_config.queue_rank`): BRPOP takes from the first non-empty key it is
+given, and kombu's default ``round_robin`` order would rotate batch work in front of waiting
+interactive work every other time. (kombu's ``priority`` strategy keeps the order queues were
+declared in; this one does not depend on that order.)
+
 Registered under the ``redis://`` and ``rediss://`` URL schemes by :mod:`web.celery_init`.
 """
 
@@ -15,10 +21,28 @@ from __future__ import annotations
 from typing import Any
 
 from kombu.transport import TRANSPORT_ALIASES, redis
+from kombu.utils.encoding import bytes_to_str
+from kombu.utils.json import loads
+
+from shared.celery_config import queue_rank
+from web.broker import job_id_of
 
 
 class Channel(redis.Channel):  # type: ignore[misc]
     _kept_client: Any = None
+    queue_order_strategy = "priority"  # never rotated: the order set below stays
+
+    def _update_queue_cycle(self) -> None:
+        self._queue_cycle.update(sorted(self.active_queues, key=queue_rank))
+
+    def waiting_job_ids(self, queue: str) -> list[str]:
+        """The job ids of the messages waiting in ``queue`` (for the sweeper)."""
+        ids = []
+        for raw in self.client.lrange(queue, 0, -1):  # kseg sends no message priorities
+            job_id = job_id_of(loads(bytes_to_str(raw)))
+            if job_id:
+                ids.append(job_id)
+        return ids
 
     def _create_client(self, asynchronous: bool = False) -> Any:
         if asynchronous:  # made once per channel by kombu already (its BRPOP client)

@@ -10,9 +10,10 @@ from typing import Any
 from celery.signals import worker_process_init, worker_ready, worker_shutdown
 from sqlalchemy import update
 
+from shared.celery_config import queue_class
 from shared.db import dispose_all, get_beat_sessionmaker
 from shared.models import WorkerHeartbeat, utcnow
-from shared.settings import get_settings
+from shared.settings import QUEUE_CLASSES, get_settings
 
 log = logging.getLogger(__name__)
 _stop = threading.Event()
@@ -29,10 +30,25 @@ def _consuming(consumer: Any) -> bool:
     return connection is not None and bool(getattr(connection, "connected", True))
 
 
+def _pool_of(consumer: Any) -> tuple[int, str]:
+    """The worker's pool size and the classes of work it takes (comma-separated), as Celery
+    runs it (``-c``, ``-Q``); the settings' values where Celery does not say."""
+    settings = get_settings()
+    concurrency = getattr(getattr(consumer, "controller", None), "concurrency", None)
+    try:
+        names = list(consumer.app.amqp.queues.consume_from or ())
+    except AttributeError:
+        names = []
+    classes = [queue_class(name) for name in names]
+    queues = [cls for cls in QUEUE_CLASSES if cls in classes] or list(settings.worker_queues)
+    return int(concurrency or settings.worker_concurrency), ",".join(queues)
+
+
 def _beat(hostname: str, consumer: Any) -> None:
     settings = get_settings()
     maker = get_beat_sessionmaker(settings.database_url)
     started = utcnow()
+    concurrency, queues = _pool_of(consumer)
     while not _stop.is_set():
         # A worker that lost its broker connection stops beating, so /readyz notices.
         if _consuming(consumer):
@@ -42,12 +58,19 @@ def _beat(hostname: str, consumer: Any) -> None:
                     updated = session.execute(
                         update(WorkerHeartbeat)
                         .where(WorkerHeartbeat.hostname == hostname)
-                        .values(seen_at=now, pid=os.getpid())
+                        .values(
+                            seen_at=now, pid=os.getpid(), concurrency=concurrency, queues=queues
+                        )
                     )
                     if updated.rowcount == 0:  # type: ignore[attr-defined]
                         session.add(
                             WorkerHeartbeat(
-                                hostname=hostname, pid=os.getpid(), started_at=started, seen_at=now
+                                hostname=hostname,
+                                pid=os.getpid(),
+                                started_at=started,
+                                seen_at=now,
+                                concurrency=concurrency,
+                                queues=queues,
                             )
                         )
             except Exception:

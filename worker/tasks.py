@@ -8,10 +8,11 @@ from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from flask import current_app
 
-from shared import galleries, jobs, runner
+from shared import dispatch, galleries, jobs, runner
 from shared.celery_config import RUN_JOB_TASK, SCHEDULES_TASK, SWEEP_TASK
-from shared.db import get_worker_sessionmaker
-from shared.settings import Settings
+from shared.db import get_beat_sessionmaker, get_worker_sessionmaker
+from shared.settings import QUEUE_CLASSES, Settings
+from web.queue import enqueue_jobs, held_job_ids
 
 log = logging.getLogger(__name__)
 
@@ -28,15 +29,47 @@ def _settings() -> Settings:
     reject_on_worker_lost=True,
     max_retries=5,
 )
-def run_job(self, job_id: str) -> str:  # type: ignore[no-untyped-def]
-    """Run one job. Database hiccups are retried with exponential backoff; bad images are not
-    (they fail the job at once with the core's error)."""
+def run_job(self, job_id: str, queue: str | None = None) -> str:  # type: ignore[no-untyped-def]
+    """Run one job of class ``queue``, then top that class's window up (before this task is
+    acknowledged, so the next job is in the broker by the time this process is free again).
+
+    Database hiccups are retried with exponential backoff; bad images are not (they fail the
+    job at once with the core's error)."""
+    settings = _settings()
     try:
-        return runner.run_job(job_id, settings=_settings(), timeout_errors=(SoftTimeLimitExceeded,))
+        outcome = runner.run_job(job_id, settings=settings, timeout_errors=(SoftTimeLimitExceeded,))
     except runner.TRANSIENT_ERRORS as exc:
         countdown = min(2**self.request.retries, 60)
         log.warning("job %s: transient error, retry in %ss: %s", job_id, countdown, exc)
         raise self.retry(exc=exc, countdown=countdown) from exc
+    # A message from before the classes existed names none: top both up.
+    for name in (queue,) if queue in QUEUE_CLASSES else QUEUE_CLASSES:
+        _top_up(settings, name, check_first=True)
+    return outcome
+
+
+def _top_up(settings: Settings, queue: str, *, check_first: bool = False) -> int:
+    """Top ``queue``'s window up in a transaction of its own and publish what it handed out;
+    a failure is logged (the sweeper tops every window up too). Returns how many were sent."""
+    try:
+        if check_first:
+            # Most job ends find nothing waiting (an idle interactive class): one cheap read
+            # on an autocommit connection instead of a transaction with a lock.
+            with get_beat_sessionmaker(settings.database_url)() as session:
+                if not dispatch.has_waiting(session, queue):
+                    return 0
+        with get_worker_sessionmaker(settings.database_url).begin() as session:
+            ids = dispatch.top_up(
+                session,
+                queue,
+                per_process=settings.window_per_process,
+                stale_after=settings.heartbeat_stale_after,
+            )
+    except Exception:
+        log.warning("could not top up the %s window", queue, exc_info=True)
+        return 0
+    enqueue_jobs(ids, queue)
+    return len(ids)
 
 
 @shared_task(name=SWEEP_TASK, ignore_result=True)
@@ -50,8 +83,12 @@ def sweep() -> dict[str, int]:
             queued_stale_after=settings.queued_stale_after,
             running_stale_after=settings.heartbeat_stale_after,
             max_attempts=settings.max_attempts,
+            in_broker=held_job_ids,
         )
-    _enqueue(report.to_enqueue)
+    for queue in QUEUE_CLASSES:
+        enqueue_jobs([i for i in report.to_enqueue if report.queues.get(i) == queue], queue)
+    # Windows that nothing topped up (a worker killed before it could, workers added).
+    dispatched = {queue: _top_up(settings, queue) for queue in QUEUE_CLASSES}
     with maker.begin() as session:
         # Runs whose jobs ended without the worker recounting (canceled, swept) end here.
         galleries.refresh_open_runs(session)
@@ -61,7 +98,7 @@ def sweep() -> dict[str, int]:
         log.info("retention: deleted %d old results", pruned)
     if report.to_enqueue or report.failed:
         log.info(
-            "sweep: re-enqueued %d queued and %d stalled jobs, failed %d",
+            "sweep: re-enqueued %d lost and %d stalled jobs, failed %d",
             len(report.requeued_queued),
             len(report.requeued_running),
             len(report.failed),
@@ -70,6 +107,7 @@ def sweep() -> dict[str, int]:
         "requeued_queued": len(report.requeued_queued),
         "requeued_running": len(report.requeued_running),
         "failed": len(report.failed),
+        **{f"dispatched_{queue}": n for queue, n in dispatched.items()},
     }
 
 
@@ -79,22 +117,18 @@ def run_schedules() -> int:
     settings = _settings()
     with get_worker_sessionmaker(settings.database_url).begin() as session:
         started = galleries.run_due_schedules(session)
-        ids = [job_id for start in started for job_id in start.to_enqueue]
-    _enqueue(ids)
+        made = sum(len(start.job_ids) for start in started)
+        ids = (
+            dispatch.top_up(
+                session,
+                "batch",
+                per_process=settings.window_per_process,
+                stale_after=settings.heartbeat_stale_after,
+            )
+            if made
+            else []
+        )
+    enqueue_jobs(ids, "batch")  # a failure leaves them to the sweeper
     if started:
-        log.info("schedules: started %d runs (%d jobs)", len(started), len(ids))
+        log.info("schedules: started %d runs (%d jobs)", len(started), made)
     return len(started)
-
-
-def _enqueue(job_ids: list[str]) -> None:
-    """Publish jobs; a failure leaves them queued in the database for the next sweep."""
-    if not job_ids:
-        return
-    celery = current_app.extensions["celery"]
-    queue = _settings().queue
-    try:
-        with celery.connection_for_write() as conn:
-            for job_id in job_ids:
-                celery.send_task(RUN_JOB_TASK, args=[job_id], queue=queue, connection=conn)
-    except Exception:
-        log.warning("could not enqueue %d jobs; the sweeper will", len(job_ids), exc_info=True)

@@ -312,6 +312,7 @@ def test_run_executes_and_only_stale_skips(api: Api) -> None:
     assert run["jobs"] == {
         "total": 2,
         "queued": 2,
+        "dispatched": 0,
         "running": 0,
         "succeeded": 0,
         "failed": 0,
@@ -356,6 +357,7 @@ def test_run_executes_and_only_stale_skips(api: Api) -> None:
     assert second["jobs"] == {
         "total": 2,
         "queued": 0,
+        "dispatched": 0,
         "running": 0,
         "succeeded": 0,
         "failed": 0,

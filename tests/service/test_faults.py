@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
 import signal
-import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +24,6 @@ from shared.models import Job, Result
 from tests.conftest import (
     Stack,
     build_stack,
-    free_port,
-    need,
-    port_open,
     start_worker,
     wait_for,
 )
@@ -99,48 +94,6 @@ def test_whole_worker_killed_mid_job_is_recovered_by_the_sweeper(stack: Stack) -
     done = wait_done(stack, job["id"], timeout=180)
     assert done["status"] == "succeeded", (done["error"], stack.logs())
     assert result_count(stack, job["id"]) == 1
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[dict[str, Any]]:
-    """A private redis-server on a free port, stopped and started by the test, by pid."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        need("redis-server is not installed (apt-get install redis-server)")
-    port = free_port()
-    state: dict[str, Any] = {"port": port, "proc": None}
-
-    def start() -> None:
-        state["proc"] = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(tmp_path),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_for(lambda: port_open("127.0.0.1", port, 0.2), 15, what="redis-server to listen")
-
-    def stop() -> None:
-        proc = state["proc"]
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)  # a crash: whatever it held is gone
-            proc.wait(10)
-        state["proc"] = None
-
-    state.update(start=start, stop=stop, url=f"redis://127.0.0.1:{port}/0")
-    start()
-    yield state
-    stop()
 
 
 def test_broker_down_during_submission_then_back(

@@ -245,10 +245,10 @@ def _wait_run(stack: Stack, run_id: str) -> Run:
 
 
 def _start(stack: Stack, gallery_id: str, only_stale: bool) -> str:
-    from web.queue import enqueue_jobs
+    from web.queue import commit_and_publish
 
     maker = get_sessionmaker(stack.settings.database_url)
-    with maker.begin() as session:
+    with maker() as session:
         gallery = session.get(Gallery, gallery_id)
         start = galleries.start_run(
             session,
@@ -257,9 +257,9 @@ def _start(stack: Stack, gallery_id: str, only_stale: bool) -> str:
             params=galleries.gallery_params(gallery),
             only_stale=only_stale,
         )
-        run_id, ids = start.run.id, start.to_enqueue
-    with stack.app.app_context():
-        assert enqueue_jobs(ids)
+        run_id = start.run.id
+        with stack.app.app_context():
+            assert commit_and_publish(session, "batch")
     return run_id
 
 

@@ -144,10 +144,21 @@ def test_progress_never_decreases(session_factory: Any) -> None:
     assert seen == [10, 60, 60, 90]
 
 
+def _dispatch(maker: Any, *job_ids: str) -> None:
+    """Mark jobs published, as a top-up of their window does."""
+    with maker.begin() as session:
+        session.execute(
+            Job.__table__.update().where(Job.id.in_(job_ids)).values(dispatched_at=utcnow())
+        )
+
+
 def test_sweeper_requeues_lost_messages_and_stalled_jobs(session_factory: Any) -> None:
     lost = _job(session_factory, seed=1)
     stalled = _job(session_factory, seed=2)
     fresh_running = _job(session_factory, seed=3)
+    waiting = _job(session_factory, seed=4)  # never published: the dispatcher's, not lost
+    held = _job(session_factory, seed=5)  # published, and still in the broker
+    _dispatch(session_factory, lost, held)
     assert _claim(session_factory, stalled, "w1").claimed
     assert _claim(session_factory, fresh_running, "w2").claimed
     with session_factory.begin() as session:
@@ -160,19 +171,29 @@ def test_sweeper_requeues_lost_messages_and_stalled_jobs(session_factory: Any) -
     now = utcnow() + timedelta(seconds=100)
     with session_factory.begin() as session:
         report = jobs.sweep(
-            session, queued_stale_after=60, running_stale_after=30, max_attempts=3, now=now
+            session,
+            queued_stale_after=60,
+            running_stale_after=30,
+            max_attempts=3,
+            now=now,
+            in_broker=lambda queue: {held} if queue == "interactive" else set(),
         )
     assert report.requeued_queued == [lost]
     assert report.requeued_running == [stalled]
+    assert report.queues == {lost: "interactive", stalled: "interactive"}
     with session_factory() as session:
         assert session.get(Job, stalled).status == "queued"
+        assert session.get(Job, stalled).dispatched_at == now  # published again at once
         assert session.get(Job, fresh_running).status == "running"
-    # Right after a sweep the same jobs are not swept again (queued_at was bumped).
+        assert session.get(Job, waiting).dispatched_at is None
+    # Right after a sweep the same jobs are not swept again (dispatched_at was bumped).
     with session_factory.begin() as session:
         again = jobs.sweep(
             session, queued_stale_after=60, running_stale_after=30, max_attempts=3, now=now
         )
-    assert again.to_enqueue == []
+    # Without a look into the broker, the one it holds is published again (harmless: the
+    # claim runs a job once); the others wait for the next period.
+    assert again.to_enqueue == [held]
 
 
 def test_sweeper_fails_a_stalled_job_out_of_attempts(session_factory: Any) -> None:

@@ -38,11 +38,11 @@ from web.api.serialize import (
     gallery_images_objs,
     image_obj,
     jobs_objs,
-    run_obj,
+    runs_objs,
     schedule_obj,
 )
 from web.db import get_session
-from web.queue import enqueue_jobs
+from web.queue import commit_and_publish
 
 
 def own_gallery(gallery_id: str) -> Gallery:
@@ -263,11 +263,11 @@ def create_run(gallery_id: str) -> tuple[Response, int, dict[str, str]]:
     sub = validate(RunCreate, json_body(optional=True))
     params = gallery_params(gallery, sub.params)
     start = start_run(session, gallery, trigger="manual", params=params, only_stale=sub.only_stale)
-    session.commit()  # the rows are the truth: committed before any message is published
-    if start.to_enqueue:
-        enqueue_jobs(start.to_enqueue)  # broker down: they stay queued for the sweeper
     run = start.run
-    return jsonify(run_obj(run)), 202, {"Location": f"{BASE}/runs/{run.id}"}
+    body = runs_objs(session, [run])[0]
+    # Broker down: the jobs stay queued, and the sweeper publishes them.
+    commit_and_publish(session, "batch")
+    return jsonify(body), 202, {"Location": f"{BASE}/runs/{run.id}"}
 
 
 @bp.get("/galleries/<gallery_id>/runs")
@@ -277,12 +277,12 @@ def list_runs(gallery_id: str) -> Response:
     gallery = own_gallery(gallery_id)
     stmt = select(Run).where(Run.gallery_id == gallery.id, Run.owner_id == owner_id())
     rows, cursor = paging.fetch(session, stmt, Run, page)
-    return jsonify({"items": [run_obj(run) for run in rows], "next": cursor})
+    return jsonify({"items": runs_objs(session, rows), "next": cursor})
 
 
 @bp.get("/runs/<run_id>")
 def get_run(run_id: str) -> Response:
-    return jsonify(run_obj(_own_run(run_id)))
+    return jsonify(runs_objs(get_session(), [_own_run(run_id)])[0])
 
 
 @bp.get("/runs/<run_id>/jobs")

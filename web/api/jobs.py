@@ -19,7 +19,7 @@ from web.api.requests import body_kind, file_parts, form_fields, json_object, pa
 from web.api.schemas import JobSubmitJson
 from web.api.serialize import job_obj, jobs_objs, output_names
 from web.db import get_session
-from web.queue import enqueue_jobs
+from web.queue import commit_and_publish
 
 CACHE_FOREVER = "private, max-age=31536000, immutable"
 
@@ -64,10 +64,12 @@ def create_job() -> tuple[Response, int, dict[str, str]]:
     # The answer is built before the commit, which would expire the rows it reads.
     names = output_names(session, [job.result_id] if job.result_id else [])
     body = job_obj(job, names.get(job.result_id or "", []))
-    job_id, queued = job.id, job.status == "queued"
-    session.commit()  # the row is the truth: committed before any message is published
-    if queued:
-        enqueue_jobs([job_id])  # broker down: the job stays queued and the sweeper sends it
+    job_id = job.id
+    if job.status == "queued":
+        # Broker down: the job stays queued, and the sweeper publishes it.
+        commit_and_publish(session, "interactive")
+    else:
+        session.commit()
     return jsonify(body), 202, {"Location": f"/api/v1/jobs/{job_id}"}
 
 

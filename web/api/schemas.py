@@ -18,6 +18,7 @@ from shared.params import SegmentParams
 JobStatus = Literal["queued", "running", "succeeded", "failed", "canceled"]
 RunStatus = Literal["running", "succeeded", "partial", "failed"]
 RunTrigger = Literal["schedule", "manual"]
+QueueClass = Literal["interactive", "batch"]
 
 
 class _AsSegmentParams:
@@ -255,6 +256,11 @@ class JobOut(BaseModel):
     )
     gallery_id: str | None = Field(None, description="The gallery whose run made this job.")
     run_id: str | None = Field(None, description="The gallery run that made this job.")
+    queue: QueueClass = Field(
+        "interactive",
+        description="Its class of work: `interactive` (submitted through POST /jobs) or "
+        "`batch` (made by a gallery run). Free workers take waiting interactive jobs first.",
+    )
     links: JobLinks
 
 
@@ -302,7 +308,13 @@ class RunCounts(BaseModel):
     images ``only_stale`` left out."""
 
     total: int = Field(ge=0, description="Images in the gallery when the run started.")
-    queued: int = Field(ge=0)
+    queued: int = Field(ge=0, description="Jobs not started yet.")
+    dispatched: int = Field(
+        0,
+        ge=0,
+        description="Of the queued jobs, those handed to the workers' queue (next in line); "
+        "the others wait in the database for their turn (runs are fed a few jobs at a time).",
+    )
     running: int = Field(ge=0)
     succeeded: int = Field(ge=0)
     failed: int = Field(ge=0)

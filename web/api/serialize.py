@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from shared.galleries import live_counts
 from shared.models import Gallery, GalleryImage, Image, Job, ResultOutput, Run, Schedule
 from shared.params import OUTPUT_NAMES
 from shared.schedules import describe
@@ -118,6 +119,7 @@ def job_obj(job: Job, names: list[str] | None = None) -> dict[str, Any]:
         "reused_from": job.reused_from,
         "gallery_id": job.gallery_id,
         "run_id": job.run_id,
+        "queue": job.queue,
         "links": {"self": f"{BASE}/jobs/{job.id}", "image": f"{BASE}/images/{image.id}"},
     }
     out = JobOut.model_validate(data).model_dump(mode="json")
@@ -135,7 +137,15 @@ def jobs_objs(session: Session, jobs: Sequence[Job]) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------- galleries, schedules, runs
 
 
-def run_obj(run: Run) -> dict[str, Any]:
+def run_obj(run: Run, live: dict[str, int] | None = None) -> dict[str, Any]:
+    """A run; ``live`` (:func:`shared.galleries.live_counts`) replaces its stored counters."""
+    counters = {
+        name: int(getattr(run, name) or 0)
+        for name in ("total", "queued", "running", "succeeded", "failed", "skipped")
+    }
+    counters["dispatched"] = 0
+    if live is not None:
+        counters.update(live)
     data = {
         "id": run.id,
         "gallery_id": run.gallery_id,
@@ -143,10 +153,7 @@ def run_obj(run: Run) -> dict[str, Any]:
         "status": run.status,
         "created_at": run.created_at,
         "finished_at": run.finished_at,
-        "jobs": {
-            name: int(getattr(run, name) or 0)
-            for name in ("total", "queued", "running", "succeeded", "failed", "skipped")
-        },
+        "jobs": counters,
         "params": dict(run.params or {}),
         "only_stale": bool(run.only_stale),
         "scheduled_for": run.scheduled_for,
@@ -157,6 +164,12 @@ def run_obj(run: Run) -> dict[str, Any]:
         },
     }
     return RunOut.model_validate(data).model_dump(mode="json")
+
+
+def runs_objs(session: Session, runs: Sequence[Run]) -> list[dict[str, Any]]:
+    """Runs, those still running with their counters as their jobs are now (one query)."""
+    live = live_counts(session, [run.id for run in runs if run.status == "running"])
+    return [run_obj(run, live.get(run.id)) for run in runs]
 
 
 def schedule_obj(schedule: Schedule) -> dict[str, Any]:
@@ -208,6 +221,7 @@ def galleries_objs(session: Session, galleries: Sequence[Gallery]) -> list[dict[
         .order_by(Run.id)
     ):
         last_runs[run.gallery_id] = run  # same instant: the larger id, as the paging order
+    last = {obj["id"]: obj for obj in runs_objs(session, list(last_runs.values()))}
     out = []
     for gallery in galleries:
         schedule = schedules.get(gallery.id)
@@ -218,7 +232,7 @@ def galleries_objs(session: Session, galleries: Sequence[Gallery]) -> list[dict[
             "params": dict(gallery.params or {}),
             "image_count": int(counts.get(gallery.id, 0)),
             "schedule": schedule_obj(schedule) if schedule else None,
-            "last_run": run_obj(last_run) if last_run else None,
+            "last_run": last[last_run.id] if last_run else None,
             "created_at": gallery.created_at,
             "updated_at": gallery.updated_at,
             "links": {

@@ -43,12 +43,12 @@ from web.api import paging
 from web.api.errors import ApiError, plausible_id
 from web.api.galleries import gallery_images_page
 from web.api.requests import TRUE
-from web.api.serialize import BASE, galleries_objs, jobs_objs, run_obj
+from web.api.serialize import BASE, galleries_objs, jobs_objs, runs_objs
 from web.db import get_session
 from web.pages import bp, error_page, present
 from web.pages.auth import current_owner, login_required, owner_id
 from web.pages.views import FINAL, _thumbnail, human_bytes
-from web.queue import enqueue_jobs
+from web.queue import commit_and_publish
 
 GALLERY_PAGE = 50
 GRID_PAGE = 48
@@ -101,10 +101,16 @@ def counters(jobs: dict[str, int]) -> dict[str, Any]:
         ("failed", "failed"),
         ("skipped", "skipped (up to date)"),
         ("running", "running"),
-        ("queued", "queued"),
     ):
         if jobs.get(name):
             details.append(f"{int(jobs[name])} {words}")
+    # Queued jobs are fed to the workers a few at a time (shared.dispatch): those handed over
+    # are next; the rest wait their turn behind them and behind interactive work.
+    queued, handed = int(jobs.get("queued") or 0), int(jobs.get("dispatched") or 0)
+    if handed:
+        details.append(f"{handed} next in line")
+    if queued - handed > 0:
+        details.append(f"{queued - handed} waiting")
     return {
         "segments": segments,
         "text": f"{done}/{total} done",
@@ -303,7 +309,7 @@ def _gallery_page(
     runs_page = paging.Page(RUNS_SHOWN, None)
     runs_stmt = select(Run).where(Run.gallery_id == gallery.id)
     run_rows, more_runs = paging.fetch(db, runs_stmt, Run, runs_page)
-    runs = [_run_view(run_obj(row)) for row in run_rows]
+    runs = [_run_view(obj) for obj in runs_objs(db, run_rows)]
     older_runs = 0
     if more_runs:
         older_runs = int(
@@ -469,9 +475,8 @@ def gallery_run(gallery_id: str) -> Any:
         db, gallery, trigger="manual", params=gallery_params(gallery), only_stale=only_stale
     )
     run = start.run
-    queued, skipped = len(start.to_enqueue), int(run.skipped or 0)
-    db.commit()  # the rows are the truth: committed before any message is published
-    if start.to_enqueue and not enqueue_jobs(start.to_enqueue):
+    queued, skipped = len(start.job_ids), int(run.skipped or 0)
+    if not commit_and_publish(db, "batch"):
         flash("The queue is not answering right now; the run will start shortly.", "warn")
     message = f"Started a run: {queued} image{'' if queued == 1 else 's'} to segment"
     if skipped:
@@ -556,7 +561,7 @@ def run(run_id: str) -> Any:
     row = _own_run(run_id)
     db = get_session()
     gallery = galleries_objs(db, [db.get_one(Gallery, row.gallery_id)])[0]
-    obj = _run_view(run_obj(row))
+    obj = _run_view(runs_objs(get_session(), [row])[0])
     page, cursor = _page(RUN_JOBS_PAGE)
     stmt = select(Job).where(Job.run_id == row.id, Job.owner_id == owner_id())
     rows, next_cursor = paging.fetch(db, stmt, Job, page)

@@ -3,7 +3,7 @@
 Submitting uses the same service functions as ``POST /api/v1/jobs``: parameters are checked
 with :func:`shared.params.parse_params` before anything is stored, images are stored with
 :func:`shared.jobs.store_image`, jobs created with :func:`shared.jobs.submit_job`, committed,
-and only then published with :func:`web.queue.enqueue_jobs`. Jobs are shown through the API's
+and only then published with :func:`web.queue.commit_and_publish`. Jobs are shown through the API's
 own serializer, so a page shows exactly what ``GET /api/v1/jobs/<id>`` answers.
 """
 
@@ -35,7 +35,7 @@ from web.api.serialize import jobs_objs
 from web.db import get_session
 from web.pages import bp, error_page, present
 from web.pages.auth import login_required, owner_id
-from web.queue import enqueue_jobs
+from web.queue import commit_and_publish
 
 HISTORY_PAGE = 24
 FINAL = ("succeeded", "failed", "canceled")
@@ -172,8 +172,9 @@ def submit_post() -> Any:
             jobs.append(submit_job(db, me, stored, params, reuse=values["reuse"] and not created))
     ids = [job.id for job in jobs]
     queued = [job.id for job in jobs if job.status == "queued"]
-    db.commit()  # the rows are the truth: committed before any message is published
-    if queued and not enqueue_jobs(queued):
+    if not queued:
+        db.commit()
+    elif not commit_and_publish(db, "interactive"):
         flash("The queue is not answering right now; your jobs will start shortly.", "warn")
     if len(ids) == 1:
         return redirect(url_for("pages.job", job_id=ids[0]), 303)

@@ -271,7 +271,9 @@
     if (c.failed) { details.push(c.failed + " failed"); }
     if (c.skipped) { details.push(c.skipped + " skipped (up to date)"); }
     if (c.running) { details.push(c.running + " running"); }
-    if (c.queued) { details.push(c.queued + " queued"); }
+    var handed = c.dispatched || 0;
+    if (handed) { details.push(handed + " next in line"); }
+    if (c.queued - handed > 0) { details.push((c.queued - handed) + " waiting"); }
     return {
       text: done + "/" + c.total + " done",
       detail: details.join(" · "),
