@@ -32,7 +32,7 @@ from tests.service.test_faults import busy_image
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-WINDOW = 4  # KSEG_WINDOW_PER_PROCESS (2) × the worker's 2 processes
+WINDOW = 4
 
 
 def noise_png(seed: int, side: int = 80) -> bytes:
@@ -90,9 +90,11 @@ def status_counts(stack: Stack, run_id: str) -> dict[str, int]:
         return {status: int(n) for status, n in rows}
 
 
-def wait_run(stack: Stack, run_id: str, timeout: float = 240) -> dict[str, Any]:
+def wait_run(
+    stack: Stack, run_id: str, timeout: float = 240, token: str | None = None
+) -> dict[str, Any]:
     def ended() -> dict[str, Any] | None:
-        run = api(stack, "GET", f"/api/v1/runs/{run_id}")
+        run = api(stack, "GET", f"/api/v1/runs/{run_id}", token=token)
         return run if run["status"] != "running" else None
 
     try:
@@ -166,12 +168,12 @@ def test_interactive_job_starts_before_a_draining_runs_remaining_jobs(
     with get_sessionmaker(stack.settings.database_url)() as session:
         row = session.get(Job, job["id"])
         assert row is not None
-        submitted, began = row.created_at, row.started_at
-    assert began is not None
-    # The run's jobs that started while this one waited: at most those a worker process had
-    # already taken from the broker when it was submitted (one per process).
-    overtaking = [i for i, at in started.items() if at is not None and submitted < at < began]
-    assert len(overtaking) <= 2, (len(overtaking), began - submitted)
+        published, began = row.dispatched_at, row.started_at
+    assert published is not None and began is not None
+    # The run's jobs that started while this one waited in the broker: at most those a
+    # worker process had already taken when it was published (one per process).
+    overtaking = [i for i, at in started.items() if at is not None and published < at < began]
+    assert len(overtaking) <= 2, (len(overtaking), began - published)
     later = [i for i, at in started.items() if at is None or at > began]
     assert len(later) >= 100, "the run should still have been draining"
     assert wait_run(stack, run_id)["status"] == "succeeded"
@@ -194,9 +196,10 @@ def test_the_broker_holds_no_more_than_the_window_of_batch_messages(
 def test_two_owners_runs_started_together_progress_together(stack: Stack) -> None:
     wait_workers(stack)
     other = stack.new_token("second-owner")
-    first = gallery_of(stack, [noise_png(i) for i in range(40)], k=8, outputs=["recolor"])
+    # Equal work for both (jobs of ~equal length), so that progress can be compared.
+    first = gallery_of(stack, [noise_png(i, 160) for i in range(40)], k=8, outputs=["recolor"])
     second = gallery_of(
-        stack, [noise_png(1000 + i) for i in range(40)], token=other, k=8, outputs=["recolor"]
+        stack, [noise_png(1000 + i, 160) for i in range(40)], token=other, k=8, outputs=["recolor"]
     )
     runs = [start_run(stack, first), start_run(stack, second, token=other)]
     gaps: list[int] = []
@@ -215,8 +218,12 @@ def test_two_owners_runs_started_together_progress_together(stack: Stack) -> Non
         time.sleep(0.02)
         if len(gaps) > 20_000:
             pytest.fail(f"the runs did not finish: {finished}\n{stack.logs()}")
-    assert max(abs(gap) for gap in gaps) <= WINDOW, (min(gaps), max(gaps))
-    assert {wait_run(stack, run)["status"] for run in runs} == {"succeeded"}
+    # The run started first may hold the whole window before the second starts: that head
+    # start is at most one window; after it, each place freed goes to the owner with fewer
+    # jobs in flight. One more for a job of the leader ending as the counts are read.
+    assert max(abs(gap) for gap in gaps) <= WINDOW + 1, (min(gaps), max(gaps))
+    assert wait_run(stack, runs[0])["status"] == "succeeded"
+    assert wait_run(stack, runs[1], token=other)["status"] == "succeeded"
 
 
 def test_a_worker_killed_mid_batch_loses_nothing_and_runs_nothing_twice(stack: Stack) -> None:
