@@ -25,7 +25,7 @@ from sqlalchemy import func, select
 from shared import galleries, jobs
 from shared.celery_config import queue_name
 from shared.db import get_sessionmaker
-from shared.models import Gallery, Job, Result, WorkerHeartbeat
+from shared.models import Gallery, Job, Result, WorkerHeartbeat, utcnow
 from tests.conftest import IMAGES, Stack, build_stack, start_worker, wait_for
 from tests.service.test_e2e import request, submit, wait_done
 from tests.service.test_faults import busy_image
@@ -161,6 +161,10 @@ def test_interactive_job_starts_before_a_draining_runs_remaining_jobs(
 ) -> None:
     stack, run_id = draining
     job = submit(stack, (IMAGES / "baby.jpg").read_bytes(), "baby.jpg", k=8)
+    # The API answers after it has published: from here on the message is in the broker.
+    # (Its dispatched_at is stamped before the commit, a few ms earlier, and run jobs of a
+    # few ms each may start in between: under load that made this test flaky in CI.)
+    answered = utcnow()
     assert job["queue"] == "interactive"
     done = wait_done(stack, job["id"])
     assert done["status"] == "succeeded", done["error"]
@@ -168,12 +172,12 @@ def test_interactive_job_starts_before_a_draining_runs_remaining_jobs(
     with get_sessionmaker(stack.settings.database_url)() as session:
         row = session.get(Job, job["id"])
         assert row is not None
-        published, began = row.dispatched_at, row.started_at
-    assert published is not None and began is not None
+        began = row.started_at
+    assert began is not None
     # The run's jobs that started while this one waited in the broker: at most those a
     # worker process had already taken when it was published (one per process).
-    overtaking = [i for i, at in started.items() if at is not None and published < at < began]
-    assert len(overtaking) <= 2, (len(overtaking), began - published)
+    overtaking = [i for i, at in started.items() if at is not None and answered < at < began]
+    assert len(overtaking) <= 2, (len(overtaking), began - answered)
     later = [i for i, at in started.items() if at is None or at > began]
     assert len(later) >= 100, "the run should still have been draining"
     assert wait_run(stack, run_id)["status"] == "succeeded"
@@ -218,10 +222,12 @@ def test_two_owners_runs_started_together_progress_together(stack: Stack) -> Non
         time.sleep(0.02)
         if len(gaps) > 20_000:
             pytest.fail(f"the runs did not finish: {finished}\n{stack.logs()}")
-    # The run started first may hold the whole window before the second starts: that head
-    # start is at most one window; after it, each place freed goes to the owner with fewer
-    # jobs in flight. One more for a job of the leader ending as the counts are read.
-    assert max(abs(gap) for gap in gaps) <= WINDOW + 1, (min(gaps), max(gaps))
+    # The run started first may take the whole window before the second starts: a head
+    # start in jobs handed out of at most one window; after it, each place freed goes to the
+    # owner with fewer jobs in flight. Finished counts lag handed-out ones by the jobs in
+    # flight, which differ between owners by at most one window more. (A single FIFO queue
+    # gives a gap of 40 here; WINDOW + 1 proved too tight for CI's timing noise.)
+    assert max(abs(gap) for gap in gaps) <= 2 * WINDOW, (min(gaps), max(gaps))
     assert wait_run(stack, runs[0])["status"] == "succeeded"
     assert wait_run(stack, runs[1], token=other)["status"] == "succeeded"
 
