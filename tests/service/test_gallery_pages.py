@@ -524,3 +524,21 @@ def test_another_owners_gallery_and_run_are_not_found(signed_in: Pages) -> None:
     assert still["name"] == "Secret garden" and still["image_count"] == 1
     assert count(signed_in, Run, gallery_id=gallery["id"]) == 1
     assert count(signed_in, Schedule, gallery_id=gallery["id"]) == 0
+
+
+def test_run_counters_tell_next_in_line_from_waiting() -> None:
+    from web.pages.galleries import counters
+
+    jobs = {
+        "total": 10,
+        "succeeded": 3,
+        "failed": 0,
+        "skipped": 0,
+        "running": 2,
+        "queued": 5,
+        "dispatched": 2,
+    }
+    shown = counters(jobs)
+    assert shown["text"] == "3/10 done"
+    assert shown["detail"] == "3 succeeded · 2 running · 2 next in line · 3 waiting"
+    assert "3 waiting" in shown["label"]

@@ -184,7 +184,8 @@ def gallery_images_page(
     stmt = paging.apply(stmt, Image, page, at=GalleryImage.added_at, ident=Image.id)
     rows = [(image, added_at) for image, added_at in session.execute(stmt)]
     rows, cursor = paging.finish(rows, page, key=lambda row: (row[1], row[0].id))
-    return gallery_images_objs(session, rows, latest_jobs(session, gallery.id)), cursor
+    newest = latest_jobs(session, gallery.id, [image.id for image, _ in rows])
+    return gallery_images_objs(session, rows, newest), cursor
 
 
 @bp.delete("/galleries/<gallery_id>/images/<image_id>")
