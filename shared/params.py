@@ -6,6 +6,7 @@ JSON schema is what the OpenAPI document publishes.
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -21,13 +22,24 @@ K_MIN, K_MAX = 2, 256
 AUTO_K_MIN, AUTO_K_MAX = 2, 64
 
 
+def _shown(value: Any) -> str:
+    """``value`` for an error message, safely: ``f"{10**400:g}"`` raises OverflowError, and
+    ``str()`` of an int over 4,300 digits raises ValueError."""
+    if isinstance(value, int) and value.bit_length() > 64:
+        return f"a number of {int(value.bit_length() * math.log10(2)) + 1} digits"
+    if isinstance(value, int | float):
+        return f"{value:g}"
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:37]}…"
+
+
 class SegmentParams(BaseModel):
     """Parameters of one segmentation. Defaults are the contract's."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     k: Annotated[int, Field(ge=K_MIN, le=K_MAX, strict=False)] | Literal["auto"] = Field(
-        16, description="Number of clusters (2..256), or \"auto\" to search k_min..k_max."
+        16, description='Number of clusters (2..256), or "auto" to search k_min..k_max.'
     )
     k_min: int = Field(2, ge=AUTO_K_MIN, le=AUTO_K_MAX, description="Smallest k tried by auto.")
     k_max: int = Field(12, ge=AUTO_K_MIN, le=AUTO_K_MAX, description="Largest k tried by auto.")
@@ -41,8 +53,13 @@ class SegmentParams(BaseModel):
         min_length=1,
         description="Result images to render.",
     )
+    # The upper bound only keeps absurd numbers out of the database: no image kseg accepts
+    # is that large (JPEG's own limit), so any value above its sides means "full size".
     max_side: int | None = Field(
-        None, ge=16, description="Fit on a copy whose longer side is at most this (px)."
+        None,
+        ge=16,
+        le=65535,
+        description="Fit on a copy whose longer side is at most this (px).",
     )
     seed: int = Field(0, ge=0, le=2**32 - 1, description="Random state.")
 
@@ -58,14 +75,14 @@ class SegmentParams(BaseModel):
                 return "auto"
             try:
                 value = int(text)
-            except ValueError:
-                raise ValueError(f"{expected}, not {value!r}") from None
+            except ValueError:  # also Python's 4,300-digit limit on int(str)
+                raise ValueError(f"{expected}, not {_shown(value)}") from None
         if isinstance(value, float) and not value.is_integer():
-            raise ValueError(f"{expected}, not {value!r}")
+            raise ValueError(f"{expected}, not {_shown(value)}")
         if isinstance(value, int | float) and value < K_MIN:
-            raise ValueError(f'must be at least {K_MIN} (or "auto"), not {value:g}')
+            raise ValueError(f'must be at least {K_MIN} (or "auto"), not {_shown(value)}')
         if isinstance(value, int | float) and value > K_MAX:
-            raise ValueError(f"must be at most {K_MAX}, not {value:g}")
+            raise ValueError(f"must be at most {K_MAX}, not {_shown(value)}")
         return value
 
     @field_validator("outputs", mode="before")
@@ -108,6 +125,8 @@ def _describe(error: dict[str, Any]) -> str:
     where = str(loc[0]) if loc else ""  # the field; deeper parts name pydantic's union branches
     msg = str(error.get("msg", "invalid value"))
     msg = msg.removeprefix("Value error, ")
+    if len(msg) > 200:  # pydantic may quote the whole input
+        msg = msg[:197] + "…"
     return f"{where}: {msg}" if where else msg
 
 

@@ -101,6 +101,10 @@ def test_pixel_limit_is_413(request: pytest.FixtureRequest, tmp_path: Path) -> N
         pytest.param({"colour": "red"}, id="unknown-field"),
         pytest.param({"reuse": "perhaps"}, id="reuse=perhaps"),
         pytest.param({"k": ["3", "4"]}, id="k-twice"),
+        pytest.param({"k": "1" * 401}, id="k-401-digits"),
+        pytest.param({"k": "9" * 5000}, id="k-over-python's-int-digits"),
+        pytest.param({"seed": "1" * 401}, id="seed-401-digits"),
+        pytest.param({"max_side": "1e400"}, id="max_side=1e400"),
     ],
 )
 def test_invalid_parameter_multipart_is_422(api: Api, fields: dict[str, Any]) -> None:
@@ -122,13 +126,40 @@ def test_invalid_parameter_multipart_is_422(api: Api, fields: dict[str, Any]) ->
         pytest.param({"outputs": ["labels", "sparkles"]}, id="unknown-output"),
         pytest.param({"unknown": 1}, id="unknown-field"),
         pytest.param({"image_id": 5}, id="image_id-number"),
+        pytest.param({"k": 10**400}, id="k=10**400"),
+        pytest.param({"k": -(10**400)}, id="k=-10**400"),
+        pytest.param({"k": 1e308}, id="k=1e308"),
+        pytest.param({"k_min": 10**400, "k": "auto"}, id="k_min=10**400"),
+        pytest.param({"seed": 10**400}, id="seed=10**400"),
+        pytest.param({"max_side": 10**400}, id="max_side=10**400"),
     ],
 )
 def test_invalid_parameter_json_is_422(api: Api, body: dict[str, Any]) -> None:
     image = api.upload((tiny_png(6), "t.png")).get_json()["items"][0]
     r = api.post("/api/v1/jobs", json={"image_id": image["id"], **body})
-    assert_error(r, 422, "invalid_parameter")
+    error = assert_error(r, 422, "invalid_parameter")
+    assert len(error["message"]) < 300, error
     assert count(api, Job) == 0
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param(b'{"k": 1e400}', id="k=1e400 (inf)"),
+        pytest.param(b'{"k": NaN}', id="k=NaN"),
+        pytest.param(b'{"k": ' + b"9" * 5000 + b"}", id="k-over-python's-int-digits"),
+    ],
+)
+def test_numbers_python_cannot_hold_are_4xx(api: Api, text: bytes) -> None:
+    r = api.post("/api/v1/jobs", data=text, headers={"Content-Type": "application/json"})
+    assert r.status_code in (400, 422) and r.is_json, (r.status_code, r.data[:300])
+
+
+@pytest.mark.parametrize("k", [10**400, "1" * 401, 1e308], ids=["10**400", "401-digits", "1e308"])
+def test_gallery_params_with_huge_numbers_are_422(api: Api, k: Any) -> None:
+    r = api.post("/api/v1/galleries", json={"name": "g", "params": {"k": k}})
+    error = assert_error(r, 422, "invalid_parameter")
+    assert "k" in error["message"]
 
 
 def test_json_without_image_id_is_422(api: Api) -> None:
