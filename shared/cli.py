@@ -2,7 +2,7 @@
 (``migrate``, ``token create|list|revoke``), use a running one (``submit``, ``fetch``) and
 segment one image without any service (``segment``).
 
-The service commands start their servers as child processes (gunicorn, celery), so this
+The service commands start their servers as child processes (waitress, celery), so this
 module imports neither Flask nor Celery.
 """
 
@@ -47,29 +47,10 @@ def _require_migrated(settings: Settings) -> int | None:
 
 
 def web_command(settings: Settings) -> list[str]:
-    # gunicorn's sync workers by default: a request costs about a third less CPU than on its
-    # threaded workers (measured: 6.4 against 9-10 ms per 250 KB upload), and kseg's requests
-    # are short. A worker is busy for the whole of a slow client's upload, though: served
-    # straight to slow links, without a buffering proxy in front, set KSEG_WEB_THREADS.
-    if settings.web_threads > 1:
-        workers = ["--worker-class", "gthread", "--threads", str(settings.web_threads)]
-    else:
-        workers = ["--worker-class", "sync"]
-    return [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "--bind",
-        f"{settings.host}:{settings.port}",
-        "--workers",
-        str(settings.gunicorn_workers),
-        *workers,
-        "--timeout",
-        "120",
-        "--access-logfile",
-        "-",
-        "web.wsgi:app",
-    ]
+    """The web server: waitress in one process with ``KSEG_WEB_THREADS`` threads, reading each
+    request whole before a thread serves it, so slow clients cannot take it down
+    (``web.serve`` says why; the README why not gunicorn)."""
+    return [sys.executable, "-m", "web.serve"]
 
 
 def worker_command(settings: Settings, queues: tuple[str, ...] | None = None) -> list[str]:
@@ -317,7 +298,7 @@ class Supervisor:
     def stop(self, grace: float = STOP_GRACE_SECONDS) -> None:
         for proc in self.children.values():
             if proc.poll() is None:
-                # The leader only: gunicorn's and Celery's own shutdown stops their children.
+                # The leader only: Celery's own shutdown stops its pool.
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(proc.pid, signal.SIGTERM)
         deadline = time.monotonic() + grace
@@ -439,7 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("up", help="migrate, then run web + worker + beat until Ctrl-C")
     p.set_defaults(func=cmd_up)
-    p = sub.add_parser("web", help="run the web server (gunicorn)")
+    p = sub.add_parser("web", help="run the web server (waitress)")
     p.add_argument("--dev", action="store_true", help="Flask's debug server instead")
     p.set_defaults(func=cmd_web)
     p = sub.add_parser(

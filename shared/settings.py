@@ -77,8 +77,12 @@ class Settings:
     queued_stale_after: float
     result_retention: int
     schedule_tick: float
-    gunicorn_workers: int
-    web_threads: int = 1
+    #: Threads of the web server that run the app (``web.serve``); requests reach them whole.
+    web_threads: int = 8
+    #: Connections the web server holds open at once (stalled ones included).
+    web_connection_limit: int = 1000
+    #: Seconds a connection may stay idle (a stalled upload included) before it is closed.
+    web_channel_timeout: int = 60
     core_threads: int = 0
     #: Freed heap a computing process keeps for its next job (``shared.allocator``); 0: glibc's
     #: defaults.
@@ -168,8 +172,9 @@ def load_settings() -> Settings:
         queued_stale_after=_float("KSEG_QUEUED_STALE_AFTER", 60.0),
         result_retention=_int("KSEG_RESULT_RETENTION", 3),
         schedule_tick=_float("KSEG_SCHEDULE_TICK", 30.0),
-        gunicorn_workers=_int("KSEG_WEB_WORKERS", 2),
-        web_threads=max(1, _int("KSEG_WEB_THREADS", 1)),
+        web_threads=max(1, _int("KSEG_WEB_THREADS", 8)),
+        web_connection_limit=max(10, _int("KSEG_WEB_CONNECTION_LIMIT", 1000)),
+        web_channel_timeout=max(1, _int("KSEG_WEB_CHANNEL_TIMEOUT", 60)),
         core_threads=_int("KSEG_CORE_THREADS", 0),
         malloc_retain_bytes=max(0, _int("KSEG_MALLOC_RETAIN_MB", 128)) * 1024 * 1024,
         window_per_process=max(0, _int("KSEG_WINDOW_PER_PROCESS", 2)),

@@ -1,4 +1,4 @@
-"""WSGI entry point for gunicorn: ``gunicorn web.wsgi:app``. Refuses an un-migrated database."""
+"""WSGI entry point for any WSGI server (`waitress-serve --call`, not needed by kseg itself). Refuses an un-migrated database."""
 
 from __future__ import annotations
 
