@@ -1,4 +1,5 @@
-"""WSGI entry point for any WSGI server (`waitress-serve --call`, not needed by kseg itself). Refuses an un-migrated database."""
+"""WSGI entry point for other WSGI servers (``kseg web`` uses ``web.serve``): ``app``.
+Refuses an un-migrated database."""
 
 from __future__ import annotations
 
