@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
@@ -189,8 +190,10 @@ def cmd_token_list(args: argparse.Namespace) -> int:
     if not tokens:
         whose = f" for owner {args.owner!r}" if args.owner else ""
         hint = "" if args.all else " (--all also lists revoked ones)"
-        print(f"kseg: no tokens{whose}{hint}; create one with `kseg token create NAME`",
-              file=sys.stderr)
+        print(
+            f"kseg: no tokens{whose}{hint}; create one with `kseg token create NAME`",
+            file=sys.stderr,
+        )
         return 0
     rows = [("ID", "OWNER", "LABEL", "KIND", "CREATED (UTC)", "LAST USED", "STATUS")]
     rows += [
@@ -282,18 +285,120 @@ def _sign_in_link(settings: Settings) -> str | None:
     return f"http://{settings.host}:{settings.port}/login/{token}"
 
 
+#: ``kseg up`` restarts a child that exits: after 1 s, then 2, 4, … up to 30 s between tries.
+RESTART_FIRST_DELAY = 1.0
+RESTART_MAX_DELAY = 30.0
+#: A child that stayed up this long (s) before exiting is restarted after the first delay again.
+RESTART_STABLE_AFTER = 60.0
+#: ``kseg up`` gives up (and stops the rest) at this many exits of one child within the window.
+GIVE_UP_CRASHES = 5
+GIVE_UP_WINDOW = 120.0
+
+#: What to look at when a child keeps dying, besides its log above.
+_CHECK = {
+    "web": "that nothing else listens on KSEG_HOST:KSEG_PORT and that the database "
+    "(DATABASE_URL) answers",
+    "worker": "that the broker (CELERY_BROKER_URL) and the database (DATABASE_URL) answer, and "
+    "the memory (the kernel's OOM killer shows as SIGKILL)",
+    "beat": "that the broker (CELERY_BROKER_URL) and the database (DATABASE_URL) answer, and "
+    "that KSEG_INSTANCE_DIR is writable (beat keeps its schedule there)",
+}
+
+
+@dataclass
+class Backoff:
+    """When to restart one child after it exits, or whether to give up: bookkeeping only,
+    no processes (times are ``time.monotonic()`` seconds)."""
+
+    streak: int = 0  # exits in a row without a stable run: sets the delay
+    crashes: list[float] = field(default_factory=list)  # exit times within the window
+
+    def crashed(self, up_for: float, now: float) -> float | None:
+        """Record an exit after ``up_for`` seconds up; the delay before restarting, or None
+        to give up (``GIVE_UP_CRASHES`` exits within ``GIVE_UP_WINDOW`` seconds)."""
+        if up_for >= RESTART_STABLE_AFTER:
+            self.streak = 0
+        self.crashes = [t for t in self.crashes if now - t < GIVE_UP_WINDOW] + [now]
+        if len(self.crashes) >= GIVE_UP_CRASHES:
+            return None
+        delay = min(RESTART_MAX_DELAY, RESTART_FIRST_DELAY * 2**self.streak)
+        self.streak += 1
+        return delay
+
+
+def describe_exit(returncode: int) -> str:
+    """``killed by SIGKILL`` or ``status 1``: how a child ended, from ``Popen.returncode``."""
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"status {returncode}"
+
+
 class Supervisor:
-    """Starts web, worker and beat; on Ctrl-C (or one of them dying) stops all of them,
-    escalating to SIGKILL after a grace period so nothing is left behind."""
+    """Starts web, worker and beat and restarts one that exits, with exponential backoff
+    (``Backoff``); gives up on a child that keeps exiting. ``stop()`` (Ctrl-C) stops all of
+    them, escalating to SIGKILL after a grace period so nothing is left behind."""
 
     def __init__(self) -> None:
         self.children: dict[str, subprocess.Popen[bytes]] = {}
+        self.argv: dict[str, list[str]] = {}
+        self.started_at: dict[str, float] = {}
+        self.backoff: dict[str, Backoff] = {}
+        self.restart_at: dict[str, float] = {}  # children waiting out their delay
 
     def start(self, name: str, argv: list[str]) -> None:
-        self.children[name] = subprocess.Popen(argv, start_new_session=True)
+        self.argv[name] = argv
+        self.backoff[name] = Backoff()
+        self._spawn(name)
+
+    def _spawn(self, name: str) -> None:
+        proc = subprocess.Popen(self.argv[name], start_new_session=True)
+        self.children[name] = proc
+        self.started_at[name] = time.monotonic()
+        print(f"kseg: started {name} (pid {proc.pid})", file=sys.stderr, flush=True)
 
     def dead(self) -> list[str]:
         return [name for name, proc in self.children.items() if proc.poll() is not None]
+
+    def check(self) -> str | None:
+        """Restart the children whose delay has passed and note those that exited; the name
+        of a child to give up on (after saying so on stderr), else None."""
+        now = time.monotonic()
+        for name, proc in list(self.children.items()):
+            if name in self.restart_at:
+                if now >= self.restart_at[name]:
+                    del self.restart_at[name]
+                    self._spawn(name)
+                continue
+            if proc.poll() is None:
+                continue
+            # Its group too: a SIGKILLed worker's pool processes outlive it, and must not run
+            # beside the next worker's pool.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            how = describe_exit(proc.returncode)
+            delay = self.backoff[name].crashed(now - self.started_at[name], now)
+            if delay is None:
+                print(
+                    f"kseg: error: {name} exited {GIVE_UP_CRASHES} times within "
+                    f"{GIVE_UP_WINDOW:g} s (last: {how}); giving up. See its log above, check "
+                    f"{_CHECK.get(name, 'its settings')}, or run `kseg {name}` alone to see it "
+                    "fail. Stopping the rest.",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                return name
+            crashes = len(self.backoff[name].crashes)
+            print(
+                f"kseg: {name} exited ({how}); restarting in {delay:g} s "
+                f"(crash {crashes} of {GIVE_UP_CRASHES})",
+                file=sys.stderr,
+                flush=True,
+            )
+            self.restart_at[name] = now + delay
+        return None
 
     def stop(self, grace: float = STOP_GRACE_SECONDS) -> None:
         for proc in self.children.values():
@@ -374,13 +479,9 @@ def cmd_up(_args: argparse.Namespace) -> int:
     )
     code = 0
     try:
+        # No restart once stopping: the flag is checked before each round.
         while not stopping["flag"]:
-            dead = supervisor.dead()
-            if dead:
-                print(
-                    f"kseg: {', '.join(dead)} stopped unexpectedly; stopping the rest",
-                    file=sys.stderr,
-                )
+            if supervisor.check() is not None:
                 code = 1
                 break
             time.sleep(0.2)
@@ -418,7 +519,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = sub.add_parser("up", help="migrate, then run web + worker + beat until Ctrl-C")
+    p = sub.add_parser(
+        "up", help="migrate, then run web + worker + beat until Ctrl-C, restarting one that exits"
+    )
     p.set_defaults(func=cmd_up)
     p = sub.add_parser("web", help="run the web server (waitress)")
     p.add_argument("--dev", action="store_true", help="Flask's debug server instead")

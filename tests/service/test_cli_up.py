@@ -134,3 +134,104 @@ def test_services_refuse_an_unmigrated_database(tmp_path: Path) -> None:
         assert done.returncode != 0, command
         assert "kseg migrate" in done.stderr, done.stderr
         assert "Traceback" not in done.stderr
+
+
+def _started(log: Path, name: str) -> list[int]:
+    """The pids ``kseg up`` said it started ``name`` with, oldest first."""
+    return [int(pid) for pid in re.findall(rf"kseg: started {name} \(pid (\d+)\)", log.read_text())]
+
+
+def _restarted(log: Path, name: str, old: int) -> int | None:
+    """The pid of ``name`` started after ``old``, once it runs."""
+    pids = _started(log, name)
+    new = pids[-1] if pids else old
+    return new if new != old and _alive(new) else None
+
+
+def test_up_restarts_a_killed_child_and_keeps_the_others(tmp_path: Path) -> None:
+    """SIGKILL beat, then the worker's main process: `kseg up` restarts each alone (the old
+    worker's pool goes with it), web stays, a job still succeeds, Ctrl-C stops everything."""
+    port = free_port()
+    path = tmp_path / "up.log"
+    log = path.open("w+")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "shared.cli", "up"],
+        env=_env(tmp_path, KSEG_PORT=str(port)),
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        token = wait_for(
+            lambda: (
+                (m := re.search(r"API token \(default owner\): (\S+)", path.read_text()))
+                and m.group(1)
+            ),
+            60,
+            interval=0.2,
+            what="kseg up's banner",
+        )
+        [web] = _started(path, "web")
+        [beat] = _started(path, "beat")
+        [worker] = _started(path, "worker")
+        # The pool: wait until the worker has forked it, to see it go with its parent.
+        pool = wait_for(lambda: _descendants(worker), 30, interval=0.2, what="the worker's pool")
+
+        def restarted(name: str, old: int) -> int | None:
+            assert proc.poll() is None, f"kseg up exited:\n{path.read_text()[-2000:]}"
+            return _restarted(path, name, old)
+
+        os.kill(beat, signal.SIGKILL)
+        new_beat = wait_for(lambda: restarted("beat", beat), 30, 0.1, "a new beat")
+        assert "kseg: beat exited (killed by SIGKILL); restarting in 1 s (crash 1 of 5)" in (
+            path.read_text()
+        )
+
+        def submit() -> str:
+            body, ctype = multipart(
+                {"k": "8"}, {"file": ("baby.jpg", (IMAGES / "baby.jpg").read_bytes())}
+            )
+            req = urllib.request.Request(
+                f"http://127.0.0.1:{port}/api/v1/jobs",
+                data=body,
+                headers={"Authorization": f"Bearer {token}", "Content-Type": ctype},
+            )
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                return str(json.loads(resp.read())["id"])
+
+        os.kill(worker, signal.SIGKILL)
+        meanwhile = submit()  # while no worker runs: it waits, and is not lost
+        new_worker = wait_for(lambda: restarted("worker", worker), 30, 0.1, "a new worker")
+        assert "kseg: worker exited (killed by SIGKILL); restarting in 1 s" in path.read_text()
+        assert not any(_alive(pid) for pid in pool), "the old worker's pool must not run on"
+        assert _started(path, "web") == [web] and _alive(web), "web is left alone"
+        assert _alive(new_beat)
+        assert proc.poll() is None
+
+        def finished(job_id: str) -> str | None:
+            get = urllib.request.Request(
+                f"http://127.0.0.1:{port}/api/v1/jobs/{job_id}",
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            with urllib.request.urlopen(get, timeout=10) as resp:
+                status = json.loads(resp.read())["status"]
+            return status if status not in ("queued", "running") else None
+
+        for job_id in (meanwhile, submit()):
+            assert wait_for(lambda j=job_id: finished(j), 90, 0.1, "the job") == "succeeded"
+        assert _alive(new_worker)
+
+        children = _descendants(proc.pid)
+        assert {web, new_beat, new_worker} <= children
+        proc.send_signal(signal.SIGINT)
+        proc.wait(30)
+        assert proc.returncode == 0
+        wait_for(lambda: not any(_alive(pid) for pid in children), 5, what="no orphans")
+    finally:
+        if proc.poll() is None:  # a failure above: stop the children too, not only kseg up
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        log.close()
