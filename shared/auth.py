@@ -1,4 +1,5 @@
-"""Owners and bearer tokens. Only a token's SHA-256 is stored; the token itself is shown once."""
+"""Owners, bearer tokens and the pages' sessions. Only a token's SHA-256 is stored; the token
+itself is shown once."""
 
 from __future__ import annotations
 
@@ -7,10 +8,10 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, delete, or_, select, update
 from sqlalchemy.orm import Session
 
-from shared.models import ApiToken, Owner, utcnow
+from shared.models import ApiToken, Owner, WebSession, utcnow
 
 DEFAULT_OWNER = "default"
 
@@ -108,6 +109,86 @@ def owner_for_token(session: Session, token: str) -> Owner | None:
     return None if owner_id is None else session.get(Owner, owner_id)
 
 
+# ---------------------------------------------------------------- web sessions
+
+#: How stale a web session's ``last_seen_at`` may get before a request refreshes it: coarse,
+#: so that browsing the pages writes to the database once in a while, not on every request.
+SESSION_TOUCH_EVERY = timedelta(minutes=5)
+#: The longest a session id may be (``WebSession.id``); a longer one is not looked up.
+_SESSION_ID_MAX = 64
+
+
+def start_web_session(
+    session: Session, owner_id: str, token_id: str | None, max_idle: timedelta
+) -> WebSession:
+    """A new signed-in browser session for ``owner_id``, started with token ``token_id``.
+
+    The owner's sessions already ended (signed out, revoked, idle longer than ``max_idle``)
+    are deleted on the way, so the table holds about one row per signed-in browser."""
+    now = utcnow()
+    session.execute(
+        delete(WebSession)
+        .where(
+            WebSession.owner_id == owner_id,
+            or_(WebSession.revoked_at.is_not(None), WebSession.last_seen_at < now - max_idle),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    row = WebSession(
+        id=secrets.token_urlsafe(32),
+        owner_id=owner_id,
+        token_id=token_id,
+        created_at=now,
+        last_seen_at=now,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def live_web_session(
+    session: Session, session_id: str, max_idle: timedelta
+) -> tuple[WebSession | None, bool]:
+    """``(row, wrote)`` for the session id a cookie holds: the row is None for an unknown,
+    revoked or idle-expired session; ``wrote`` says whether the session now holds a refreshed
+    ``last_seen_at`` to commit. One primary-key read (the owner joined in)."""
+    if not session_id or len(session_id) > _SESSION_ID_MAX:
+        return None, False
+    row = session.get(WebSession, session_id)
+    if row is None or row.revoked_at is not None:
+        return None, False
+    now = utcnow()
+    idle = now - row.last_seen_at
+    if idle > max_idle:
+        return None, False
+    if idle > SESSION_TOUCH_EVERY:
+        row.last_seen_at = now
+        return row, True
+    return row, False
+
+
+def end_web_session(session: Session, session_id: str) -> bool:
+    """Sign a session out (revoke its row); False when it was not live."""
+    done = session.execute(
+        update(WebSession)
+        .where(WebSession.id == session_id, WebSession.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return bool(done.rowcount)  # type: ignore[attr-defined]
+
+
+def end_web_sessions_of_token(session: Session, token_id: str) -> int:
+    """Sign out every live session started with token ``token_id``; how many there were."""
+    done = session.execute(
+        update(WebSession)
+        .where(WebSession.token_id == token_id, WebSession.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return int(done.rowcount)  # type: ignore[attr-defined]
+
+
 #: The shortest id prefix ``revoke_token`` accepts: ``kseg token list`` shows 8 characters.
 MIN_ID_PREFIX = 4
 
@@ -167,7 +248,8 @@ def revoke_token(session: Session, ident: str) -> tuple[TokenInfo, bool]:
     prefix of its id (at least ``MIN_ID_PREFIX`` characters, as ``kseg token list`` shows).
 
     Returns ``(info, revoked_now)``; ``revoked_now`` is False for a token already revoked.
-    Requests bearing it are refused from the commit on: every request looks its token up.
+    Requests bearing it are refused from the commit on: every request looks its token up. The
+    pages' sessions signed in with it (a spent sign-in link's too) are signed out.
     Raises :class:`TokenLookupError` when nothing, or more than one token, matches.
     """
     ident = ident.strip()
@@ -192,6 +274,7 @@ def revoke_token(session: Session, ident: str) -> tuple[TokenInfo, bool]:
         ids = ", ".join(token.id[:12] for token, _ in rows)
         raise TokenLookupError(f"{ident!r} matches several tokens ({ids}): give more of the id")
     token, owner_name = rows[0]
+    end_web_sessions_of_token(session, token.id)
     if token.revoked_at is not None:
         return _info(token, owner_name), False
     # Compare-and-set: a concurrent revocation or a sign-in link's use keeps its own instant.

@@ -1,4 +1,4 @@
-"""The data model: owners and tokens, images, jobs, results and worker heartbeats.
+"""The data model: owners, tokens and web sessions, images, jobs, results and worker heartbeats.
 
 SQLAlchemy 2 typed models. The database is the truth: the broker only wakes workers up, so
 every job's state lives in its row. Times are stored as naive UTC and handed out as aware UTC.
@@ -111,6 +111,32 @@ class ApiToken(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
 
     owner: Mapped[Owner] = relationship(back_populates="tokens")
+
+
+class WebSession(Base):
+    """A signed-in browser: the pages' session cookie holds only this row's ``id``.
+
+    Sign-out revokes the row, so a copy of the cookie signs nobody in afterwards; revoking the
+    token it was started with (``kseg token revoke``) revokes it too. Each request reads it by
+    primary key.
+    """
+
+    __tablename__ = "web_sessions"
+
+    #: ``secrets.token_urlsafe(32)``: 43 characters.
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("owners.id", ondelete="CASCADE"), index=True)
+    #: The token it was started with; None once that token is gone.
+    token_id: Mapped[str | None] = mapped_column(
+        ForeignKey("api_tokens.id", ondelete="SET NULL"), default=None, index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: Refreshed coarsely (a write on every request would serialise SQLite).
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    #: Loaded with the row: the pages need the owner's name on every request.
+    owner: Mapped[Owner] = relationship(lazy="joined", innerjoin=True)
 
 
 class Image(Base):

@@ -92,6 +92,8 @@ class Settings:
     window_per_process: int = 2
     #: ``KSEG_WORKER_QUEUES``: the classes of work ``kseg worker`` takes.
     worker_queues: tuple[str, ...] = ("interactive", "batch")
+    #: ``KSEG_ACCESS_LOG``: the web app logs a line per request (``web.access_log``).
+    access_log: bool = True
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -179,6 +181,7 @@ def load_settings() -> Settings:
         malloc_retain_bytes=max(0, _int("KSEG_MALLOC_RETAIN_MB", 128)) * 1024 * 1024,
         window_per_process=max(0, _int("KSEG_WINDOW_PER_PROCESS", 2)),
         worker_queues=_queues("KSEG_WORKER_QUEUES", "interactive,batch"),
+        access_log=_bool("KSEG_ACCESS_LOG", True),
     )
 
 

@@ -53,6 +53,12 @@ def create_app(
     app.register_blueprint(api_bp)
     app.register_blueprint(ops_bp)
     app.register_blueprint(pages_bp)
+
+    if settings.access_log:
+        from web import access_log
+
+        # Middleware around the whole app, so the same line comes from any WSGI server.
+        access_log.init_app(app)
     return app
 
 

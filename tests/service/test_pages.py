@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import html
 import io
+import logging
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -18,8 +20,9 @@ import pytest
 from sqlalchemy import func, select
 from werkzeug.test import TestResponse
 
+from shared.auth import hash_token
 from shared.db import get_sessionmaker
-from shared.models import Image, Job
+from shared.models import ApiToken, Image, Job, Owner, WebSession
 from tests.service.test_api_common import BACKENDS, Api, baby, make_api, tiny_png, weixin
 
 CSRF_INPUT = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -82,8 +85,27 @@ class Pages:
 
     @property
     def owner_id(self) -> str:
+        """The signed-in owner, from the server-side session the cookie names."""
+        with get_sessionmaker(self.api.settings.database_url)() as session:
+            return str(session.get(WebSession, self.session_id).owner_id)  # type: ignore[union-attr]
+
+    @property
+    def session_id(self) -> str:
+        """What the session cookie holds: the id of a server-side session."""
         with self.client.session_transaction() as sess:
-            return str(sess["owner_id"])
+            return str(sess["sid"])
+
+    def session_cookie(self) -> str:
+        """The session cookie's value, as an attacker who copied it would have it."""
+        cookie = self.client.get_cookie(self.api.app.config["SESSION_COOKIE_NAME"])
+        assert cookie is not None
+        return cookie.value
+
+    def replay(self, cookie: str) -> Any:
+        """A new browser sending only ``cookie`` as its session cookie."""
+        client = self.api.app.test_client()
+        client.set_cookie(self.api.app.config["SESSION_COOKIE_NAME"], cookie)
+        return client
 
 
 @pytest.fixture(params=BACKENDS)
@@ -132,7 +154,7 @@ def test_sign_in_with_a_token_sets_a_signed_httponly_lax_cookie(pages: Pages) ->
     assert response.status_code == 302 and response.headers["Location"] == "/"
     cookie = response.headers["Set-Cookie"]
     assert "HttpOnly" in cookie and "SameSite=Lax" in cookie, cookie
-    assert pages.api.token not in cookie  # the owner id, never the token
+    assert pages.api.token not in cookie  # a session id, never the token
     assert pages.owner_id
     home = pages.client.get("/")
     assert home.status_code == 200 and "New segmentation" in text(home)
@@ -184,6 +206,166 @@ def test_sign_out_is_a_csrf_protected_post(signed_in: Pages) -> None:
     assert out.status_code == 302 and out.headers["Location"] == "/login"
     assert signed_in.client.get("/").status_code == 302
     assert signed_in.client.get("/api/v1/jobs").status_code == 401
+
+
+def token_owner(pages: Pages) -> Owner:
+    """The owner of the test's token."""
+    with get_sessionmaker(pages.api.settings.database_url)() as session:
+        owner = session.scalar(
+            select(Owner)
+            .join(ApiToken, ApiToken.owner_id == Owner.id)
+            .where(ApiToken.token_hash == hash_token(pages.api.token))
+        )
+    assert owner is not None
+    return owner
+
+
+def test_sign_out_ends_the_session_for_every_copy_of_the_cookie(signed_in: Pages) -> None:
+    copied = signed_in.session_cookie()
+    assert signed_in.replay(copied).get("/").status_code == 200  # the copy works while signed in
+    assert signed_in.replay(copied).get("/api/v1/jobs").status_code == 200
+    out = signed_in.client.post("/logout", data={"csrf_token": signed_in.csrf("/")})
+    assert out.status_code == 302 and out.headers["Location"] == "/login"
+    # The copy taken before signing out is signed out too: on the pages ...
+    page = signed_in.replay(copied).get("/jobs")
+    assert page.status_code == 302 and page.headers["Location"] == "/login?next=/jobs"
+    # ... and on the API's cookie path.
+    polled = signed_in.replay(copied).get("/api/v1/jobs")
+    assert polled.status_code == 401 and polled.get_json()["error"]["code"] == "missing_token"
+    # Signing in again starts a new session; the old copy stays dead.
+    assert signed_in.sign_in().status_code == 302
+    assert signed_in.client.get("/").status_code == 200
+    assert signed_in.replay(copied).get("/").status_code == 302
+
+
+def test_a_cookie_from_before_server_side_sessions_signs_nobody_in(signed_in: Pages) -> None:
+    owner_id = token_owner(signed_in).id
+    legacy = signed_in.api.app.test_client()
+    with legacy.session_transaction() as sess:  # what the cookie held before: the owner id
+        sess["owner_id"] = owner_id
+    page = legacy.get("/")
+    assert page.status_code == 302 and page.headers["Location"] == "/login?next=/"
+    assert legacy.get("/api/v1/jobs").status_code == 401
+    login = legacy.get("/login")
+    assert login.status_code == 200 and 'for="token"' in text(login)
+
+
+def test_revoking_a_token_signs_out_the_pages_signed_in_with_it(pages: Pages) -> None:
+    from shared.auth import revoke_token
+    from shared.db import session_scope
+
+    assert pages.sign_in().status_code == 302
+    other = Pages(replace(pages.api, client=pages.api.app.test_client()))
+    second_token = pages.api.new_token(token_owner(pages).name, "second")
+    assert other.sign_in(second_token).status_code == 302
+    with session_scope(pages.api.settings.database_url) as session:
+        revoke_token(session, pages.api.token)
+    assert pages.client.get("/").status_code == 302  # signed in with the revoked token
+    assert other.client.get("/").status_code == 200  # signed in with another: still in
+
+
+def test_a_session_is_refreshed_as_it_is_used_and_ends_when_idle_too_long(
+    signed_in: Pages,
+) -> None:
+    from datetime import timedelta
+
+    from shared.models import utcnow
+
+    def set_last_seen(ago: timedelta) -> None:
+        with get_sessionmaker(signed_in.api.settings.database_url)() as session:
+            row = session.get(WebSession, signed_in.session_id)
+            assert row is not None and row.revoked_at is None
+            row.last_seen_at = utcnow() - ago
+            session.commit()
+
+    def last_seen_ago() -> timedelta:
+        with get_sessionmaker(signed_in.api.settings.database_url)() as session:
+            row = session.get(WebSession, signed_in.session_id)
+            assert row is not None
+            return utcnow() - row.last_seen_at
+
+    set_last_seen(timedelta(minutes=6))  # stale enough to be refreshed by the next request
+    assert signed_in.client.get("/api/v1/jobs").status_code == 200
+    assert last_seen_ago() < timedelta(minutes=1)
+    lifetime = signed_in.api.app.permanent_session_lifetime
+    set_last_seen(lifetime + timedelta(minutes=1))  # idle longer than the cookie lives
+    assert signed_in.client.get("/").status_code == 302
+
+
+# ---------------------------------------------------------------- the access log
+
+
+@pytest.fixture
+def access_log(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    """The ``kseg.access`` lines (that logger does not propagate: it writes to stdout)."""
+    logger = logging.getLogger("kseg.access")
+    logger.addHandler(caplog.handler)
+    caplog.set_level(logging.INFO, logger="kseg.access")
+    try:
+        yield caplog
+    finally:
+        logger.removeHandler(caplog.handler)
+
+
+def access_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "kseg.access"]
+
+
+def test_the_access_log_never_shows_a_token(
+    pages: Pages, access_log: pytest.LogCaptureFixture
+) -> None:
+    # buffered: the test client then closes each response, as every WSGI server does; the
+    # line is written when the response is closed (its body sent).
+    link = pages.api.new_token("link-owner", "sign-in link", one_time=True)
+    assert pages.client.get(f"/login/{link}", buffered=True).status_code == 302
+    browser = pages.api.app.test_client()
+    assert browser.get(f"/login/{pages.api.token}", buffered=True).status_code == 403
+    ok = pages.api.get("/api/v1/jobs", buffered=True)  # Authorization: Bearer <token>
+    assert ok.status_code == 200
+    browser.get(f"/login?next=/&token={pages.api.token}", buffered=True)
+    lines = access_lines(access_log)
+    logged = "\n".join(lines)
+    assert len(lines) == 4, logged
+    assert link not in logged and pages.api.token not in logged, logged
+    assert '"GET /login/[redacted] HTTP/1.1" 302 ' in logged, logged
+    assert '"GET /login/[redacted] HTTP/1.1" 403 ' in logged, logged
+    assert '"GET /login?next=/&token=[redacted] HTTP/1.1" 200 ' in logged, logged
+    api_line = next(line for line in lines if '"GET /api/v1/jobs HTTP/1.1"' in line)
+    # Common log format plus the time taken: addr - - [when] "request" status bytes time.
+    assert re.fullmatch(
+        r"127\.0\.0\.1 - - \[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d \+0000\] "
+        r'"GET /api/v1/jobs HTTP/1\.1" 200 (\d+) \d+\.\dms',
+        api_line,
+    ), api_line
+    assert api_line.split()[-2] == str(len(ok.get_data())), api_line
+    assert "Bearer" not in logged and "session=" not in logged  # no headers
+
+
+def test_the_access_log_works_under_a_real_wsgi_server(
+    request: pytest.FixtureRequest, tmp_path: Path, access_log: pytest.LogCaptureFixture
+) -> None:
+    import requests
+
+    from tests.conftest import serve_app, wait_for
+
+    api = make_api(request, tmp_path, "sqlite")
+    server = serve_app(api.app)
+    try:
+        refused = requests.get(f"{server.base_url}/login/{api.token}", timeout=10)
+        assert refused.status_code == 403
+    finally:
+        server.stop()
+    line = wait_for(lambda: access_lines(access_log), 5, what="the access log line")[0]
+    assert api.token not in line, line
+    assert f'"GET /login/[redacted] HTTP/1.1" 403 {len(refused.content)} ' in line, line
+
+
+def test_the_access_log_can_be_turned_off(
+    request: pytest.FixtureRequest, tmp_path: Path, access_log: pytest.LogCaptureFixture
+) -> None:
+    api = make_api(request, tmp_path, "sqlite", KSEG_ACCESS_LOG="0")
+    assert api.client.get("/login", buffered=True).status_code == 200
+    assert access_lines(access_log) == []
 
 
 def test_auth_disabled_needs_no_sign_in(request: pytest.FixtureRequest, tmp_path: Path) -> None:

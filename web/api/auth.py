@@ -1,7 +1,8 @@
 """Bearer-token authentication for the API: ``Authorization: Bearer <token>``.
 
-GET and HEAD requests without an Authorization header may instead carry the pages' signed
-session cookie (``session["owner_id"]``): the pages poll jobs and load images that way.
+GET and HEAD requests without an Authorization header may instead carry the pages' session
+cookie, whose server-side session must be live (:mod:`web.browser_session`: signed out means
+401 here too): the pages poll jobs and load images that way.
 
 ``KSEG_API_TOKEN`` is made valid for the default owner on the first request (lazily, so an app
 can start before the database is migrated). ``KSEG_AUTH_DISABLED`` makes every request the
@@ -19,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from shared.auth import DEFAULT_OWNER, ensure_token, get_or_create_owner, use_token
 from shared.settings import Settings
 from web.api.errors import ApiError
+from web.browser_session import SESSION_ID, current_web_session
 from web.db import get_session
 
 log = logging.getLogger(__name__)
@@ -76,12 +78,15 @@ def authenticate() -> None:
     if (
         request.method in ("GET", "HEAD")
         and "Authorization" not in request.headers
-        and isinstance(cookie_session.get("owner_id"), str)
+        and SESSION_ID in cookie_session
     ):
-        # The pages' signed session cookie, for reads only (polling, images): writes need a
-        # bearer token, so a cookie can never be used to forge one.
-        g.owner_id = cookie_session["owner_id"]
-        return
+        # The pages' session cookie, for reads only (polling, images): writes need a bearer
+        # token, so a cookie can never be used to forge one. Its session must be live on the
+        # server (one primary-key read); a signed-out one falls through to the 401 below.
+        web_session = current_web_session()
+        if web_session is not None:
+            g.owner_id = web_session.owner_id
+            return
     ensure_env_token()
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.strip().partition(" ")

@@ -1,8 +1,10 @@
-"""Signing in to the pages: the API's owners and tokens, kept in a signed session cookie.
+"""Signing in to the pages: the API's owners and tokens, and a session kept on the server.
 
 A token pasted into the form, or a one-time link ``/login/<token>`` (``kseg up`` prints one),
-is exchanged for a session cookie (signed, HttpOnly, SameSite=Lax) that holds the owner id.
-The token itself is never stored in the cookie. Sign-out is a CSRF-protected POST.
+is exchanged for a server-side session (:mod:`web.browser_session`) whose id alone goes in the
+session cookie (signed, HttpOnly, SameSite=Lax); the token never does. Sign-out is a
+CSRF-protected POST that ends the session on the server, so a copy of the cookie taken
+before signs nobody in afterwards.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ from flask import (
     redirect,
     render_template,
     request,
-    session,
     url_for,
 )
 from sqlalchemy import select
@@ -27,6 +28,7 @@ from werkzeug.wrappers import Response
 from shared.auth import hash_token, owner_for_token
 from shared.models import ApiToken, Owner
 from shared.settings import Settings
+from web import browser_session
 from web.db import get_session
 from web.pages import bp
 
@@ -39,22 +41,19 @@ def _settings() -> Settings:
 
 
 def current_owner() -> Owner | None:
-    """The signed-in owner (cached per request); a cookie of a vanished owner signs out."""
+    """The signed-in owner (cached per request): that of the cookie's live server-side
+    session, read with it in one query; a signed-out, revoked or unknown session is None."""
     if "page_owner" in g:
         owner: Owner | None = g.page_owner
         return owner
     owner = None
-    db = get_session()
     if _settings().auth_disabled:
         from web.api.auth import _default_owner_id
 
-        owner = db.get(Owner, _default_owner_id())
+        owner = get_session().get(Owner, _default_owner_id())
     else:
-        owner_id = session.get("owner_id")
-        if isinstance(owner_id, str):
-            owner = db.get(Owner, owner_id)
-            if owner is None:
-                session.clear()
+        row = browser_session.current_web_session()
+        owner = None if row is None else row.owner
     g.page_owner = owner
     return owner
 
@@ -99,10 +98,11 @@ def _safe_next(target: str | None) -> str:
     return target
 
 
-def _sign_in(owner: Owner, next_url: str | None) -> Response:
-    session.clear()  # a fresh session (and CSRF token) for the new owner
-    session["owner_id"] = owner.id
-    session.permanent = True
+def _sign_in(owner: Owner, token_id: str | None, next_url: str | None) -> Response:
+    # A fresh cookie session (and CSRF token) for the new owner, holding only the session id;
+    # commits the request's transaction (a spent sign-in link, a token's last use) with it.
+    browser_session.sign_in(owner.id, token_id)
+    g.page_owner = owner
     flash(f"Signed in as {owner.name}.", "ok")
     return redirect(_safe_next(next_url))
 
@@ -135,8 +135,8 @@ def login_post() -> Any:
             403,
             token_error=True,
         )
-    db.commit()
-    return _sign_in(owner, request.form.get("next"))
+    token_id = db.scalar(select(ApiToken.id).where(ApiToken.token_hash == hash_token(token)))
+    return _sign_in(owner, token_id, request.form.get("next"))  # commits
 
 
 @bp.get("/login/<token>")
@@ -153,12 +153,13 @@ def login_link(token: str) -> Any:
             "Sign in with your token below, or get a new link by restarting `kseg up`.",
             403,
         )
-    db.commit()  # the link is spent
-    return _sign_in(owner, None)
+    # The link is spent in the same commit as the session starts.
+    return _sign_in(owner, row.id if row is not None else None, None)
 
 
 @bp.post("/logout")
 def logout() -> Response:
-    session.clear()
+    browser_session.sign_out()  # on the server: every copy of the cookie is signed out
+    g.page_owner = None
     flash("Signed out.", "ok")
     return redirect(url_for("pages.login"))
