@@ -7,6 +7,7 @@ Errors come as :class:`ApiError` (the service answered with the contract's error
 
 from __future__ import annotations
 
+import contextlib
 import json
 import mimetypes
 import time
@@ -25,6 +26,10 @@ FINAL_STATUSES = frozenset({"succeeded", "failed", "canceled"})
 POLL_INTERVALS = (0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
 #: Seconds of failed polls (no answer, or 502/503/504) a wait rides out before giving up.
 OUTAGE_TOLERANCE = 30.0
+#: A 429 whose ``Retry-After`` is at most this many seconds is waited out and the request
+#: sent again (a rate limit, the active-jobs quota); a longer one (the stored-bytes quota,
+#: which waiting does not cure) is raised.
+MAX_RETRY_AFTER = 120.0
 
 
 class ClientError(Exception):
@@ -36,11 +41,15 @@ class ServiceUnreachable(ClientError):
 
 
 class ApiError(ClientError):
-    """The service answered with an error: HTTP ``status`` and the contract's ``code``."""
+    """The service answered with an error: HTTP ``status`` and the contract's ``code``;
+    ``retry_after``: the seconds its ``Retry-After`` header asked for (None without one)."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, retry_after: float | None = None
+    ) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
+        self.retry_after = retry_after
 
 
 class WaitTimeout(TimeoutError):
@@ -99,11 +108,28 @@ class Client:
     base_url: str
     token: str | None = None
     timeout: float = 60.0
+    #: Called before each wait for a 429's ``Retry-After`` (the error, the seconds).
+    on_retry: Callable[[ApiError, float], None] | None = None
 
     def request(
         self, method: str, path: str, *, body: bytes | None = None, content_type: str | None = None
     ) -> bytes:
-        """The response body of ``method path``; raises :class:`ClientError`."""
+        """The response body of ``method path``; raises :class:`ClientError`. A 429 with a
+        short ``Retry-After`` (≤ ``MAX_RETRY_AFTER`` s) is waited out and sent again."""
+        while True:
+            try:
+                return self._request_once(method, path, body=body, content_type=content_type)
+            except ApiError as exc:
+                wait = exc.retry_after
+                if exc.status != 429 or wait is None or wait > MAX_RETRY_AFTER:
+                    raise
+                if self.on_retry is not None:
+                    self.on_retry(exc, wait)
+                time.sleep(wait)
+
+    def _request_once(
+        self, method: str, path: str, *, body: bytes | None, content_type: str | None
+    ) -> bytes:
         headers = {"Accept": "application/json"}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
@@ -133,7 +159,11 @@ class Client:
             code, message = "http_error", f"HTTP {exc.code} {exc.reason} from {exc.url}"
         if exc.code == 401:  # the service's message says how to get a token; this, where
             message += " Pass it with --token or KSEG_API_TOKEN."
-        return ApiError(exc.code, code, message)
+        retry_after = None
+        # Absent, or an HTTP date (kseg sends seconds): no wait to honour.
+        with contextlib.suppress(TypeError, ValueError):
+            retry_after = max(0.0, float(exc.headers.get("Retry-After", "")))
+        return ApiError(exc.code, code, message, retry_after)
 
     def json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         data = self.request(method, path, **kwargs)

@@ -232,7 +232,19 @@ def _client(args: argparse.Namespace) -> Client:
             token = settings.api_token_file.read_text().strip() or None
         except OSError:  # no `kseg up` here: the service's 401 says how to get a token
             token = None
-    return Client(args.url or settings.service_url(), token)  # Client drops a trailing /
+    # Client drops a trailing /
+    return Client(args.url or settings.service_url(), token, on_retry=_say_retry)
+
+
+def _say_retry(exc: ApiError, wait: float) -> None:
+    """A 429 the client waits out: say why, once per wait (the service's message names the
+    limit and what else to do)."""
+    print(
+        f"kseg: the service answered {exc.code}; waiting {wait:g} s as it asks, then sending "
+        f"again ({exc.message.rstrip('.')})",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def _outdirs(args: argparse.Namespace, pending: list[_Pending]) -> dict[str, Path]:

@@ -58,3 +58,15 @@ class ImageTooLargeError(ImageError):
 
     code = "image_too_large"
     status = 413
+
+
+class QuotaExceededError(KsegError):
+    """An owner is over one of its quotas (``shared.quotas``); ``retry_after`` (s) says when
+    trying again may succeed (0: not by waiting)."""
+
+    code = "quota_exceeded"
+    status = 429
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

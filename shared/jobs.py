@@ -21,6 +21,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from shared import quotas
 from shared.db import binary_row, fetch_blob, pipelined
 from shared.imageio import probe_image
 from shared.models import (
@@ -67,12 +68,18 @@ def store_image(
     filename: str | None,
     *,
     max_pixels: int | None = None,
+    max_stored_bytes: int = 0,
 ) -> tuple[Image, bool]:
-    """Store an upload, deduplicated per owner by SHA-256. Returns ``(image, created)``."""
+    """Store an upload, deduplicated per owner by SHA-256. Returns ``(image, created)``.
+
+    With ``max_stored_bytes`` (> 0) a new image that would put the owner's uploads over it
+    raises :class:`~shared.errors.QuotaExceededError` (an image stored already costs nothing).
+    """
     digest = hashlib.sha256(data).hexdigest()
     existing = session.scalar(_IMAGE_BY_SHA, {"b_owner": owner_id, "b_sha": digest})
     if existing is not None:
         return existing, False
+    quotas.check_stored_bytes(session, owner_id, len(data), max_stored_bytes)
     info = probe_image(data, max_pixels=max_pixels)
     values = {
         "id": new_id(),

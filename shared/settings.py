@@ -92,6 +92,15 @@ class Settings:
     window_per_process: int = 2
     #: ``KSEG_WORKER_QUEUES``: the classes of work ``kseg worker`` takes.
     worker_queues: tuple[str, ...] = ("interactive", "batch")
+    #: Rate limits (``limits`` notation, e.g. ``30/minute``; empty: none) and quotas (0: none);
+    #: ``web.limits`` and ``shared.quotas`` apply them.
+    rate_limit_failed_auth: str = "30/minute"
+    rate_limit_submissions: str = "300/minute"
+    quota_active_jobs: int = 100
+    quota_stored_bytes: int = 10 * 1024**3
+    #: Where the rate-limit counters live: the Redis broker's server when there is one (shared
+    #: by every web process), else this process's memory.
+    rate_limit_storage_url: str = "memory://"
     #: ``KSEG_ACCESS_LOG``: the web app logs a line per request (``web.access_log``).
     access_log: bool = True
     extra: dict[str, str] = field(default_factory=dict)
@@ -181,8 +190,34 @@ def load_settings() -> Settings:
         malloc_retain_bytes=max(0, _int("KSEG_MALLOC_RETAIN_MB", 128)) * 1024 * 1024,
         window_per_process=max(0, _int("KSEG_WINDOW_PER_PROCESS", 2)),
         worker_queues=_queues("KSEG_WORKER_QUEUES", "interactive,batch"),
+        rate_limit_failed_auth=_rate("KSEG_RATE_LIMIT_FAILED_AUTH", "30/minute"),
+        rate_limit_submissions=_rate("KSEG_RATE_LIMIT_SUBMISSIONS", "300/minute"),
+        quota_active_jobs=max(0, _int("KSEG_QUOTA_ACTIVE_JOBS", 100)),
+        quota_stored_bytes=max(0, _int("KSEG_QUOTA_STORED_MB", 10 * 1024)) * 1024 * 1024,
+        rate_limit_storage_url=_str(
+            "KSEG_RATE_LIMIT_STORAGE_URL",
+            broker_url if broker_url.startswith(("redis://", "rediss://")) else "memory://",
+        ),
         access_log=_bool("KSEG_ACCESS_LOG", True),
     )
+
+
+def _rate(name: str, default: str) -> str:
+    """A rate limit in the notation of the ``limits`` library (``30/minute``, ``5 per second``;
+    several separated by ``;``), checked at start; empty, ``0`` or ``off``: no limit."""
+    text = _str(name, default).strip()
+    if text.lower() in {"", "0", "off", "none"}:
+        return ""
+    from limits import parse_many
+
+    try:
+        parse_many(text)
+    except ValueError:
+        raise SystemExit(
+            f"kseg: setting {name}: {text!r} is not a rate limit; write it like 30/minute or "
+            "10 per second (several separated by ';'), or off"
+        ) from None
+    return text
 
 
 def parse_queues(text: str) -> tuple[str, ...]:

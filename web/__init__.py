@@ -44,9 +44,12 @@ def create_app(
 
     from flask_wtf.csrf import CSRFProtect
 
+    from web import limits
     from web.api import bp as api_bp
     from web.ops import bp as ops_bp
     from web.pages import bp as pages_bp
+
+    limits.init_app(app, settings)
 
     csrf = CSRFProtect(app)
     csrf.exempt(api_bp)  # bearer tokens, no cookies: nothing to forge

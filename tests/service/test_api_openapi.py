@@ -165,3 +165,56 @@ def test_live_app_conforms_to_its_schema(api: Api) -> None:
                 pytest.fail(f"schemathesis run over its time bound after {calls} calls")
             run_cases(operation, mode, op_checks)
     assert calls > 100
+
+
+def _codes_raised_in_source() -> set[str]:
+    """Every error code the application's source answers with, found in its syntax tree:
+    ``ApiError(status, "code", …)``, ``error_response(status, "code", …)``, ``not_found("x")``
+    (``x_not_found``), ``code = "…"`` of the error classes and the server's refusals."""
+    import ast
+
+    from tests.conftest import ROOT
+    from web.serve import REFUSALS
+
+    codes = {code for code, *_ in REFUSALS.values()}
+    for path in [*(ROOT / "web").rglob("*.py"), *(ROOT / "shared").rglob("*.py")]:
+        if path.name == "client.py":  # the client reads codes, it answers none
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call):
+                name = getattr(node.func, "id", None) or getattr(node.func, "attr", None)
+                args = node.args
+                if name in ("ApiError", "error_response") and len(args) >= 2:
+                    if isinstance(args[1], ast.Constant):
+                        codes.add(args[1].value)
+                elif name == "not_found" and args and isinstance(args[0], ast.Constant):
+                    codes.add(f"{args[0].value}_not_found")
+            elif (
+                isinstance(node, ast.Assign)
+                and any(getattr(t, "id", None) == "code" for t in node.targets)
+                and isinstance(node.value, ast.Constant)
+                and isinstance(node.value.value, str)
+                and path.parent.name in ("api", "shared")
+            ):
+                codes.add(node.value.value)
+    return codes
+
+
+def test_every_error_code_is_listed_in_the_document_and_the_readme(api: Api) -> None:
+    import re
+
+    from tests.conftest import ROOT
+    from web.api.errors import _HTTP_MESSAGES, ERROR_CODES
+
+    raised = _codes_raised_in_source() | {code for code, _ in _HTTP_MESSAGES.values()}
+    raised.discard("error")  # KsegError's base default, never answered
+    assert raised <= set(ERROR_CODES), sorted(raised - set(ERROR_CODES))
+    assert {"rate_limited", "quota_exceeded"} <= set(ERROR_CODES)
+    doc = api.get("/api/v1/openapi.json").get_json()
+    assert set(doc["x-error-codes"]) == set(ERROR_CODES)
+    for name, (status, _) in ERROR_CODES.items():
+        assert doc["x-error-codes"][name]["status"] == status
+    assert "Retry-After" in doc["components"]["responses"]["E429"]["headers"]
+    readme = (ROOT / "README.md").read_text()
+    table = dict(re.findall(r"^\| `([a-z_]+)` \| (\d{3}) \|", readme, re.M))
+    assert table == {name: str(status) for name, (status, _) in ERROR_CODES.items()}

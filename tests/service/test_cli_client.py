@@ -18,7 +18,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import IMAGES, LiveServer, Stack, free_port, serve_app, wait_for
+from tests.conftest import (
+    IMAGES,
+    LiveServer,
+    Stack,
+    build_stack,
+    free_port,
+    serve_app,
+    wait_for,
+)
 from tests.service.test_api_common import Api, make_api
 
 pytestmark = pytest.mark.integration
@@ -297,3 +305,25 @@ def test_jobs_lists_the_owners_newest_jobs_with_their_ids(
     assert bad.returncode == 2 and "'bogus' is not a job status" in bad.stderr
     down = kseg("jobs", "--url", f"http://127.0.0.1:{free_port()}", cwd=tmp_path)
     assert down.returncode == 3 and "cannot reach kseg at" in down.stderr
+
+
+def test_submit_waits_out_the_active_jobs_quota_and_goes_on(tmp_path: Path) -> None:
+    from shared.db import migrate
+
+    database_url = f"sqlite:///{tmp_path / 'instance' / 'kseg.db'}"
+    migrate(database_url)
+    stack = build_stack(
+        "sqlite-embedded", database_url, "filesystem://", tmp_path, KSEG_QUOTA_ACTIVE_JOBS=1
+    )
+    try:
+        images = [IMAGES / "baby.jpg", IMAGES / "weixin.jpg"]
+        done = kseg(
+            "submit", *map(str, images), "-k", "4", "--url", stack.base_url,
+            "--token", stack.token, "-o", str(tmp_path / "out"), cwd=tmp_path,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr + stack.logs()
+        assert "quota_exceeded; waiting 5 s" in done.stderr, done.stderr
+        for stem in ("baby", "weixin"):
+            assert (tmp_path / "out" / f"{stem}-kseg" / "recolor.png").exists()
+    finally:
+        stack.stop()

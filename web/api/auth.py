@@ -22,6 +22,7 @@ from shared.settings import Settings
 from web.api.errors import ApiError
 from web.browser_session import SESSION_ID, current_web_session
 from web.db import get_session
+from web.limits import auth_failed
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,7 @@ def authenticate() -> None:
             _CHALLENGE,
         )
     if scheme.lower() != "bearer" or not token.strip():
+        auth_failed()
         raise ApiError(
             401,
             "invalid_token",
@@ -109,6 +111,7 @@ def authenticate() -> None:
     found, wrote = use_token(session, token.strip())
     if found is None:
         session.rollback()
+        auth_failed()  # counted per client address: guessing tokens gets a 429 soon
         raise ApiError(
             401,
             "invalid_token",

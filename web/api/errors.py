@@ -23,11 +23,56 @@ from sqlalchemy.exc import (
 )
 from werkzeug.exceptions import HTTPException
 
-from shared.errors import KsegError
+from shared.errors import KsegError, QuotaExceededError
 
 log = logging.getLogger(__name__)
 
 API_PREFIX = "/api/"
+
+#: Every error ``code`` the API answers with: status and meaning. The OpenAPI document and
+#: the README list these; ``tests/service/test_api_errors.py`` checks the source raises no
+#: other (HTTP errors without an entry here get their reason phrase in snake_case).
+ERROR_CODES: dict[str, tuple[int, str]] = {
+    "bad_request": (400, "the request is malformed (syntax, headers, content)"),
+    "malformed_json": (400, "the body is not a JSON object"),
+    "unsupported_content_type": (400, "send multipart/form-data or application/json"),
+    "missing_file": (400, "a multipart upload without its file part"),
+    "too_many_files": (400, "more files than the endpoint takes"),
+    "unexpected_file_part": (400, "a file part where none belongs"),
+    "invalid_cursor": (400, "a paging cursor that is not one the API gave"),
+    "missing_token": (401, "no Authorization header"),
+    "invalid_token": (401, "a token that is malformed, unknown or revoked"),
+    "unauthorized": (401, "not signed in"),
+    "job_not_found": (404, "no such job for this token"),
+    "image_not_found": (404, "no such image for this token"),
+    "gallery_not_found": (404, "no such gallery for this token"),
+    "run_not_found": (404, "no such run for this token"),
+    "output_not_found": (404, "the job has no such output (yet)"),
+    "schedule_not_found": (404, "the gallery has no schedule"),
+    "not_found": (404, "no such endpoint"),
+    "method_not_allowed": (405, "the endpoint does not take that method"),
+    "not_acceptable": (406, "the endpoint answers JSON (or PNG)"),
+    "conflict": (409, "a concurrent request changed the same object; retry"),
+    "length_required": (411, "send a Content-Length"),
+    "upload_too_large": (413, "the body is over the upload limit"),
+    "image_too_large": (413, "the image has more pixels than the limit"),
+    "unsupported_image": (415, "not an image format kseg reads"),
+    "unsupported_media_type": (415, "a content type the endpoint does not take"),
+    "invalid_parameter": (422, "a parameter out of range or of the wrong kind"),
+    "unknown_field": (422, "a field the endpoint does not know"),
+    "invalid_value": (422, "a value the database cannot store (control characters)"),
+    "invalid_image": (422, "the bytes are not an image kseg can segment"),
+    "empty_file": (422, "the file is empty"),
+    "corrupt_image": (422, "the image is truncated or damaged"),
+    "rate_limited": (429, "too many requests or failed sign-ins in a window; see Retry-After"),
+    "quota_exceeded": (
+        429,
+        "the owner's active jobs or stored bytes are over its quota; see Retry-After",
+    ),
+    "headers_too_large": (431, "the request line and headers are over 256 KB"),
+    "internal_error": (500, "a bug on kseg's side; retry, report it if it persists"),
+    "database_unavailable": (503, "the database is not answering; see Retry-After"),
+}
 
 
 class ApiError(Exception):
@@ -99,6 +144,16 @@ def http_error(exc: HTTPException) -> Response:
             f"The request body is over the upload limit{size}; send a smaller file "
             "(or ask the operator to raise KSEG_MAX_UPLOAD_BYTES).",
         )
+    if status == 429:  # a rate limit (web.limits)
+        from web.limits import retry_after
+
+        wait = retry_after()
+        return error_response(
+            429,
+            "rate_limited",
+            f"Too many requests ({exc.description}); wait {wait} s (Retry-After) and retry.",
+            {"Retry-After": str(wait)},
+        )
     if status >= 500:
         if status == 500:
             original = getattr(exc, "original_exception", None)
@@ -118,6 +173,10 @@ def http_error(exc: HTTPException) -> Response:
 
 
 def kseg_error(exc: KsegError) -> Response:
+    if isinstance(exc, QuotaExceededError):
+        return error_response(
+            exc.status, exc.code, exc.message, {"Retry-After": str(exc.retry_after)}
+        )
     return error_response(exc.status, exc.code, exc.message)
 
 

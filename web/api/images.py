@@ -57,7 +57,12 @@ def store_uploads() -> list[Image]:
     items = []
     for filename, data in blobs:
         image, _ = store_image(
-            session, owner_id(), data, filename, max_pixels=settings.max_image_pixels
+            session,
+            owner_id(),
+            data,
+            filename,
+            max_pixels=settings.max_image_pixels,
+            max_stored_bytes=settings.quota_stored_bytes,
         )
         items.append(image)
     return items

@@ -10,6 +10,8 @@ from sqlalchemy import select
 from shared.jobs import delete_job, output_png, store_image, submit_job
 from shared.models import JOB_STATUSES, Image, Job, ResultOutput
 from shared.params import OUTPUT_NAMES, SegmentParams, parse_params
+from shared.quotas import check_active_jobs
+from web import limits
 from web.api import bp, paging
 from web.api.auth import owner_id
 from web.api.errors import ApiError, not_found, plausible_id
@@ -47,6 +49,7 @@ def _submission() -> tuple[Image, SegmentParams, bool]:
             part.read(),
             part.filename,
             max_pixels=settings.max_image_pixels,
+            max_stored_bytes=settings.quota_stored_bytes,
         )
         # A first upload has no finished job to reuse: skip looking for one.
         return image, params, reuse and not created
@@ -59,8 +62,11 @@ def _submission() -> tuple[Image, SegmentParams, bool]:
 @bp.post("/jobs")
 def create_job() -> tuple[Response, int, dict[str, str]]:
     session = get_session()
-    image, params, reuse = _submission()
-    job = submit_job(session, owner_id(), image, params, reuse=reuse)
+    settings = current_app.config["KSEG_SETTINGS"]
+    with limits.submissions(owner_id()):
+        check_active_jobs(session, owner_id(), 1, settings.quota_active_jobs)
+        image, params, reuse = _submission()
+        job = submit_job(session, owner_id(), image, params, reuse=reuse)
     # The answer is built before the commit, which would expire the rows it reads.
     names = output_names(session, [job.result_id] if job.result_id else [])
     body = job_obj(job, names.get(job.result_id or "", []))

@@ -15,6 +15,7 @@ from pydantic.json_schema import models_json_schema
 from shared.models import JOB_STATUSES
 from shared.params import OUTPUT_NAMES
 from web.api import bp
+from web.api.errors import ERROR_CODES
 from web.api.paging import DEFAULT_LIMIT, MAX_LIMIT
 from web.api.schemas import REQUEST_MODELS, RESPONSE_MODELS
 
@@ -29,7 +30,12 @@ def _components() -> dict[str, Any]:
     pairs: list[tuple[type[BaseModel], Any]] = [(m, "validation") for m in REQUEST_MODELS]
     pairs += [(m, "serialization") for m in RESPONSE_MODELS]
     _, top = models_json_schema(pairs, ref_template=REF)
-    return dict(top.get("$defs", {}))
+    schemas = dict(top.get("$defs", {}))
+    code = schemas["ErrorDetail"]["properties"]["code"]
+    code["description"] = "Stable snake_case error code, one of: " + ", ".join(
+        f"`{name}` ({status})" for name, (status, _) in ERROR_CODES.items()
+    )
+    return schemas
 
 
 ERROR_TEXT = {
@@ -38,6 +44,8 @@ ERROR_TEXT = {
     404: "No such object for this token (another owner's objects answer 404 too).",
     405: "Method not allowed.",
     413: "Upload over the size limit, or an image over the pixel limit.",
+    429: "Over a rate limit (`rate_limited`: too many requests or failed sign-ins) or a quota "
+    "(`quota_exceeded`: the owner's active jobs or stored bytes); wait Retry-After seconds.",
     415: "Not an image format kseg reads.",
     422: "Well-formed but invalid value (e.g. k=1, unknown field, corrupt or empty image).",
     503: "Database or broker unavailable; retry later.",
@@ -46,7 +54,7 @@ ERROR_TEXT = {
 
 def errors(*statuses: int) -> dict[str, Any]:
     out: dict[str, Any] = {
-        str(s): {"$ref": f"#/components/responses/E{s}"} for s in (401, 503, *statuses)
+        str(s): {"$ref": f"#/components/responses/E{s}"} for s in (401, 429, 503, *statuses)
     }
     out["default"] = {"$ref": "#/components/responses/Error"}
     return out
@@ -561,6 +569,12 @@ def _error_responses() -> dict[str, Any]:
     out["E401"]["headers"] = {
         "WWW-Authenticate": {"description": "Bearer challenge.", "schema": {"type": "string"}}
     }
+    out["E429"]["headers"] = {
+        "Retry-After": {
+            "description": "Seconds to wait before retrying.",
+            "schema": {"type": "integer"},
+        }
+    }
     out["Error"] = json_body(ref("Error"), "Any other error, same body.")
     return out
 
@@ -583,6 +597,10 @@ def _document() -> dict[str, Any]:
             {"name": "operations"},
         ],
         "security": [{"bearer": []}],
+        "x-error-codes": {
+            name: {"status": status, "description": meaning}
+            for name, (status, meaning) in ERROR_CODES.items()
+        },
         "paths": _paths(),
         "components": {
             "schemas": _components(),

@@ -99,11 +99,31 @@ def _server_error(exc: Exception) -> Any:
     )
 
 
+def _too_many(exc: Exception) -> Any:
+    """A rate limit (``web.limits``): too many failed sign-ins or submissions."""
+    from web.api.errors import handle_any
+    from web.limits import retry_after
+
+    if _on_api(request.path):
+        return handle_any(exc)
+    wait = retry_after()
+    response = error_page(
+        429,
+        "Slow down",
+        "Too many attempts from here in a short time: too many sign-ins with a wrong token, "
+        "or too many submissions.",
+        f"Wait {wait} seconds, then try again.",
+    )
+    response.headers["Retry-After"] = str(wait)
+    return response
+
+
 @bp.record_once
 def _on_register(state: BlueprintSetupState) -> None:
     app: Flask = state.app
     # App-wide, so unknown page URLs get the page too; /api/ keeps its JSON errors.
     app.register_error_handler(404, _not_found)
+    app.register_error_handler(429, _too_many)
     app.register_error_handler(500, _server_error)
     app.jinja_env.filters["when"] = present.when
     app.jinja_env.filters["percent"] = present.percent

@@ -30,6 +30,7 @@ from shared.models import ApiToken, Owner
 from shared.settings import Settings
 from web import browser_session
 from web.db import get_session
+from web.limits import auth_failed
 from web.pages import bp
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -129,6 +130,7 @@ def login_post() -> Any:
     owner = owner_for_token(db, token)
     if owner is None:
         db.rollback()
+        auth_failed()  # counted per client address (web.limits)
         return _login_page(
             "That token is not valid: it is unknown, revoked or already used. "
             "Check it, or create a new one with `kseg token create NAME`.",
@@ -148,6 +150,7 @@ def login_link(token: str) -> Any:
     owner = owner_for_token(db, token) if row is not None and row.one_time else None
     if owner is None:
         db.rollback()
+        auth_failed()
         return _login_page(
             "This sign-in link is not valid any more: each link works once. "
             "Sign in with your token below, or get a new link by restarting `kseg up`.",

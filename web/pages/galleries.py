@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from werkzeug.datastructures import FileStorage, MultiDict
 from werkzeug.wrappers import Response
 
-from shared.errors import ImageError, InvalidParameterError
+from shared.errors import ImageError, InvalidParameterError, QuotaExceededError
 from shared.galleries import (
     add_images,
     create_gallery,
@@ -401,11 +401,16 @@ def gallery_upload(gallery_id: str) -> Any:
     for part in files:  # one bad file adds none (one transaction), as on the submit page
         try:
             image, _ = store_image(
-                db, owner_id(), part.read(), part.filename, max_pixels=_settings().max_image_pixels
+                db,
+                owner_id(),
+                part.read(),
+                part.filename,
+                max_pixels=_settings().max_image_pixels,
+                max_stored_bytes=_settings().quota_stored_bytes,
             )
-        except ImageError as exc:
+        except (ImageError, QuotaExceededError) as exc:
             db.rollback()
-            text = f"{part.filename}: {exc.message}."
+            text = f"{part.filename}: {exc.message.rstrip('.')}."
             if len(files) > 1:
                 text += " No image was added; choose the images again."
             return _gallery_page(gallery, errors={"file": text}, status=exc.status)

@@ -24,11 +24,13 @@ from sqlalchemy import func, select
 from werkzeug.datastructures import FileStorage
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from shared.errors import ImageError, InvalidParameterError
+from shared.errors import ImageError, InvalidParameterError, QuotaExceededError
 from shared.jobs import delete_image, delete_job, store_image, submit_job
 from shared.models import JOB_STATUSES, Image, Job
 from shared.params import OUTPUT_NAMES, parse_params
+from shared.quotas import check_active_jobs
 from shared.settings import Settings
+from web import limits
 from web.api import paging
 from web.api.errors import ApiError, plausible_id
 from web.api.serialize import jobs_objs
@@ -152,24 +154,39 @@ def submit_post() -> Any:
     db = get_session()
     me = owner_id()
     jobs: list[Job] = []
-    if image is not None:
-        jobs.append(submit_job(db, me, image, params, reuse=values["reuse"]))
-    else:
-        for part in files:  # one job per file; one bad file stores none (one transaction)
-            data = part.read()
-            try:
-                stored, created = store_image(
-                    db, me, data, part.filename, max_pixels=settings.max_image_pixels
+    try:
+        check_active_jobs(
+            db, me, 1 if image is not None else len(files), settings.quota_active_jobs
+        )
+    except QuotaExceededError as exc:
+        errors["file"] = exc.message
+        return _submit_page(values, errors, image, source, status=429)
+    with limits.submissions(me):  # over the limit: the 429 page (web.pages)
+        if image is not None:
+            jobs.append(submit_job(db, me, image, params, reuse=values["reuse"]))
+        else:
+            for part in files:  # one job per file; one bad file stores none (one transaction)
+                data = part.read()
+                try:
+                    stored, created = store_image(
+                        db,
+                        me,
+                        data,
+                        part.filename,
+                        max_pixels=settings.max_image_pixels,
+                        max_stored_bytes=settings.quota_stored_bytes,
+                    )
+                except (ImageError, QuotaExceededError) as exc:
+                    db.rollback()
+                    name = part.filename or "the file"
+                    errors["file"] = f"{name}: {exc.message.rstrip('.')}."
+                    if len(files) > 1:
+                        errors["file"] += " No file was submitted; choose the images again."
+                    return _submit_page(values, errors, status=exc.status)
+                # A first upload has no finished job to reuse: skip looking for one.
+                jobs.append(
+                    submit_job(db, me, stored, params, reuse=values["reuse"] and not created)
                 )
-            except ImageError as exc:
-                db.rollback()
-                name = part.filename or "the file"
-                errors["file"] = f"{name}: {exc.message}."
-                if len(files) > 1:
-                    errors["file"] += " No file was submitted; choose the images again."
-                return _submit_page(values, errors, status=exc.status)
-            # A first upload has no finished job to reuse: skip looking for one.
-            jobs.append(submit_job(db, me, stored, params, reuse=values["reuse"] and not created))
     ids = [job.id for job in jobs]
     queued = [job.id for job in jobs if job.status == "queued"]
     if not queued:
