@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Scheduling benchmark of the kseg service on this machine (a script, not a test; issue 21).
 
-Each scenario starts a real service (gunicorn web, a Celery worker of 2 processes, beat) on
+Each scenario starts a real service (waitress web, a Celery worker of 2 processes, beat) on
 Redis + PostgreSQL or on the embedded default, and measures:
 
 1. **Interactive latency beside a run**: ``baby.jpg`` submit → succeeded (a client polling

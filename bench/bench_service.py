@@ -2,7 +2,7 @@
 """End-to-end benchmark of the kseg service on this machine (a script, not a test).
 
 For each backend (Redis + PostgreSQL, and the embedded default: SQLite + kombu's filesystem
-transport) it starts a real service — gunicorn web, a Celery worker with 2 processes, beat —
+transport) it starts a real service — waitress web, a Celery worker with 2 processes, beat —
 and measures:
 
 * submit → succeeded latency (p50 / p95 / max) for ``baby.jpg`` and for a 1-megapixel photo,
@@ -81,7 +81,7 @@ def one_megapixel_photos() -> list[bytes]:
 
 
 class Service:
-    """web (gunicorn) + worker (2 processes) + beat, as child processes."""
+    """web (waitress) + worker (2 processes) + beat, as child processes."""
 
     def __init__(self, backend: str, workdir: Path) -> None:
         self.backend = backend
@@ -96,7 +96,6 @@ class Service:
             KSEG_PORT=str(self.port),
             KSEG_QUEUE=f"kseg-bench-{uuid.uuid4().hex[:8]}",
             KSEG_WORKER_CONCURRENCY="2",
-            KSEG_WEB_WORKERS="2",
             PYTHONUNBUFFERED="1",
         )
         if backend == "redis":
