@@ -57,9 +57,10 @@ def create_app(
     app.register_blueprint(ops_bp)
     app.register_blueprint(pages_bp)
 
-    if settings.access_log:
-        from web import access_log
+    from web import access_log
 
+    access_log.redact_werkzeug_log()  # Flask's debug server logs request lines itself
+    if settings.access_log:
         # Middleware around the whole app, so the same line comes from any WSGI server.
         access_log.init_app(app)
     return app

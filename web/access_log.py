@@ -38,6 +38,8 @@ SECRET_PARAMS = frozenset({"token", "access_token", "api_key"})
 _LOGIN_LINK_PATH = re.compile(r"(/login/)[^/]+", re.IGNORECASE)
 #: The same inside a query string (say ``next=/login/…``), up to the next parameter.
 _LOGIN_LINK_QUERY = re.compile(r"(/login/|%2Flogin%2F)[^/&]+", re.IGNORECASE)
+#: The same inside a line of text (werkzeug's log), up to a space, quote, ``/`` or ``&``.
+_LOGIN_LINK_IN_TEXT = re.compile(r"(/login/|%2Flogin%2F)[^/&\s\"]+", re.IGNORECASE)
 #: Anything shaped like a kseg token (``shared.auth.new_token``), wherever it appears.
 _TOKEN_LIKE = re.compile(r"kseg_[A-Za-z0-9_-]{8,}")
 #: Characters that could forge or break a log line: controls, quotes, backslashes.
@@ -110,6 +112,27 @@ def redact_query(query: str) -> str:
         parts.append(part)
     query = _LOGIN_LINK_QUERY.sub(rf"\1{REDACTED}", "&".join(parts))
     return _TOKEN_LIKE.sub(f"kseg_{REDACTED}", query)
+
+
+class RedactTokens(logging.Filter):
+    """For werkzeug's own request log (``kseg web --dev``, its test servers): the request line
+    it writes, with sign-in links and token-shaped strings redacted as in ours."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = _TOKEN_LIKE.sub(
+            f"kseg_{REDACTED}", _LOGIN_LINK_IN_TEXT.sub(rf"\1{REDACTED}", message)
+        )
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
+
+
+def redact_werkzeug_log() -> None:
+    """Install :class:`RedactTokens` on the ``werkzeug`` logger, once per process."""
+    logger = logging.getLogger("werkzeug")
+    if not any(isinstance(f, RedactTokens) for f in logger.filters):
+        logger.addFilter(RedactTokens())
 
 
 def request_target(environ: WSGIEnvironment) -> str:

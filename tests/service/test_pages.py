@@ -360,6 +360,22 @@ def test_the_access_log_works_under_a_real_wsgi_server(
     assert f'"GET /login/[redacted] HTTP/1.1" 403 {len(refused.content)} ' in line, line
 
 
+def test_werkzeugs_own_request_log_is_redacted_too() -> None:
+    """`kseg web --dev` (Flask's debug server) writes its own request lines."""
+    from web.access_log import RedactTokens
+
+    token = "kseg_" + "A1b2C3d4" * 4
+    record = logging.LogRecord(
+        "werkzeug", logging.INFO, __file__, 1, '%s - - [%s] "%s" %s -', None, None
+    )
+    record.args = ("127.0.0.1", "now", f"GET /login/{token} HTTP/1.1", 302)
+    assert RedactTokens().filter(record)
+    assert record.getMessage() == '127.0.0.1 - - [now] "GET /login/[redacted] HTTP/1.1" 302 -'
+    record.msg, record.args = f'"GET /jobs?next=%2Flogin%2F{token[5:]}&t={token} HTTP/1.1"', None
+    RedactTokens().filter(record)
+    assert token not in record.getMessage() and token[5:] not in record.getMessage()
+
+
 def test_the_access_log_can_be_turned_off(
     request: pytest.FixtureRequest, tmp_path: Path, access_log: pytest.LogCaptureFixture
 ) -> None:
