@@ -96,6 +96,9 @@ class Service:
             KSEG_PORT=str(self.port),
             KSEG_QUEUE=f"kseg-bench-{uuid.uuid4().hex[:8]}",
             KSEG_WORKER_CONCURRENCY="2",
+            # Throughput, not limits, is measured: one owner submits hundreds of jobs a minute.
+            KSEG_RATE_LIMIT_SUBMISSIONS="off",
+            KSEG_QUOTA_ACTIVE_JOBS="0",
             PYTHONUNBUFFERED="1",
         )
         if backend == "redis":

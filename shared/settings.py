@@ -95,7 +95,7 @@ class Settings:
     #: Rate limits (``limits`` notation, e.g. ``30/minute``; empty: none) and quotas (0: none);
     #: ``web.limits`` and ``shared.quotas`` apply them.
     rate_limit_failed_auth: str = "30/minute"
-    rate_limit_submissions: str = "300/minute"
+    rate_limit_submissions: str = "20/second;600/minute"
     quota_active_jobs: int = 100
     quota_stored_bytes: int = 10 * 1024**3
     #: Where the rate-limit counters live: the Redis broker's server when there is one (shared
@@ -191,7 +191,7 @@ def load_settings() -> Settings:
         window_per_process=max(0, _int("KSEG_WINDOW_PER_PROCESS", 2)),
         worker_queues=_queues("KSEG_WORKER_QUEUES", "interactive,batch"),
         rate_limit_failed_auth=_rate("KSEG_RATE_LIMIT_FAILED_AUTH", "30/minute"),
-        rate_limit_submissions=_rate("KSEG_RATE_LIMIT_SUBMISSIONS", "300/minute"),
+        rate_limit_submissions=_rate("KSEG_RATE_LIMIT_SUBMISSIONS", "20/second;600/minute"),
         quota_active_jobs=max(0, _int("KSEG_QUOTA_ACTIVE_JOBS", 100)),
         quota_stored_bytes=max(0, _int("KSEG_QUOTA_STORED_MB", 10 * 1024)) * 1024 * 1024,
         rate_limit_storage_url=_str(

@@ -193,3 +193,16 @@ def test_a_bad_limit_setting_is_refused_with_a_clear_message(tmp_path: Path) -> 
     env = service_env("sqlite://", "filesystem://", tmp_path, KSEG_RATE_LIMIT_SUBMISSIONS="lots")
     with pytest.raises(SystemExit, match=r"KSEG_RATE_LIMIT_SUBMISSIONS.*30/minute"):
         settings_from(env)
+
+
+def test_the_defaults_stop_a_flood_but_not_a_user(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    api = api_with(request, tmp_path, "sqlite")
+    answers = []
+    for i in range(500):  # as fast as the test client goes: a flood
+        answers.append(api.submit(tiny_png(i), "t.png", k=2).status_code)
+        if answers[-1] != 202:
+            break
+    assert answers[-1] == 429 and len(answers) < 500, answers
+    assert answers.count(202) >= 20, "a user's handful of submissions always passes"
