@@ -20,6 +20,7 @@ from shared.cli import (
     describe_exit,
 )
 from tests.conftest import wait_for
+from tests.service.test_cli_up import _alive
 
 
 def test_delays_double_from_one_second() -> None:
@@ -109,11 +110,3 @@ def test_a_child_that_exits_takes_its_process_group_along(tmp_path: Path) -> Non
         wait_for(lambda: not _alive(straggler), 5, what="the old group to go")
     finally:
         supervisor.stop(grace=1)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"

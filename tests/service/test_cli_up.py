@@ -54,6 +54,31 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+def _submit_baby(port: int, token: str, k: int) -> str:
+    """baby.jpg through the API of the service on ``port``; the job's id."""
+    body, ctype = multipart(
+        {"k": str(k)}, {"file": ("baby.jpg", (IMAGES / "baby.jpg").read_bytes())}
+    )
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/api/v1/jobs",
+        data=body,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": ctype},
+    )
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return str(json.loads(resp.read())["id"])
+
+
+def _final_status(port: int, token: str, job_id: str) -> str | None:
+    """The job's status once it is final, else None (for ``wait_for``)."""
+    get = urllib.request.Request(
+        f"http://127.0.0.1:{port}/api/v1/jobs/{job_id}",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    with urllib.request.urlopen(get, timeout=10) as resp:
+        status = str(json.loads(resp.read())["status"])
+    return status if status not in ("queued", "running") else None
+
+
 def test_up_serves_a_job_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
     port = free_port()
     log = (tmp_path / "up.log").open("w+")
@@ -73,27 +98,9 @@ def test_up_serves_a_job_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
 
         token = wait_for(banner, 60, interval=0.2, what="kseg up's banner")
         assert f"http://127.0.0.1:{port}" in (tmp_path / "up.log").read_text()
-        body, ctype = multipart(
-            {"k": "16"}, {"file": ("baby.jpg", (IMAGES / "baby.jpg").read_bytes())}
-        )
-        req = urllib.request.Request(
-            f"http://127.0.0.1:{port}/api/v1/jobs",
-            data=body,
-            headers={"Authorization": f"Bearer {token}", "Content-Type": ctype},
-        )
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            job = json.loads(resp.read())
-
-        def finished() -> str | None:
-            get = urllib.request.Request(
-                f"http://127.0.0.1:{port}/api/v1/jobs/{job['id']}",
-                headers={"Authorization": f"Bearer {token}"},
-            )
-            with urllib.request.urlopen(get, timeout=10) as resp:
-                status = json.loads(resp.read())["status"]
-            return status if status not in ("queued", "running") else None
-
-        assert wait_for(finished, 60, interval=0.1, what="the job") == "succeeded"
+        job_id = _submit_baby(port, token, 16)
+        finished = wait_for(lambda: _final_status(port, token, job_id), 60, 0.1, "the job")
+        assert finished == "succeeded"
 
         # The banner's other suggestion: `kseg submit`, with no token given (it takes the
         # one kept under instance/) and no URL (KSEG_PORT, as `kseg up` had).
@@ -187,20 +194,8 @@ def test_up_restarts_a_killed_child_and_keeps_the_others(tmp_path: Path) -> None
             path.read_text()
         )
 
-        def submit() -> str:
-            body, ctype = multipart(
-                {"k": "8"}, {"file": ("baby.jpg", (IMAGES / "baby.jpg").read_bytes())}
-            )
-            req = urllib.request.Request(
-                f"http://127.0.0.1:{port}/api/v1/jobs",
-                data=body,
-                headers={"Authorization": f"Bearer {token}", "Content-Type": ctype},
-            )
-            with urllib.request.urlopen(req, timeout=30) as resp:
-                return str(json.loads(resp.read())["id"])
-
         os.kill(worker, signal.SIGKILL)
-        meanwhile = submit()  # while no worker runs: it waits, and is not lost
+        meanwhile = _submit_baby(port, token, 8)  # while no worker runs: it waits, and is not lost
         new_worker = wait_for(lambda: restarted("worker", worker), 30, 0.1, "a new worker")
         assert "kseg: worker exited (killed by SIGKILL); restarting in 1 s" in path.read_text()
         assert not any(_alive(pid) for pid in pool), "the old worker's pool must not run on"
@@ -208,17 +203,9 @@ def test_up_restarts_a_killed_child_and_keeps_the_others(tmp_path: Path) -> None
         assert _alive(new_beat)
         assert proc.poll() is None
 
-        def finished(job_id: str) -> str | None:
-            get = urllib.request.Request(
-                f"http://127.0.0.1:{port}/api/v1/jobs/{job_id}",
-                headers={"Authorization": f"Bearer {token}"},
-            )
-            with urllib.request.urlopen(get, timeout=10) as resp:
-                status = json.loads(resp.read())["status"]
-            return status if status not in ("queued", "running") else None
-
-        for job_id in (meanwhile, submit()):
-            assert wait_for(lambda j=job_id: finished(j), 90, 0.1, "the job") == "succeeded"
+        for job_id in (meanwhile, _submit_baby(port, token, 8)):
+            status = wait_for(lambda j=job_id: _final_status(port, token, j), 90, 0.1, "the job")
+            assert status == "succeeded"
         assert _alive(new_worker)
 
         children = _descendants(proc.pid)

@@ -141,18 +141,22 @@ def results_per_job(stack: Stack, job_ids: list[str]) -> dict[str, int]:
         return {job_id: int(n) for job_id, n in rows}
 
 
+def wait_under_way(stack: Stack, run_id: str, succeeded: int) -> None:
+    wait_for(
+        lambda: status_counts(stack, run_id).get("succeeded", 0) >= succeeded,
+        120,
+        interval=0.02,
+        what="the run to be under way",
+    )
+
+
 @pytest.fixture
 def draining(stack: Stack) -> Iterator[tuple[Stack, str]]:
     """A 200-image gallery run, started and draining (some of its jobs done, most not)."""
     wait_workers(stack)
     gallery_id = gallery_of(stack, [noise_png(i) for i in range(200)], k=8, outputs=["recolor"])
     run_id = start_run(stack, gallery_id)
-    wait_for(
-        lambda: status_counts(stack, run_id).get("succeeded", 0) >= 4,
-        120,
-        interval=0.02,
-        what="the run to be under way",
-    )
+    wait_under_way(stack, run_id, 4)
     yield stack, run_id
 
 
@@ -298,12 +302,7 @@ def test_a_batch_run_survives_a_broker_restart(
         wait_workers(stack)
         gallery_id = gallery_of(stack, [noise_png(i, 200) for i in range(60)], k=16)
         run_id = start_run(stack, gallery_id)
-        wait_for(
-            lambda: status_counts(stack, run_id).get("succeeded", 0) >= 3,
-            120,
-            interval=0.02,
-            what="the run to be under way",
-        )
+        wait_under_way(stack, run_id, 3)
         own_redis["stop"]()  # its window's messages are gone with it
         own_redis["start"]()
         run = wait_run(stack, run_id, timeout=300)
