@@ -84,7 +84,7 @@ def prepare_images(names: list[str], workdir: Path) -> dict[str, Path]:
 
 
 def decode(path: Path) -> Any:
-    from shared.imageio import load_image
+    from kseg.shared.imageio import load_image
 
     return load_image(path, max_pixels=10**9)
 
@@ -143,7 +143,7 @@ def method_b(rgb: Any, k: int) -> tuple[float, Any]:
 
 
 def method_c(rgb: Any, k: int) -> tuple[float, Any]:
-    from shared.cluster import cluster_image
+    from kseg.shared.cluster import cluster_image
 
     t0 = time.perf_counter()
     c = cluster_image(rgb, k=k, normalize="fixed", seed=0)
@@ -188,9 +188,9 @@ def process_b(path: Path, k: int, out: Path) -> None:
 
 def stage_times(path: Path, repeat: int) -> dict[str, float]:
     """Helper mode: best (fit + render) ``segment()`` timings at k=16, after one warm-up."""
-    from shared.params import parse_params
-    from shared.segment import prepare_for_many_jobs, segment
-    from shared.settings import get_settings
+    from kseg.shared.params import parse_params
+    from kseg.shared.segment import prepare_for_many_jobs, segment
+    from kseg.shared.settings import get_settings
 
     prepare_for_many_jobs(get_settings().malloc_retain_bytes)  # as the worker does at start-up
     params = parse_params(k=16)
@@ -201,9 +201,9 @@ def stage_times(path: Path, repeat: int) -> dict[str, float]:
 
 def recolor_c(path: Path, repeat: int, out: Path) -> dict[str, float]:
     """Helper mode: best decode → cluster → recolor PNG written, k=16, after one warm-up."""
-    from shared.params import parse_params
-    from shared.segment import prepare_for_many_jobs, segment
-    from shared.settings import get_settings
+    from kseg.shared.params import parse_params
+    from kseg.shared.segment import prepare_for_many_jobs, segment
+    from kseg.shared.settings import get_settings
 
     prepare_for_many_jobs(get_settings().malloc_retain_bytes)  # as the worker does at start-up
     params = parse_params(k=16, outputs="recolor")
@@ -346,9 +346,9 @@ def main(argv: list[str] | None = None) -> int:
     # warm-up so import and first-call costs are not billed to the first image
     import numpy as np
 
-    from shared.cluster import cluster_image
-    from shared.segment import prepare_for_many_jobs
-    from shared.settings import get_settings
+    from kseg.shared.cluster import cluster_image
+    from kseg.shared.segment import prepare_for_many_jobs
+    from kseg.shared.settings import get_settings
 
     # (c) is the core as the worker runs it: with the compiled Lloyd step and the worker's
     # allocator setting, which (a) and (b), run in this process too, share.
@@ -432,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
     if "china12mp" in paths and not args.no_process:
         py = sys.executable
         outdir = workdir / "proc-c"
-        c_run = run_process([py, "-m", "shared.core_cli", str(paths["china12mp"]), "-k", "16",
+        c_run = run_process([py, "-m", "kseg.shared.core_cli", str(paths["china12mp"]), "-k", "16",
                              "-o", str(outdir), "--quiet"])
         b_run = run_process([py, str(Path(__file__).resolve()), "--process-b",
                              str(paths["china12mp"]), "--k", "16",

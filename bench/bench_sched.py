@@ -118,7 +118,7 @@ class Bench(Service):
 
     def gallery(self, images: list[bytes], token: str | None = None, **params: Any) -> str:
         """A gallery of ``images``, uploaded through the API 50 at a time."""
-        from shared.client import encode_multipart
+        from kseg.shared.client import encode_multipart
 
         gallery_id = self.json(
             "POST", "/api/v1/galleries", {"name": "bench", "params": params}, token
@@ -336,7 +336,7 @@ def main() -> int:
     parser.add_argument("--big", type=int, default=2000, help="the big run's images (2000)")
     parser.add_argument("--gallery", type=int, default=5000, help="the big gallery (5000)")
     args = parser.parse_args()
-    from shared.openmp import use_passive_openmp
+    from kseg.shared.openmp import use_passive_openmp
 
     use_passive_openmp()
     photos = one_megapixel_photos()

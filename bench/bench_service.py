@@ -125,7 +125,7 @@ class Service:
 
     def kseg(self, *args: str) -> str:
         return subprocess.run(
-            [sys.executable, "-m", "shared.cli", *args],
+            [sys.executable, "-m", "kseg.shared.cli", *args],
             env=self.env,
             cwd=ROOT,
             check=True,
@@ -140,7 +140,7 @@ class Service:
         for command in ("web", "worker", "beat"):
             self.procs.append(
                 subprocess.Popen(
-                    [sys.executable, "-m", "shared.cli", command],
+                    [sys.executable, "-m", "kseg.shared.cli", command],
                     env=self.env,
                     cwd=ROOT,
                     stdout=log,
@@ -202,7 +202,7 @@ class Service:
             return err.code, json.loads(err.read() or b"{}")
 
     def submit(self, data: bytes, **params: Any) -> str:
-        from shared.client import encode_multipart, form_fields
+        from kseg.shared.client import encode_multipart, form_fields
 
         body, ctype = encode_multipart(form_fields(params), [("file", "b.jpg", data)])
         status, job = self.call("POST", "/api/v1/jobs", body, ctype)
@@ -233,9 +233,9 @@ def latency(service: Service, data: bytes, runs: int, params: dict[str, Any]) ->
 
 
 def _core_once(args: tuple[bytes, dict[str, Any]]) -> float:
-    from shared.params import parse_params
-    from shared.segment import prepare_for_many_jobs, segment
-    from shared.settings import get_settings
+    from kseg.shared.params import parse_params
+    from kseg.shared.segment import prepare_for_many_jobs, segment
+    from kseg.shared.settings import get_settings
 
     prepare_for_many_jobs(get_settings().malloc_retain_bytes)  # as the worker's processes are
     data, params = args
@@ -364,7 +364,7 @@ def main() -> int:
         help="throughput trials, each the service between two runs of the core alone (5)",
     )
     args = parser.parse_args()
-    from shared.openmp import use_passive_openmp
+    from kseg.shared.openmp import use_passive_openmp
 
     use_passive_openmp()  # the core alone's processes (spawned below) run as the worker's do
 

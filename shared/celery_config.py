@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from shared.settings import QUEUE_CLASSES, Settings
+from kseg.shared.settings import QUEUE_CLASSES, Settings
 
 RUN_JOB_TASK = "kseg.run_job"
 SWEEP_TASK = "kseg.sweep"

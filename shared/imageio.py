@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from shared.errors import (
+from kseg.shared.errors import (
     CorruptImageError,
     EmptyImageError,
     ImageError,
@@ -56,7 +56,7 @@ def resolve_max_pixels(max_pixels: int | None) -> int:
     """The pixel limit to apply: ``max_pixels`` or the ``KSEG_MAX_IMAGE_PIXELS`` setting."""
     if max_pixels is not None:
         return int(max_pixels)
-    from shared.settings import get_settings  # deferred: settings read the environment
+    from kseg.shared.settings import get_settings  # deferred: settings read the environment
 
     return get_settings().max_image_pixels
 

@@ -21,10 +21,10 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from shared import quotas
-from shared.db import binary_row, fetch_blob, pipelined
-from shared.imageio import probe_image
-from shared.models import (
+from kseg.shared import quotas
+from kseg.shared.db import binary_row, fetch_blob, pipelined
+from kseg.shared.imageio import probe_image
+from kseg.shared.models import (
     ACTIVE_STATUSES,
     GalleryImage,
     Image,
@@ -34,9 +34,10 @@ from shared.models import (
     new_id,
     utcnow,
 )
-from shared.params import SegmentParams
-from shared.render import split_png
-from shared.segment import ALGORITHM_VERSION, Segmentation
+from kseg.shared.params import SegmentParams
+from kseg.shared.render import split_png
+from kseg.shared.runs import refresh_run
+from kseg.shared.segment import ALGORITHM_VERSION, Segmentation
 
 
 class JobLostError(RuntimeError):
@@ -146,8 +147,6 @@ def delete_image(session: Session, image_id: str) -> int:
 
 def _refresh_runs(session: Session, run_ids: Sequence[str | None]) -> None:
     """Recount gallery runs whose jobs were just canceled or deleted."""
-    from shared.galleries import refresh_run  # shared.galleries imports this module
-
     for run_id in run_ids:
         if run_id:
             refresh_run(session, run_id)

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from shared.errors import InvalidParameterError
+from kseg.shared.errors import InvalidParameterError
 
 OUTPUT_NAMES: tuple[str, ...] = ("labels", "gray", "color", "recolor", "overlay")
 OutputName = Literal["labels", "gray", "color", "recolor", "overlay"]

@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterBadDateError, croniter
 
-from shared.errors import InvalidParameterError
+from kseg.shared.errors import InvalidParameterError
 
 
 def parse_timezone(name: str) -> ZoneInfo:

@@ -27,12 +27,12 @@ from typing import Any
 
 import numpy as np
 
-from shared.allocator import retain_freed_memory
-from shared.cluster import Clustering, cluster_image, compiled_lloyd_step
-from shared.colornames import nearest_color_names
-from shared.imageio import load_image
-from shared.params import SegmentParams
-from shared.render import render_outputs
+from kseg.shared.allocator import retain_freed_memory
+from kseg.shared.cluster import Clustering, cluster_image, compiled_lloyd_step
+from kseg.shared.colornames import nearest_color_names
+from kseg.shared.imageio import load_image
+from kseg.shared.params import SegmentParams
+from kseg.shared.render import render_outputs
 
 #: Bumped whenever the core's output for the same image and parameters changes; stored with
 #: every result so galleries can tell stale results (``only_stale``).
@@ -158,7 +158,7 @@ def segment(
     """
     params = params or SegmentParams()
     if n_threads is None:
-        from shared.settings import get_settings  # deferred: settings read the environment
+        from kseg.shared.settings import get_settings  # deferred: settings read the environment
 
         n_threads = get_settings().threads_per_job()
     report = _Progress(progress)

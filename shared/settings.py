@@ -77,7 +77,7 @@ class Settings:
     queued_stale_after: float
     result_retention: int
     schedule_tick: float
-    #: Threads of the web server that run the app (``web.serve``); requests reach them whole.
+    #: Threads of the web server that run the app (``kseg.web.serve``); requests reach them whole.
     web_threads: int = 8
     #: Connections the web server holds open at once (stalled ones included).
     web_connection_limit: int = 1000

@@ -99,7 +99,7 @@ def pg_database(pg_admin_url: str) -> Callable[[str], str]:
     created: list[str] = []
 
     def make(tag: str = "db") -> str:
-        from shared.db import migrate
+        from kseg.shared.db import migrate
 
         name = f"kseg_test_{RUN_ID}_{tag}_{len(created)}"
         _pg_exec(pg_admin_url, f'CREATE DATABASE "{name}"')
@@ -109,7 +109,7 @@ def pg_database(pg_admin_url: str) -> Callable[[str], str]:
         return url
 
     yield make  # type: ignore[misc]
-    from shared.db import dispose_all
+    from kseg.shared.db import dispose_all
 
     dispose_all()
     for name in created:
@@ -205,7 +205,7 @@ def own_redis(tmp_path: Path) -> Iterator[dict[str, Any]]:
 
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
-    from shared.db import migrate
+    from kseg.shared.db import migrate
 
     url = f"sqlite:///{tmp_path / 'instance' / 'kseg.db'}"
     migrate(url)
@@ -232,6 +232,8 @@ def service_env(
             "KSEG_QUEUED_STALE_AFTER": "3",
             "KSEG_SWEEP_INTERVAL": "1",
             "KSEG_BROKER_POLLING_INTERVAL": "0.05",
+            # Not a line per request in the test output; tests of the access log turn it on.
+            "KSEG_ACCESS_LOG": "0",
             "PYTHONUNBUFFERED": "1",
         }
     )
@@ -241,7 +243,7 @@ def service_env(
 
 def settings_from(env: dict[str, str]) -> Any:
     """:class:`shared.settings.Settings` as a process with ``env`` would read them."""
-    from shared.settings import load_settings
+    from kseg.shared.settings import load_settings
 
     saved = dict(os.environ)
     try:
@@ -306,7 +308,7 @@ def start_process(name: str, args: list[str], env: dict[str, str], log_dir: Path
 
 def start_worker(env: dict[str, str], log_dir: Path) -> Proc:
     """A real Celery worker (prefork pool), started as ``kseg worker`` starts it."""
-    from shared.cli import worker_command
+    from kseg.shared.cli import worker_command
 
     # Unique (several workers per test) and marked with the session, for the Redis cleanup.
     name = ["-n", f"test-{RUN_ID}-{uuid.uuid4().hex[:6]}@%h"]
@@ -315,7 +317,7 @@ def start_worker(env: dict[str, str], log_dir: Path) -> Proc:
 
 def start_beat(env: dict[str, str], log_dir: Path) -> Proc:
     """Celery beat, started as ``kseg beat`` starts it."""
-    from shared.cli import beat_command
+    from kseg.shared.cli import beat_command
 
     return start_process("beat", beat_command(settings_from(env)), env, log_dir)
 
@@ -370,8 +372,8 @@ class Stack:
         return self.base_url + path
 
     def new_token(self, owner: str) -> str:
-        from shared.auth import create_token
-        from shared.db import session_scope
+        from kseg.shared.auth import create_token
+        from kseg.shared.db import session_scope
 
         with session_scope(self.settings.database_url) as session:
             return create_token(session, owner, "test")
@@ -396,9 +398,9 @@ def build_stack(
     beat: bool = True,
     **extra_env: Any,
 ) -> Stack:
-    from shared.auth import create_token
-    from shared.db import session_scope
-    from web import create_app
+    from kseg.shared.auth import create_token
+    from kseg.shared.db import session_scope
+    from kseg.web import create_app
 
     instance = tmp / "instance"
     env = service_env(database_url, broker_url, instance, **extra_env)
@@ -427,7 +429,7 @@ def stack(
     else:
         database_url = f"sqlite:///{tmp_path / 'instance' / 'kseg.db'}"
         broker_url = "filesystem://"
-        from shared.db import migrate
+        from kseg.shared.db import migrate
 
         migrate(database_url)
     built = build_stack(request.param, database_url, broker_url, tmp_path)

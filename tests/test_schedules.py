@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from shared.errors import InvalidParameterError
-from shared.schedules import describe, next_slot, parse_timezone, validate_cron
+from kseg.shared.errors import InvalidParameterError
+from kseg.shared.schedules import describe, next_slot, parse_timezone, validate_cron
 
 
 @pytest.mark.parametrize("bad", ["61 * * * *", "* * * *", "hello", "* * * * * *", ""])

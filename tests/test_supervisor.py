@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from shared import cli
-from shared.cli import (
+from kseg.shared import cli
+from kseg.shared.cli import (
     GIVE_UP_CRASHES,
     GIVE_UP_WINDOW,
     RESTART_MAX_DELAY,

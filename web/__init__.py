@@ -9,7 +9,7 @@ from typing import Any
 
 from flask import Flask
 
-from shared.settings import Settings, get_settings
+from kseg.shared.settings import Settings, get_settings
 
 
 def create_app(
@@ -34,20 +34,20 @@ def create_app(
     if test_config:
         app.config.update(test_config)
 
-    from web.celery_init import celery_init_app
+    from kseg.web.celery_init import celery_init_app
 
     celery_init_app(app, settings)
 
-    from web import db
+    from kseg.web import db
 
     db.init_app(app)
 
     from flask_wtf.csrf import CSRFProtect
 
-    from web import limits
-    from web.api import bp as api_bp
-    from web.ops import bp as ops_bp
-    from web.pages import bp as pages_bp
+    from kseg.web import limits
+    from kseg.web.api import bp as api_bp
+    from kseg.web.ops import bp as ops_bp
+    from kseg.web.pages import bp as pages_bp
 
     limits.init_app(app, settings)
 
@@ -57,7 +57,7 @@ def create_app(
     app.register_blueprint(ops_bp)
     app.register_blueprint(pages_bp)
 
-    from web import access_log
+    from kseg.web import access_log
 
     access_log.redact_werkzeug_log()  # Flask's debug server logs request lines itself
     if settings.access_log:

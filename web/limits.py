@@ -24,7 +24,7 @@ from flask import Flask, current_app, g, request
 from flask_limiter import Limiter, RequestLimit
 from flask_limiter.util import get_remote_address
 
-from shared.settings import Settings
+from kseg.shared.settings import Settings
 
 #: Paths a locked-out address may still reach: probes and the pages' assets.
 OPEN_PATHS = ("/healthz", "/readyz", "/metrics", "/static/")

@@ -16,12 +16,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from sqlalchemy import func, select, text
 
-from shared.celery_config import broker_dirs, celery_config
-from shared.db import get_engine, get_sessionmaker
-from shared.dispatch import queue_stats
-from shared.jobs import job_counts
-from shared.models import JOB_STATUSES, Job, WorkerHeartbeat, utcnow
-from shared.settings import Settings
+from kseg.shared.celery_config import broker_dirs, celery_config
+from kseg.shared.db import get_engine, get_sessionmaker
+from kseg.shared.dispatch import queue_stats
+from kseg.shared.jobs import job_counts
+from kseg.shared.models import JOB_STATUSES, Job, WorkerHeartbeat, utcnow
+from kseg.shared.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ inside the worker, which is why two stalled uploads used to take the service dow
 What waitress refuses itself (a malformed request line, headers over its limit, a body over
 ``max_request_body_size``) is answered with the API's JSON error body, not text.
 
-    python -m web.serve        # what ``kseg web`` runs
+    python -m kseg.web.serve   # what ``kseg web`` runs
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from waitress import create_server
 from waitress.channel import HTTPChannel
 from waitress.task import ErrorTask
 
-from shared.settings import Settings, get_settings
+from kseg.shared.settings import Settings, get_settings
 
 log = logging.getLogger("kseg.web")
 
@@ -95,8 +95,8 @@ def make_server(app: Any, settings: Settings) -> Any:
 
 
 def main() -> int:
-    from shared.db import NotMigratedError, ensure_migrated
-    from web import create_app
+    from kseg.shared.db import NotMigratedError, ensure_migrated
+    from kseg.web import create_app
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"

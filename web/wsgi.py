@@ -1,10 +1,10 @@
-"""WSGI entry point for other WSGI servers (``kseg web`` uses ``web.serve``): ``app``.
+"""WSGI entry point for other WSGI servers (``kseg web`` uses ``kseg.web.serve``): ``app``.
 Refuses an un-migrated database."""
 
 from __future__ import annotations
 
-from shared.db import NotMigratedError, ensure_migrated
-from web import create_app
+from kseg.shared.db import NotMigratedError, ensure_migrated
+from kseg.web import create_app
 
 try:
     ensure_migrated()

@@ -1,4 +1,4 @@
-"""The Celery application the worker and beat run: ``celery -A worker.celery_app worker``.
+"""The Celery application the worker and beat run: ``celery -A kseg.worker.celery_app worker``.
 
 As in Flask's Celery example, the Celery app is made by the Flask app factory
 (``celery_init_app``), so tasks run inside the app context and share its settings.
@@ -6,10 +6,10 @@ As in Flask's Celery example, the Celery app is made by the Flask app factory
 
 from __future__ import annotations
 
-from shared.db import NotMigratedError, ensure_migrated
-from shared.segment import prepare_for_many_jobs
-from shared.settings import get_settings
-from web import create_app
+from kseg.shared.db import NotMigratedError, ensure_migrated
+from kseg.shared.segment import prepare_for_many_jobs
+from kseg.shared.settings import get_settings
+from kseg.web import create_app
 
 try:
     ensure_migrated()
@@ -23,6 +23,6 @@ prepare_for_many_jobs(get_settings().malloc_retain_bytes)
 
 flask_app = create_app()
 celery_app = flask_app.extensions["celery"]
-celery = celery_app  # the name `celery -A worker.celery_app` looks for
+celery = celery_app  # the name `celery -A kseg.worker.celery_app` looks for
 
-from worker import signals, tasks  # noqa: E402,F401  registers tasks and worker hooks
+from kseg.worker import signals, tasks  # noqa: E402,F401  registers tasks and worker hooks

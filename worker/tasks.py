@@ -8,11 +8,11 @@ from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from flask import current_app
 
-from shared import dispatch, galleries, jobs, runner
-from shared.celery_config import RUN_JOB_TASK, SCHEDULES_TASK, SWEEP_TASK
-from shared.db import get_beat_sessionmaker, get_worker_sessionmaker
-from shared.settings import QUEUE_CLASSES, Settings
-from web.queue import enqueue_jobs, held_job_ids
+from kseg.shared import dispatch, galleries, jobs, runner, runs
+from kseg.shared.celery_config import RUN_JOB_TASK, SCHEDULES_TASK, SWEEP_TASK
+from kseg.shared.db import get_beat_sessionmaker, get_worker_sessionmaker
+from kseg.shared.settings import QUEUE_CLASSES, Settings
+from kseg.web.queue import enqueue_jobs, held_job_ids
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def sweep() -> dict[str, int]:
     dispatched = {queue: _top_up(settings, queue) for queue in QUEUE_CLASSES}
     with maker.begin() as session:
         # Runs whose jobs ended without the worker recounting (canceled, swept) end here.
-        galleries.refresh_open_runs(session)
+        runs.refresh_open_runs(session)
     with maker.begin() as session:
         pruned = galleries.prune_results(session, settings.result_retention)
     if pruned:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.allocator import retain_freed_memory
-from shared.settings import load_settings
+from kseg.shared.allocator import retain_freed_memory
+from kseg.shared.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # Prints the minor page faults per job over ten jobs after the first.
 PROBE = """
 import resource, sys
-from shared.allocator import retain_freed_memory
+from kseg.shared.allocator import retain_freed_memory
 if sys.argv[1] != "0" and not retain_freed_memory(int(sys.argv[1])):
     sys.exit(3)
 def job():
@@ -82,15 +82,15 @@ def test_the_worker_keeps_freed_memory_from_its_start(tmp_path: Path) -> None:
         "KSEG_INSTANCE_DIR": str(tmp_path / "instance"),
     }
     subprocess.run(
-        [sys.executable, "-m", "shared.cli", "migrate"],
+        [sys.executable, "-m", "kseg.shared.cli", "migrate"],
         cwd=ROOT, env=env, check=True, capture_output=True, timeout=120,
     )
     # The probe's job, run after importing the worker's app instead of calling the function.
     probe = PROBE.replace(
         'if sys.argv[1] != "0" and not retain_freed_memory(int(sys.argv[1])):\n    sys.exit(3)',
-        "import worker.celery_app",
+        "import kseg.worker.celery_app",
     )
-    assert "import worker.celery_app" in probe
+    assert "import kseg.worker.celery_app" in probe
     runs = {}
     for retain in ("128", "0"):
         done = subprocess.run(

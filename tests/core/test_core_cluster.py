@@ -9,8 +9,8 @@ import pytest
 from conftest import gradient_rgb
 from sklearn.cluster import KMeans
 
-from shared import cluster
-from shared.cluster import (
+from kseg.shared import cluster
+from kseg.shared.cluster import (
     cluster_image,
     color_features,
     color_histogram,

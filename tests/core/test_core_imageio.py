@@ -11,13 +11,13 @@ import pytest
 from conftest import encode, gradient_rgb
 from PIL import Image, ImageFile
 
-from shared.errors import (
+from kseg.shared.errors import (
     CorruptImageError,
     EmptyImageError,
     ImageTooLargeError,
     UnsupportedImageError,
 )
-from shared.imageio import load_image
+from kseg.shared.imageio import load_image
 
 
 def check_rgb(arr: np.ndarray, size: tuple[int, int]) -> None:
@@ -235,7 +235,7 @@ def test_pixel_limit_configurable(small_png: bytes) -> None:
 
 
 def test_pixel_limit_from_settings(monkeypatch, small_png: bytes) -> None:
-    from shared import settings
+    from kseg.shared import settings
 
     monkeypatch.setenv("KSEG_MAX_IMAGE_PIXELS", "100")
     settings.get_settings.cache_clear()
@@ -260,7 +260,7 @@ def test_array_passthrough(small_rgb: np.ndarray) -> None:
 
 @pytest.mark.parametrize("orientation", [1, 3, 6, 8])
 def test_probe_matches_the_decoded_size_and_format(orientation: int) -> None:
-    from shared.imageio import probe_image
+    from kseg.shared.imageio import probe_image
 
     rng = np.random.default_rng(orientation)
     img = Image.fromarray(rng.integers(0, 256, (40, 64, 3), dtype=np.uint8))
@@ -275,7 +275,7 @@ def test_probe_matches_the_decoded_size_and_format(orientation: int) -> None:
 
 
 def test_probe_refuses_a_truncated_jpeg_although_it_decodes_in_draft() -> None:
-    from shared.imageio import probe_image
+    from kseg.shared.imageio import probe_image
 
     rng = np.random.default_rng(0)
     buf = io.BytesIO()

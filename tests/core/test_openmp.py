@@ -31,7 +31,7 @@ def worker_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         "KSEG_INSTANCE_DIR": str(tmp / "instance"),
     }
     subprocess.run(
-        [sys.executable, "-m", "shared.cli", "migrate"],
+        [sys.executable, "-m", "kseg.shared.cli", "migrate"],
         cwd=ROOT,
         env=env,
         check=True,
@@ -60,7 +60,7 @@ def spin_count(code: str, env: dict[str, str]) -> int:
 
 def test_the_worker_app_loads_openmp_with_the_passive_policy(worker_env: dict[str, str]) -> None:
     # The worker's app loads the compiled Lloyd step (and with it libgomp) before forking.
-    assert spin_count("import worker.celery_app", worker_env) == 0
+    assert spin_count("import kseg.worker.celery_app", worker_env) == 0
 
 
 def test_without_the_worker_openmp_spins(worker_env: dict[str, str]) -> None:
@@ -71,5 +71,5 @@ def test_without_the_worker_openmp_spins(worker_env: dict[str, str]) -> None:
 
 def test_a_policy_set_in_the_environment_is_kept(worker_env: dict[str, str]) -> None:
     env = {**worker_env, "OMP_WAIT_POLICY": "ACTIVE"}
-    code = "import os, worker.celery_app; print(os.environ['OMP_WAIT_POLICY'])"
+    code = "import os, kseg.worker.celery_app; print(os.environ['OMP_WAIT_POLICY'])"
     assert spin_count(code, env) > 0

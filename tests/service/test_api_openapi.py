@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from openapi_spec_validator import validate
 
-from shared.params import SegmentParams
+from kseg.shared.params import SegmentParams
 from tests.service.test_api_common import BACKENDS, Api, make_api, tiny_png
 
 
@@ -173,8 +173,8 @@ def _codes_raised_in_source() -> set[str]:
     (``x_not_found``), ``code = "…"`` of the error classes and the server's refusals."""
     import ast
 
+    from kseg.web.serve import REFUSALS
     from tests.conftest import ROOT
-    from web.serve import REFUSALS
 
     codes = {code for code, *_ in REFUSALS.values()}
     for path in [*(ROOT / "web").rglob("*.py"), *(ROOT / "shared").rglob("*.py")]:
@@ -203,8 +203,8 @@ def _codes_raised_in_source() -> set[str]:
 def test_every_error_code_is_listed_in_the_document_and_the_readme(api: Api) -> None:
     import re
 
+    from kseg.web.api.errors import _HTTP_MESSAGES, ERROR_CODES
     from tests.conftest import ROOT
-    from web.api.errors import _HTTP_MESSAGES, ERROR_CODES
 
     raised = _codes_raised_in_source() | {code for code, _ in _HTTP_MESSAGES.values()}
     raised.discard("error")  # KsegError's base default, never answered

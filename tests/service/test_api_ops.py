@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from shared.db import session_scope
-from shared.models import WorkerHeartbeat, utcnow
+from kseg.shared.db import session_scope
+from kseg.shared.models import WorkerHeartbeat, utcnow
 from tests.conftest import free_port
 from tests.service.test_api_common import BACKENDS, Api, make_api, tiny_png
 
@@ -62,8 +62,8 @@ def test_readyz_503_when_broker_is_unreachable(
 
 
 def test_readyz_503_when_database_is_unreachable(tmp_path: Path) -> None:
+    from kseg.web import create_app
     from tests.conftest import service_env, settings_from
-    from web import create_app
 
     url = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/none"
     env = service_env(url, "filesystem://", tmp_path / "instance")

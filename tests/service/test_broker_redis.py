@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from kombu import Connection
 
+from kseg.web import redis_broker
 from tests.conftest import RUN_ID
-from web import redis_broker
 
 
 def _connection(redis_url: str) -> Any:

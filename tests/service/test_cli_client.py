@@ -34,11 +34,11 @@ pytestmark = pytest.mark.integration
 OUTPUTS = ("labels", "gray", "color", "recolor", "overlay")
 
 
-#: ``python -m shared.cli`` taking SIGINT as Ctrl-C even where it starts with SIGINT ignored,
+#: ``python -m kseg.shared.cli`` taking SIGINT as Ctrl-C even where it starts with SIGINT ignored,
 #: as Python leaves it when the test suite itself runs in the background (as in CI).
 WITH_CTRL_C = (
     "import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
-    "runpy.run_module('shared.cli', run_name='__main__', alter_sys=True)"
+    "runpy.run_module('kseg.shared.cli', run_name='__main__', alter_sys=True)"
 )
 
 
@@ -47,7 +47,7 @@ def kseg(
 ) -> subprocess.CompletedProcess[str]:
     """The ``kseg`` command, run to its end."""
     return subprocess.run(
-        [sys.executable, "-m", "shared.cli", *args],
+        [sys.executable, "-m", "kseg.shared.cli", *args],
         env=clean_env(cwd, env),
         cwd=cwd,
         capture_output=True,
@@ -197,7 +197,7 @@ def test_a_wait_rides_out_the_service_restarting(
     log = tmp_path / "fetch.log"
     with log.open("w") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "shared.cli", "fetch", job_id, *url],
+            [sys.executable, "-m", "kseg.shared.cli", "fetch", job_id, *url],
             env=clean_env(tmp_path), cwd=tmp_path, stdout=err, stderr=err, text=True,
         )  # fmt: skip
     restarted = None
@@ -308,7 +308,7 @@ def test_jobs_lists_the_owners_newest_jobs_with_their_ids(
 
 
 def test_submit_waits_out_the_active_jobs_quota_and_goes_on(tmp_path: Path) -> None:
-    from shared.db import migrate
+    from kseg.shared.db import migrate
 
     database_url = f"sqlite:///{tmp_path / 'instance' / 'kseg.db'}"
     migrate(database_url)

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from shared.auth import get_or_create_owner, hash_token, use_token
-from shared.db import session_scope
-from shared.models import ApiToken
+from kseg.shared.auth import get_or_create_owner, hash_token, use_token
+from kseg.shared.db import session_scope
+from kseg.shared.models import ApiToken
 from tests.conftest import free_port
 from tests.service.test_api_common import BACKENDS, Api, assert_error, make_api
 
@@ -27,7 +27,7 @@ def api(request: pytest.FixtureRequest, tmp_path: Path) -> Api:
 
 def kseg(api: Api, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "shared.cli", *args],
+        [sys.executable, "-m", "kseg.shared.cli", *args],
         env=api.env,
         cwd=ROOT,
         capture_output=True,
@@ -170,7 +170,7 @@ def test_a_revoked_kseg_api_token_stays_revoked(
     ok(kseg(api, "token", "revoke", env_token))
 
     # A new app (a restart) on the same database registers the environment's token again.
-    from web import create_app
+    from kseg.web import create_app
 
     app = create_app({"TESTING": True}, settings=api.settings)
     assert_error(
@@ -181,7 +181,7 @@ def test_a_revoked_kseg_api_token_stays_revoked(
 
     env = {**api.env, "KSEG_PORT": str(free_port())}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "shared.cli", "up"],
+        [sys.executable, "-m", "kseg.shared.cli", "up"],
         env=env,
         cwd=ROOT,
         stdout=subprocess.PIPE,

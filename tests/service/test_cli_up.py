@@ -83,7 +83,7 @@ def test_up_serves_a_job_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
     port = free_port()
     log = (tmp_path / "up.log").open("w+")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "shared.cli", "up"],
+        [sys.executable, "-m", "kseg.shared.cli", "up"],
         env=_env(tmp_path, KSEG_PORT=str(port)),
         cwd=ROOT,
         stdout=log,
@@ -106,8 +106,8 @@ def test_up_serves_a_job_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
         # one kept under instance/) and no URL (KSEG_PORT, as `kseg up` had).
         assert "submit photo.jpg" in (tmp_path / "up.log").read_text()
         submitted = subprocess.run(
-            [sys.executable, "-m", "shared.cli", "submit", str(IMAGES / "weixin.jpg"), "-k", "4",
-             "-q", "-o", str(tmp_path / "out")],
+            [sys.executable, "-m", "kseg.shared.cli", "submit", str(IMAGES / "weixin.jpg"),
+             "-k", "4", "-q", "-o", str(tmp_path / "out")],
             env=_env(tmp_path, KSEG_PORT=str(port)), cwd=ROOT, capture_output=True, text=True,
             timeout=120,
         )  # fmt: skip
@@ -131,7 +131,7 @@ def test_up_serves_a_job_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
 def test_services_refuse_an_unmigrated_database(tmp_path: Path) -> None:
     for command in ("worker", "web", "beat"):
         done = subprocess.run(
-            [sys.executable, "-m", "shared.cli", command],
+            [sys.executable, "-m", "kseg.shared.cli", command],
             env=_env(tmp_path),
             cwd=ROOT,
             capture_output=True,
@@ -162,7 +162,7 @@ def test_up_restarts_a_killed_child_and_keeps_the_others(tmp_path: Path) -> None
     path = tmp_path / "up.log"
     log = path.open("w+")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "shared.cli", "up"],
+        [sys.executable, "-m", "kseg.shared.cli", "up"],
         env=_env(tmp_path, KSEG_PORT=str(port)),
         cwd=ROOT,
         stdout=log,

@@ -17,8 +17,8 @@ import pytest
 from PIL import Image
 from sqlalchemy import func, select
 
-from shared.db import get_sessionmaker
-from shared.models import Job, Result
+from kseg.shared.db import get_sessionmaker
+from kseg.shared.models import Job, Result
 from tests.conftest import IMAGES, Stack, wait_for
 
 pytestmark = pytest.mark.integration
@@ -134,9 +134,16 @@ def test_fifty_jobs_from_ten_threads_each_run_once(stack: Stack) -> None:
     small.save(buf, "PNG")
     data = buf.getvalue()
 
+    from kseg.shared.client import Client
+
+    # The Python client, as a script would: a flood like this one meets the submissions rate
+    # limit (429), whose Retry-After the client waits out before sending again.
+    client = Client(stack.base_url, stack.token)
+
     def one(i: int) -> str:
         # Distinct seeds: distinct jobs, so none may reuse another's result.
-        return str(submit(stack, data, f"small-{i}.png", k=4, seed=i, outputs="recolor")["id"])
+        params = {"k": 4, "seed": i, "outputs": "recolor"}
+        return str(client.submit(data, f"small-{i}.png", params)["id"])
 
     with ThreadPoolExecutor(10) as pool:
         ids = list(pool.map(one, range(50)))

@@ -19,8 +19,8 @@ import pytest
 from PIL import Image
 from sqlalchemy import func, select
 
-from shared.db import get_sessionmaker
-from shared.models import Job, Result
+from kseg.shared.db import get_sessionmaker
+from kseg.shared.models import Job, Result
 from tests.conftest import (
     Stack,
     build_stack,

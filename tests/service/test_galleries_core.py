@@ -18,12 +18,12 @@ import pytest
 from PIL import Image as PILImage
 from sqlalchemy import func, select, update
 
-from shared import galleries, jobs
-from shared.auth import get_or_create_owner
-from shared.db import get_sessionmaker
-from shared.models import Gallery, Image, Job, Result, Run, Schedule
-from shared.params import parse_params
-from shared.runner import run_job
+from kseg.shared import galleries, jobs
+from kseg.shared.auth import get_or_create_owner
+from kseg.shared.db import get_sessionmaker
+from kseg.shared.models import Gallery, Image, Job, Result, Run, Schedule
+from kseg.shared.params import parse_params
+from kseg.shared.runner import run_job
 from tests.conftest import Stack, wait_for
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -245,7 +245,7 @@ def _wait_run(stack: Stack, run_id: str) -> Run:
 
 
 def _start(stack: Stack, gallery_id: str, only_stale: bool) -> str:
-    from web.queue import commit_and_publish
+    from kseg.web.queue import commit_and_publish
 
     maker = get_sessionmaker(stack.settings.database_url)
     with maker() as session:

@@ -17,8 +17,8 @@ import pytest
 from sqlalchemy import func, select
 from werkzeug.test import TestResponse
 
-from shared.db import get_sessionmaker
-from shared.models import Gallery, GalleryImage, Image, Run, Schedule
+from kseg.shared.db import get_sessionmaker
+from kseg.shared.models import Gallery, GalleryImage, Image, Run, Schedule
 from tests.service.test_api_common import BACKENDS, baby, make_api, tiny_png
 from tests.service.test_pages import Pages, field_error, text
 
@@ -527,7 +527,7 @@ def test_another_owners_gallery_and_run_are_not_found(signed_in: Pages) -> None:
 
 
 def test_run_counters_tell_next_in_line_from_waiting() -> None:
-    from web.pages.galleries import counters
+    from kseg.web.pages.galleries import counters
 
     jobs = {
         "total": 10,

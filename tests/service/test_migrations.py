@@ -10,8 +10,8 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from shared import db
-from shared.models import Base
+from kseg.shared import db
+from kseg.shared.models import Base
 
 
 @pytest.fixture(params=["postgres", "sqlite"])
@@ -47,11 +47,11 @@ def test_downgrade_from_shared_payloads_rebuilds_every_png(fresh_url: str) -> No
     from sqlalchemy import insert, select, text
     from sqlalchemy.orm import Session
 
-    from shared import render
-    from shared.auth import get_or_create_owner
-    from shared.jobs import output_rows, store_image, submit_job
-    from shared.models import Result, ResultOutput
-    from shared.params import parse_params
+    from kseg.shared import render
+    from kseg.shared.auth import get_or_create_owner
+    from kseg.shared.jobs import output_rows, store_image, submit_job
+    from kseg.shared.models import Result, ResultOutput
+    from kseg.shared.params import parse_params
 
     labels = np.arange(12, dtype=np.uint8).reshape(3, 4) % 3
     pngs = render.render_outputs(

@@ -20,9 +20,9 @@ import pytest
 from sqlalchemy import func, select
 from werkzeug.test import TestResponse
 
-from shared.auth import hash_token
-from shared.db import get_sessionmaker
-from shared.models import ApiToken, Image, Job, Owner, WebSession
+from kseg.shared.auth import hash_token
+from kseg.shared.db import get_sessionmaker
+from kseg.shared.models import ApiToken, Image, Job, Owner, WebSession
 from tests.service.test_api_common import BACKENDS, Api, baby, make_api, tiny_png, weixin
 
 CSRF_INPUT = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -179,8 +179,8 @@ def test_sign_in_goes_only_to_local_pages(pages: Pages, target: str) -> None:
 
 
 def test_one_time_link_signs_in_once(pages: Pages) -> None:
-    from shared.auth import create_token
-    from shared.db import session_scope
+    from kseg.shared.auth import create_token
+    from kseg.shared.db import session_scope
 
     with session_scope(pages.api.settings.database_url) as session:
         link_token = create_token(session, "link-owner", "sign-in link", one_time=True)
@@ -251,8 +251,8 @@ def test_a_cookie_from_before_server_side_sessions_signs_nobody_in(signed_in: Pa
 
 
 def test_revoking_a_token_signs_out_the_pages_signed_in_with_it(pages: Pages) -> None:
-    from shared.auth import revoke_token
-    from shared.db import session_scope
+    from kseg.shared.auth import revoke_token
+    from kseg.shared.db import session_scope
 
     assert pages.sign_in().status_code == 302
     other = Pages(replace(pages.api, client=pages.api.app.test_client()))
@@ -269,7 +269,7 @@ def test_a_session_is_refreshed_as_it_is_used_and_ends_when_idle_too_long(
 ) -> None:
     from datetime import timedelta
 
-    from shared.models import utcnow
+    from kseg.shared.models import utcnow
 
     def set_last_seen(ago: timedelta) -> None:
         with get_sessionmaker(signed_in.api.settings.database_url)() as session:
@@ -298,6 +298,9 @@ def test_a_session_is_refreshed_as_it_is_used_and_ends_when_idle_too_long(
 @pytest.fixture
 def access_log(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
     """The ``kseg.access`` lines (that logger does not propagate: it writes to stdout)."""
+    from kseg.web.access_log import configure_logger
+
+    configure_logger()  # as an app with the log on leaves it, whichever test runs first
     logger = logging.getLogger("kseg.access")
     logger.addHandler(caplog.handler)
     caplog.set_level(logging.INFO, logger="kseg.access")
@@ -311,9 +314,14 @@ def access_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name == "kseg.access"]
 
 
+@pytest.mark.parametrize("backend", ["postgres", "sqlite"])
 def test_the_access_log_never_shows_a_token(
-    pages: Pages, access_log: pytest.LogCaptureFixture
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    backend: str,
+    access_log: pytest.LogCaptureFixture,
 ) -> None:
+    pages = Pages(make_api(request, tmp_path, backend, KSEG_ACCESS_LOG="1"))
     # buffered: the test client then closes each response, as every WSGI server does; the
     # line is written when the response is closed (its body sent).
     link = pages.api.new_token("link-owner", "sign-in link", one_time=True)
@@ -348,7 +356,7 @@ def test_the_access_log_works_under_a_real_wsgi_server(
 
     from tests.conftest import serve_app, wait_for
 
-    api = make_api(request, tmp_path, "sqlite")
+    api = make_api(request, tmp_path, "sqlite", KSEG_ACCESS_LOG="1")
     server = serve_app(api.app)
     try:
         refused = requests.get(f"{server.base_url}/login/{api.token}", timeout=10)
@@ -362,7 +370,7 @@ def test_the_access_log_works_under_a_real_wsgi_server(
 
 def test_werkzeugs_own_request_log_is_redacted_too() -> None:
     """`kseg web --dev` (Flask's debug server) writes its own request lines."""
-    from web.access_log import RedactTokens
+    from kseg.web.access_log import RedactTokens
 
     token = "kseg_" + "A1b2C3d4" * 4
     record = logging.LogRecord(
@@ -641,8 +649,8 @@ def test_an_auto_k_job_page_marks_the_chosen_k(signed_in: Pages) -> None:
 
 
 def test_a_failed_job_page_says_what_went_wrong_and_what_to_do(signed_in: Pages) -> None:
-    from shared.db import session_scope
-    from shared.jobs import fail_job
+    from kseg.shared.db import session_scope
+    from kseg.shared.jobs import fail_job
 
     job_id = job_id_of(signed_in.submit([(baby(), "baby.jpg")]))
     with session_scope(signed_in.api.settings.database_url) as session:

@@ -17,12 +17,12 @@ from flask import current_app, g, request
 from flask import session as cookie_session
 from sqlalchemy.exc import IntegrityError
 
-from shared.auth import DEFAULT_OWNER, ensure_token, get_or_create_owner, use_token
-from shared.settings import Settings
-from web.api.errors import ApiError
-from web.browser_session import SESSION_ID, current_web_session
-from web.db import get_session
-from web.limits import auth_failed
+from kseg.shared.auth import DEFAULT_OWNER, ensure_token, get_or_create_owner, use_token
+from kseg.shared.settings import Settings
+from kseg.web.api.errors import ApiError
+from kseg.web.browser_session import SESSION_ID, current_web_session
+from kseg.web.db import get_session
+from kseg.web.limits import auth_failed
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from sqlalchemy.exc import (
 )
 from werkzeug.exceptions import HTTPException
 
-from shared.errors import KsegError, QuotaExceededError
+from kseg.shared.errors import KsegError, QuotaExceededError
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +145,7 @@ def http_error(exc: HTTPException) -> Response:
             "(or ask the operator to raise KSEG_MAX_UPLOAD_BYTES).",
         )
     if status == 429:  # a rate limit (web.limits)
-        from web.limits import retry_after
+        from kseg.web.limits import retry_after
 
         wait = retry_after()
         return error_response(

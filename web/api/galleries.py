@@ -13,8 +13,8 @@ from flask import Response, jsonify
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from shared.errors import InvalidParameterError
-from shared.galleries import (
+from kseg.shared.errors import InvalidParameterError
+from kseg.shared.galleries import (
     add_images,
     create_gallery,
     delete_schedule,
@@ -25,14 +25,21 @@ from shared.galleries import (
     start_run,
     update_gallery,
 )
-from shared.models import Gallery, GalleryImage, Image, Job, Run, Schedule
-from web.api import bp, paging
-from web.api.auth import owner_id
-from web.api.errors import ApiError, not_found, plausible_id
-from web.api.images import store_uploads
-from web.api.requests import body_kind, json_body, json_object, validate
-from web.api.schemas import GalleryCreate, GalleryImagesJson, GalleryUpdate, RunCreate, ScheduleIn
-from web.api.serialize import (
+from kseg.shared.models import Gallery, GalleryImage, Image, Job, Run, Schedule
+from kseg.web.api import paging
+from kseg.web.api.auth import owner_id
+from kseg.web.api.blueprint import bp
+from kseg.web.api.errors import ApiError, not_found, plausible_id
+from kseg.web.api.images import store_uploads
+from kseg.web.api.requests import body_kind, json_body, json_object, validate
+from kseg.web.api.schemas import (
+    GalleryCreate,
+    GalleryImagesJson,
+    GalleryUpdate,
+    RunCreate,
+    ScheduleIn,
+)
+from kseg.web.api.serialize import (
     BASE,
     galleries_objs,
     gallery_images_objs,
@@ -41,8 +48,8 @@ from web.api.serialize import (
     runs_objs,
     schedule_obj,
 )
-from web.db import get_session
-from web.queue import commit_and_publish
+from kseg.web.db import get_session
+from kseg.web.queue import commit_and_publish
 
 
 def own_gallery(gallery_id: str) -> Gallery:

@@ -6,17 +6,18 @@ from __future__ import annotations
 from flask import Response, current_app, jsonify, request
 from sqlalchemy import select
 
-from shared.db import fetch_blob
-from shared.errors import ImageError
-from shared.imageio import probe_image
-from shared.jobs import delete_image, store_image
-from shared.models import Image
-from web.api import bp, paging
-from web.api.auth import owner_id
-from web.api.errors import ApiError, not_found, plausible_id
-from web.api.requests import body_kind, file_parts, form_fields
-from web.api.serialize import image_obj
-from web.db import get_session
+from kseg.shared.db import fetch_blob
+from kseg.shared.errors import ImageError
+from kseg.shared.imageio import probe_image
+from kseg.shared.jobs import delete_image, store_image
+from kseg.shared.models import Image
+from kseg.web.api import paging
+from kseg.web.api.auth import owner_id
+from kseg.web.api.blueprint import bp
+from kseg.web.api.errors import ApiError, not_found, plausible_id
+from kseg.web.api.requests import body_kind, file_parts, form_fields
+from kseg.web.api.serialize import image_obj
+from kseg.web.db import get_session
 
 
 def own_image(image_id: str) -> Image:

@@ -7,21 +7,29 @@ from typing import Any
 from flask import Response, current_app, jsonify, request
 from sqlalchemy import select
 
-from shared.jobs import delete_job, output_png, store_image, submit_job
-from shared.models import JOB_STATUSES, Image, Job, ResultOutput
-from shared.params import OUTPUT_NAMES, SegmentParams, parse_params
-from shared.quotas import check_active_jobs
-from web import limits
-from web.api import bp, paging
-from web.api.auth import owner_id
-from web.api.errors import ApiError, not_found, plausible_id
-from web.api.galleries import own_gallery
-from web.api.images import own_image
-from web.api.requests import body_kind, file_parts, form_fields, json_object, parse_bool, validate
-from web.api.schemas import JobSubmitJson
-from web.api.serialize import job_obj, jobs_objs, output_names
-from web.db import get_session
-from web.queue import commit_and_publish
+from kseg.shared.jobs import delete_job, output_png, store_image, submit_job
+from kseg.shared.models import JOB_STATUSES, Image, Job, ResultOutput
+from kseg.shared.params import OUTPUT_NAMES, SegmentParams, parse_params
+from kseg.shared.quotas import check_active_jobs
+from kseg.web import limits
+from kseg.web.api import paging
+from kseg.web.api.auth import owner_id
+from kseg.web.api.blueprint import bp
+from kseg.web.api.errors import ApiError, not_found, plausible_id
+from kseg.web.api.galleries import own_gallery
+from kseg.web.api.images import own_image
+from kseg.web.api.requests import (
+    body_kind,
+    file_parts,
+    form_fields,
+    json_object,
+    parse_bool,
+    validate,
+)
+from kseg.web.api.schemas import JobSubmitJson
+from kseg.web.api.serialize import job_obj, jobs_objs, output_names
+from kseg.web.db import get_session
+from kseg.web.queue import commit_and_publish
 
 CACHE_FOREVER = "private, max-age=31536000, immutable"
 

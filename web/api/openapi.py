@@ -12,12 +12,12 @@ from flask import Response, jsonify
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from shared.models import JOB_STATUSES
-from shared.params import OUTPUT_NAMES
-from web.api import bp
-from web.api.errors import ERROR_CODES
-from web.api.paging import DEFAULT_LIMIT, MAX_LIMIT
-from web.api.schemas import REQUEST_MODELS, RESPONSE_MODELS
+from kseg.shared.models import JOB_STATUSES
+from kseg.shared.params import OUTPUT_NAMES
+from kseg.web.api.blueprint import bp
+from kseg.web.api.errors import ERROR_CODES
+from kseg.web.api.paging import DEFAULT_LIMIT, MAX_LIMIT
+from kseg.web.api.schemas import REQUEST_MODELS, RESPONSE_MODELS
 
 REF = "#/components/schemas/{model}"
 

@@ -19,7 +19,7 @@ from flask import request
 from sqlalchemy import Select, and_, or_
 from sqlalchemy.orm import Session
 
-from web.api.errors import ApiError, plausible_id
+from kseg.web.api.errors import ApiError, plausible_id
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200

@@ -9,8 +9,8 @@ from flask import request
 from pydantic import BaseModel, ValidationError
 from werkzeug.datastructures import FileStorage
 
-from shared.errors import InvalidParameterError
-from web.api.errors import ApiError
+from kseg.shared.errors import InvalidParameterError
+from kseg.web.api.errors import ApiError
 
 MULTIPART = "multipart/form-data"
 TRUE = {"1", "true", "yes", "on"}

@@ -11,11 +11,11 @@ from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from shared.galleries import live_counts
-from shared.models import Gallery, GalleryImage, Image, Job, ResultOutput, Run, Schedule
-from shared.params import OUTPUT_NAMES
-from shared.schedules import describe
-from web.api.schemas import (
+from kseg.shared.models import Gallery, GalleryImage, Image, Job, ResultOutput, Run, Schedule
+from kseg.shared.params import OUTPUT_NAMES
+from kseg.shared.runs import live_counts
+from kseg.shared.schedules import describe
+from kseg.web.api.schemas import (
     GalleryImageOut,
     GalleryOut,
     ImageOut,
@@ -138,7 +138,7 @@ def jobs_objs(session: Session, jobs: Sequence[Job]) -> list[dict[str, Any]]:
 
 
 def run_obj(run: Run, live: dict[str, int] | None = None) -> dict[str, Any]:
-    """A run; ``live`` (:func:`shared.galleries.live_counts`) replaces its stored counters."""
+    """A run; ``live`` (:func:`kseg.shared.runs.live_counts`) replaces its stored counters."""
     counters = {
         name: int(getattr(run, name) or 0)
         for name in ("total", "queued", "running", "succeeded", "failed", "skipped")

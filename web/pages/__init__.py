@@ -15,121 +15,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Flask, Response, render_template, request
-from flask.sansio.blueprints import BlueprintSetupState
-from flask_wtf.csrf import CSRFError
+from flask import request
+from werkzeug.exceptions import RequestEntityTooLarge
 
-from web.pages import present
-
-bp = Blueprint("pages", __name__)
-
-# No inline script, nothing from another origin. Inline style attributes carry the palette's
-# colours and the bar widths, so style-src allows them.
-CSP = (
-    "default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; "
-    "script-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; "
-    "frame-ancestors 'none'"
-)
+from kseg.web.pages import auth, galleries, views  # the views register on bp
+from kseg.web.pages.blueprint import bp, error_page
 
 
-@bp.after_request
-def _security_headers(response: Response) -> Response:
-    response.headers.setdefault("Content-Security-Policy", CSP)
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    # /login/<token> must not leak through Referer (it is spent anyway, but still).
-    response.headers.setdefault("Referrer-Policy", "same-origin")
-    if response.mimetype == "text/html":
-        response.headers.setdefault("Cache-Control", "no-store")
-    return response
+@bp.errorhandler(RequestEntityTooLarge)
+def _too_large(_exc: RequestEntityTooLarge) -> Any:
+    """An upload over the limit: the form it came from again, saying so (413)."""
+    if request.endpoint == "pages.submit_post":
+        return views.too_large_page()
+    if request.endpoint == "pages.gallery_upload":
+        return galleries.too_large_page()
+    return error_page(413, "Too large", "The request is over the upload limit.")
 
-
-def _on_api(path: str) -> bool:
-    return path == "/api" or path.startswith("/api/")
-
-
-def error_page(status: int, title: str, message: str, hint: str | None = None) -> Response:
-    html = render_template("error.html", status=status, title=title, message=message, hint=hint)
-    response = Response(html, status=status, mimetype="text/html")
-    for key, value in _CSP_HEADERS.items():
-        response.headers.setdefault(key, value)
-    return response
-
-
-_CSP_HEADERS = {
-    "Content-Security-Policy": CSP,
-    "X-Content-Type-Options": "nosniff",
-    "Cache-Control": "no-store",
-}
-
-
-@bp.errorhandler(CSRFError)
-def _csrf_error(exc: CSRFError) -> Response:
-    return error_page(
-        400,
-        "The form expired",
-        "This form could not be accepted: its security token is missing or out of date "
-        f"({exc.description.rstrip('.')}).",
-        "Go back, reload the page and send the form again.",
-    )
-
-
-def _not_found(exc: Exception) -> Any:
-    if _on_api(request.path):
-        from web.api.errors import handle_any
-
-        return handle_any(exc)
-    return error_page(
-        404,
-        "Not found",
-        "There is nothing here — or it belongs to someone else.",
-        "Check the address, or find your jobs in the history.",
-    )
-
-
-def _server_error(exc: Exception) -> Any:
-    if _on_api(request.path):
-        from web.api.errors import handle_any
-
-        return handle_any(exc)
-    return error_page(
-        500,
-        "Something went wrong",
-        "The page could not be shown because of an error on our side.",
-        "Try again in a moment; if it keeps happening, tell the operator (see /readyz).",
-    )
-
-
-def _too_many(exc: Exception) -> Any:
-    """A rate limit (``web.limits``): too many failed sign-ins or submissions."""
-    from web.api.errors import handle_any
-    from web.limits import retry_after
-
-    if _on_api(request.path):
-        return handle_any(exc)
-    wait = retry_after()
-    response = error_page(
-        429,
-        "Slow down",
-        "Too many attempts from here in a short time: too many sign-ins with a wrong token, "
-        "or too many submissions.",
-        f"Wait {wait} seconds, then try again.",
-    )
-    response.headers["Retry-After"] = str(wait)
-    return response
-
-
-@bp.record_once
-def _on_register(state: BlueprintSetupState) -> None:
-    app: Flask = state.app
-    # App-wide, so unknown page URLs get the page too; /api/ keeps its JSON errors.
-    app.register_error_handler(404, _not_found)
-    app.register_error_handler(429, _too_many)
-    app.register_error_handler(500, _server_error)
-    app.jinja_env.filters["when"] = present.when
-    app.jinja_env.filters["percent"] = present.percent
-    app.jinja_env.filters["ms"] = present.ms
-
-
-from web.pages import auth, galleries, views  # noqa: E402  (views register on bp)
 
 __all__ = ["auth", "bp", "error_page", "galleries", "views"]

@@ -25,13 +25,13 @@ from flask import (
 from sqlalchemy import select
 from werkzeug.wrappers import Response
 
-from shared.auth import hash_token, owner_for_token
-from shared.models import ApiToken, Owner
-from shared.settings import Settings
-from web import browser_session
-from web.db import get_session
-from web.limits import auth_failed
-from web.pages import bp
+from kseg.shared.auth import hash_token, owner_for_token
+from kseg.shared.models import ApiToken, Owner
+from kseg.shared.settings import Settings
+from kseg.web import browser_session
+from kseg.web.db import get_session
+from kseg.web.limits import auth_failed
+from kseg.web.pages.blueprint import bp
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -49,7 +49,7 @@ def current_owner() -> Owner | None:
         return owner
     owner = None
     if _settings().auth_disabled:
-        from web.api.auth import _default_owner_id
+        from kseg.web.api.auth import _default_owner_id
 
         owner = get_session().get(Owner, _default_owner_id())
     else:

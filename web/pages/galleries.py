@@ -23,8 +23,8 @@ from sqlalchemy.orm import Session
 from werkzeug.datastructures import FileStorage, MultiDict
 from werkzeug.wrappers import Response
 
-from shared.errors import ImageError, InvalidParameterError, QuotaExceededError
-from shared.galleries import (
+from kseg.shared.errors import ImageError, InvalidParameterError, QuotaExceededError
+from kseg.shared.galleries import (
     add_images,
     create_gallery,
     delete_schedule,
@@ -35,20 +35,20 @@ from shared.galleries import (
     start_run,
     update_gallery,
 )
-from shared.jobs import store_image
-from shared.models import Gallery, GalleryImage, Image, Job, Run, Schedule
-from shared.params import OUTPUT_NAMES
-from shared.settings import Settings
-from web.api import paging
-from web.api.errors import ApiError, plausible_id
-from web.api.galleries import gallery_images_page
-from web.api.requests import TRUE
-from web.api.serialize import BASE, galleries_objs, jobs_objs, runs_objs
-from web.db import get_session
-from web.pages import bp, error_page, present
-from web.pages.auth import current_owner, login_required, owner_id
-from web.pages.views import FINAL, _thumbnail, human_bytes
-from web.queue import commit_and_publish
+from kseg.shared.jobs import store_image
+from kseg.shared.models import Gallery, GalleryImage, Image, Job, Run, Schedule
+from kseg.shared.params import OUTPUT_NAMES
+from kseg.shared.settings import Settings
+from kseg.web.api import paging
+from kseg.web.api.errors import ApiError, plausible_id
+from kseg.web.api.galleries import gallery_images_page
+from kseg.web.api.requests import TRUE
+from kseg.web.api.serialize import BASE, galleries_objs, jobs_objs, runs_objs
+from kseg.web.db import get_session
+from kseg.web.pages import present
+from kseg.web.pages.auth import current_owner, login_required, owner_id
+from kseg.web.pages.blueprint import bp, error_page
+from kseg.web.queue import commit_and_publish
 
 GALLERY_PAGE = 50
 GRID_PAGE = 48
@@ -323,7 +323,7 @@ def _gallery_page(
             {key: schedule[key] for key in SCHEDULE_DEFAULTS} if schedule else SCHEDULE_DEFAULTS
         )
     live = any(run["status"] == "running" for run in runs) or any(
-        tile["latest_job"] and tile["latest_job"]["status"] not in FINAL for tile in tiles
+        tile["latest_job"] and tile["latest_job"]["status"] not in present.FINAL for tile in tiles
     )
     grid_query = {"limit": GRID_PAGE, "cursor": cursor} if cursor else {"limit": GRID_PAGE}
     settings = _settings()
@@ -350,7 +350,7 @@ def _gallery_page(
         ),
         first_url=url_for("pages.gallery", gallery_id=gallery.id) if cursor else None,
         max_bytes=settings.max_upload_bytes,
-        max_size=human_bytes(settings.max_upload_bytes),
+        max_size=present.human_bytes(settings.max_upload_bytes),
         max_pixels=f"{settings.max_image_pixels / 1e6:.0f}",
         **_form_context(),
     )
@@ -378,7 +378,7 @@ def too_large_page() -> Any:
         )
     if found is None:
         return error_page(413, "Too large", "The request is over the upload limit.")
-    limit = human_bytes(_settings().max_upload_bytes)
+    limit = present.human_bytes(_settings().max_upload_bytes)
     errors = {
         "file": f"The upload is over the {limit} limit (all files together); "
         "add fewer or smaller files at a time."
@@ -572,7 +572,7 @@ def run(run_id: str) -> Any:
     rows, next_cursor = paging.fetch(db, stmt, Job, page)
     items = jobs_objs(db, rows)
     for item in items:
-        item["thumbnail"] = _thumbnail(item)
+        item["thumbnail"] = present.thumbnail_url(item)
     jobs_query = {"limit": RUN_JOBS_PAGE, "cursor": cursor} if cursor else {"limit": RUN_JOBS_PAGE}
     return render_template(
         "run.html",
@@ -581,7 +581,7 @@ def run(run_id: str) -> Any:
         items=items,
         params=present.params_summary(obj["params"]),
         jobs_url=f"{BASE}/runs/{row.id}/jobs?{urlencode(jobs_query)}",
-        final=FINAL,
+        final=present.FINAL,
         next_url=url_for("pages.run", run_id=row.id, cursor=next_cursor) if next_cursor else None,
         first_url=url_for("pages.run", run_id=row.id) if cursor else None,
         **_form_context(),

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
-from shared.params import OUTPUT_NAMES, SegmentParams
+from kseg.shared.params import OUTPUT_NAMES, SegmentParams
 
 # ---------------------------------------------------------------- formatting (Jinja filters)
 
@@ -360,3 +360,20 @@ def advice(code: str | None) -> str:
         "Check the image and the parameters, then run it again. If it fails again, "
         "tell the operator the job id.",
     )
+
+#: Job statuses after which a job changes no more.
+FINAL = ("succeeded", "failed", "canceled")
+
+
+def human_bytes(n: int) -> str:
+    for unit, size in (("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
+        if n >= size:
+            value = n / size
+            return f"{value:.0f} {unit}" if value.is_integer() else f"{value:.1f} {unit}"
+    return f"{n} bytes"
+
+
+def thumbnail_url(obj: dict[str, Any]) -> str:
+    """A job object's tile image: its recolor output when it has one, else the original."""
+    outputs = (obj.get("result") or {}).get("outputs") or {}
+    return str(outputs.get("recolor") or f"/api/v1/images/{obj['image']['id']}/file")

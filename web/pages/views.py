@@ -22,38 +22,27 @@ from flask import (
 )
 from sqlalchemy import func, select
 from werkzeug.datastructures import FileStorage
-from werkzeug.exceptions import RequestEntityTooLarge
 
-from shared.errors import ImageError, InvalidParameterError, QuotaExceededError
-from shared.jobs import delete_image, delete_job, store_image, submit_job
-from shared.models import JOB_STATUSES, Image, Job
-from shared.params import OUTPUT_NAMES, parse_params
-from shared.quotas import check_active_jobs
-from shared.settings import Settings
-from web import limits
-from web.api import paging
-from web.api.errors import ApiError, plausible_id
-from web.api.serialize import jobs_objs
-from web.db import get_session
-from web.pages import bp, error_page, present
-from web.pages.auth import login_required, owner_id
-from web.queue import commit_and_publish
+from kseg.shared.errors import ImageError, InvalidParameterError, QuotaExceededError
+from kseg.shared.jobs import delete_image, delete_job, store_image, submit_job
+from kseg.shared.models import JOB_STATUSES, Image, Job
+from kseg.shared.params import OUTPUT_NAMES, parse_params
+from kseg.shared.quotas import check_active_jobs
+from kseg.shared.settings import Settings
+from kseg.web import limits
+from kseg.web.api import paging
+from kseg.web.api.errors import ApiError, plausible_id
+from kseg.web.api.serialize import jobs_objs
+from kseg.web.db import get_session
+from kseg.web.pages import present
+from kseg.web.pages.auth import login_required, owner_id
+from kseg.web.pages.blueprint import bp
+from kseg.web.queue import commit_and_publish
 
 HISTORY_PAGE = 24
-FINAL = ("succeeded", "failed", "canceled")
-
-
 def _settings() -> Settings:
     settings: Settings = current_app.config["KSEG_SETTINGS"]
     return settings
-
-
-def human_bytes(n: int) -> str:
-    for unit, size in (("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
-        if n >= size:
-            value = n / size
-            return f"{value:.0f} {unit}" if value.is_integer() else f"{value:.1f} {unit}"
-    return f"{n} bytes"
 
 
 def _own_image(image_id: str | None) -> Image | None:
@@ -87,7 +76,7 @@ def _submit_page(
         output_names=OUTPUT_NAMES,
         output_help=present.OUTPUT_HELP,
         max_bytes=settings.max_upload_bytes,
-        max_size=human_bytes(settings.max_upload_bytes),
+        max_size=present.human_bytes(settings.max_upload_bytes),
         max_pixels=f"{settings.max_image_pixels / 1e6:.0f}",
     )
     return html, status
@@ -104,23 +93,12 @@ def submit() -> Any:
 
 def too_large_page() -> tuple[str, int]:
     """The submit form again, saying the upload was over the limit (413)."""
-    limit = human_bytes(_settings().max_upload_bytes)
+    limit = present.human_bytes(_settings().max_upload_bytes)
     errors = {
         "file": f"The upload is over the {limit} limit (all files together); "
         "choose fewer or smaller files."
     }
     return _submit_page(present.default_form(), errors, status=413)
-
-
-@bp.errorhandler(RequestEntityTooLarge)
-def _too_large(_exc: RequestEntityTooLarge) -> Any:
-    if request.endpoint == "pages.submit_post":
-        return too_large_page()
-    if request.endpoint == "pages.gallery_upload":
-        from web.pages.galleries import too_large_page as gallery_too_large
-
-        return gallery_too_large()
-    return error_page(413, "Too large", "The request is over the upload limit.")
 
 
 @bp.post("/")
@@ -238,7 +216,7 @@ def job(job_id: str) -> Any:
         run_again=present.run_again_url(url_for("pages.submit"), obj["image"]["id"], obj["params"]),
         advice=present.advice((obj.get("error") or {}).get("code")),
         status_text=present.STATUS_TEXT,
-        final=obj["status"] in FINAL,
+        final=obj["status"] in present.FINAL,
     )
 
 
@@ -276,11 +254,6 @@ def image_delete(image_id: str) -> Any:
 # ---------------------------------------------------------------- history
 
 
-def _thumbnail(obj: dict[str, Any]) -> str:
-    outputs = (obj.get("result") or {}).get("outputs") or {}
-    return str(outputs.get("recolor") or f"/api/v1/images/{obj['image']['id']}/file")
-
-
 @bp.get("/jobs")
 @login_required
 def history() -> Any:
@@ -313,7 +286,7 @@ def history() -> Any:
         ).all()
     )
     for item in items:
-        item["thumbnail"] = _thumbnail(item)
+        item["thumbnail"] = present.thumbnail_url(item)
         item["summary"] = present.params_summary(item["params"])
     return render_template(
         "history.html",
@@ -331,5 +304,5 @@ def history() -> Any:
         first_url=(
             url_for("pages.history", status=status or None, limit=shown_limit) if cursor else None
         ),
-        final=FINAL,
+        final=present.FINAL,
     )
