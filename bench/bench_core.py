@@ -84,7 +84,7 @@ def prepare_images(names: list[str], workdir: Path) -> dict[str, Path]:
 
 
 def decode(path: Path) -> Any:
-    from kseg.shared.imageio import load_image
+    from kseg.shared.core.imageio import load_image
 
     return load_image(path, max_pixels=10**9)
 
@@ -143,7 +143,7 @@ def method_b(rgb: Any, k: int) -> tuple[float, Any]:
 
 
 def method_c(rgb: Any, k: int) -> tuple[float, Any]:
-    from kseg.shared.cluster import cluster_image
+    from kseg.shared.core.cluster import cluster_image
 
     t0 = time.perf_counter()
     c = cluster_image(rgb, k=k, normalize="fixed", seed=0)
@@ -188,8 +188,8 @@ def process_b(path: Path, k: int, out: Path) -> None:
 
 def stage_times(path: Path, repeat: int) -> dict[str, float]:
     """Helper mode: best (fit + render) ``segment()`` timings at k=16, after one warm-up."""
-    from kseg.shared.params import parse_params
-    from kseg.shared.segment import prepare_for_many_jobs, segment
+    from kseg.shared.core.params import parse_params
+    from kseg.shared.core.segment import prepare_for_many_jobs, segment
     from kseg.shared.settings import get_settings
 
     prepare_for_many_jobs(get_settings().malloc_retain_bytes)  # as the worker does at start-up
@@ -201,8 +201,8 @@ def stage_times(path: Path, repeat: int) -> dict[str, float]:
 
 def recolor_c(path: Path, repeat: int, out: Path) -> dict[str, float]:
     """Helper mode: best decode → cluster → recolor PNG written, k=16, after one warm-up."""
-    from kseg.shared.params import parse_params
-    from kseg.shared.segment import prepare_for_many_jobs, segment
+    from kseg.shared.core.params import parse_params
+    from kseg.shared.core.segment import prepare_for_many_jobs, segment
     from kseg.shared.settings import get_settings
 
     prepare_for_many_jobs(get_settings().malloc_retain_bytes)  # as the worker does at start-up
@@ -291,15 +291,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--images", default=",".join(ALL_IMAGES),
-                        help=f"comma-separated images (default: all: {','.join(ALL_IMAGES)})")
+    parser.add_argument(
+        "--images",
+        default=",".join(ALL_IMAGES),
+        help=f"comma-separated images (default: all: {','.join(ALL_IMAGES)})",
+    )
     parser.add_argument("--ks", default="2,16,64", help="comma-separated k (default: 2,16,64)")
     parser.add_argument("--methods", default="a,b,c", help="of a,b,c (default: a,b,c)")
     parser.add_argument("--repeat", type=int, default=3, help="runs of (c), best kept (3)")
-    parser.add_argument("--quick", action="store_true",
-                        help="small images and 1 MP only, k 2 and 16, methods b,c")
-    parser.add_argument("--no-process", action="store_true",
-                        help="skip the whole-process wall time / peak RSS runs")
+    parser.add_argument(
+        "--quick", action="store_true", help="small images and 1 MP only, k 2 and 16, methods b,c"
+    )
+    parser.add_argument(
+        "--no-process", action="store_true", help="skip the whole-process wall time / peak RSS runs"
+    )
     parser.add_argument("--process-b", type=Path, metavar="FILE", help=argparse.SUPPRESS)
     parser.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--stage-times", type=Path, help=argparse.SUPPRESS)
@@ -340,21 +345,24 @@ def main(argv: list[str] | None = None) -> int:
 
     workdir = Path(tempfile.mkdtemp(prefix="kseg-bench-"))
     paths = prepare_images(names, workdir)
-    print(f"# kseg core benchmark\n\nmachine: {os.cpu_count()} CPUs, Python "
-          f"{sys.version.split()[0]}; images in {workdir}\n")
+    print(
+        f"# kseg core benchmark\n\nmachine: {os.cpu_count()} CPUs, Python "
+        f"{sys.version.split()[0]}; images in {workdir}\n"
+    )
 
     # warm-up so import and first-call costs are not billed to the first image
     import numpy as np
 
-    from kseg.shared.cluster import cluster_image
-    from kseg.shared.segment import prepare_for_many_jobs
+    from kseg.shared.core.cluster import cluster_image
+    from kseg.shared.core.segment import prepare_for_many_jobs
     from kseg.shared.settings import get_settings
 
     # (c) is the core as the worker runs it: with the compiled Lloyd step and the worker's
     # allocator setting, which (a) and (b), run in this process too, share.
     prepare_for_many_jobs(get_settings().malloc_retain_bytes)
-    cluster_image(np.zeros((8, 8, 3), dtype=np.uint8) + np.arange(8, dtype=np.uint8)[:, None, None],
-                  k=2)
+    cluster_image(
+        np.zeros((8, 8, 3), dtype=np.uint8) + np.arange(8, dtype=np.uint8)[:, None, None], k=2
+    )
 
     rows: list[Row] = []
     for name in names:
@@ -376,80 +384,135 @@ def main(argv: list[str] | None = None) -> int:
                 t["a"], rec, _ = method_a(paths[name], k)
                 err["a"] = mse(rgb, rec)
             rows.append(Row(name, f"{rgb.shape[1]}x{rgb.shape[0]}", k, t, err))
-            print(f"  {name} k={k}: " + ", ".join(f"{m} {t[m]:.3f}s mse {err[m]:.1f}"
-                                                 for m in sorted(t)), file=sys.stderr)
+            print(
+                f"  {name} k={k}: "
+                + ", ".join(f"{m} {t[m]:.3f}s mse {err[m]:.1f}" for m in sorted(t)),
+                file=sys.stderr,
+            )
 
     print("## Clustering stage and quality\n")
-    print("| image | size | k | (a) s | (b) s | (c) s | (b)/(c) | MSE (a) | MSE (b) | MSE (c) "
-          "| MSE (c)/(b) | ≤ 1.01 |")
+    print(
+        "| image | size | k | (a) s | (b) s | (c) s | (b)/(c) | MSE (a) | MSE (b) | MSE (c) "
+        "| MSE (c)/(b) | ≤ 1.01 |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     checks: list[tuple[str, bool, str]] = []
     for r in rows:
         ratio = r.err["c"] / r.err["b"] if "b" in r.err and "c" in r.err and r.err["b"] else None
         speed = r.t["b"] / r.t["c"] if "b" in r.t and "c" in r.t else None
         ok = ratio is None or ratio <= 1.01 or r.err["c"] <= r.err["b"]
-        print(f"| {r.image} | {r.size} | {r.k} | {fmt_s(r.t.get('a'))} | {fmt_s(r.t.get('b'))} "
-              f"| {fmt_s(r.t.get('c'))} | {'–' if speed is None else f'{speed:.1f}×'} "
-              f"| {fmt_e(r.err.get('a'))} | {fmt_e(r.err.get('b'))} | {fmt_e(r.err.get('c'))} "
-              f"| {'–' if ratio is None else f'{ratio:.4f}'} | {verdict(ok)} |")
-    mse_ok = all(
-        r.err["c"] <= 1.01 * r.err["b"] for r in rows if "b" in r.err and "c" in r.err
-    )
+        print(
+            f"| {r.image} | {r.size} | {r.k} | {fmt_s(r.t.get('a'))} | {fmt_s(r.t.get('b'))} "
+            f"| {fmt_s(r.t.get('c'))} | {'–' if speed is None else f'{speed:.1f}×'} "
+            f"| {fmt_e(r.err.get('a'))} | {fmt_e(r.err.get('b'))} | {fmt_e(r.err.get('c'))} "
+            f"| {'–' if ratio is None else f'{ratio:.4f}'} | {verdict(ok)} |"
+        )
+    mse_ok = all(r.err["c"] <= 1.01 * r.err["b"] for r in rows if "b" in r.err and "c" in r.err)
     checks.append(("MSE(c) ≤ 1.01 × MSE(b), every image and k", mse_ok, ""))
 
     for k, need in ((16, 20.0), (64, 30.0)):
-        row = next((r for r in rows if r.image == "china12mp" and r.k == k
-                    and "b" in r.t and "c" in r.t), None)
+        row = next(
+            (r for r in rows if r.image == "china12mp" and r.k == k and "b" in r.t and "c" in r.t),
+            None,
+        )
         if row is not None:
             speed = row.t["b"] / row.t["c"]
-            checks.append((f"clustering stage 12 MP k={k} ≥ {need:.0f}× faster than (b)",
-                           speed >= need,
-                           f"(b) {row.t['b']:.2f} s, (c) {row.t['c']:.3f} s: {speed:.1f}×"))
+            checks.append(
+                (
+                    f"clustering stage 12 MP k={k} ≥ {need:.0f}× faster than (b)",
+                    speed >= need,
+                    f"(b) {row.t['b']:.2f} s, (c) {row.t['c']:.3f} s: {speed:.1f}×",
+                )
+            )
 
     if "china1mp" in paths:
         # Each in a fresh process (warmed up inside), so no state of the runs above counts.
-        best = helper_json(["--stage-times", str(paths["china1mp"]), "--repeat",
-                            str(max(args.repeat, 3))])
+        best = helper_json(
+            ["--stage-times", str(paths["china1mp"]), "--repeat", str(max(args.repeat, 3))]
+        )
         fr = best["fit"] + best["render"]
-        print("\n## 1 MP, k=16, `segment()` stage times (all five outputs; fresh process, "
-              "best of runs after a warm-up)\n")
+        print(
+            "\n## 1 MP, k=16, `segment()` stage times (all five outputs; fresh process, "
+            "best of runs after a warm-up)\n"
+        )
         print("| decode ms | fit ms | render ms | total ms |\n|---|---|---|---|")
-        print(f"| {best['decode']:.0f} | {best['fit']:.0f} | {best['render']:.0f} "
-              f"| {best['total']:.0f} |")
+        print(
+            f"| {best['decode']:.0f} | {best['fit']:.0f} | {best['render']:.0f} "
+            f"| {best['total']:.0f} |"
+        )
         checks.append(("1 MP k=16 fit + render ≤ 300 ms", fr <= 300, f"{fr:.0f} ms"))
 
         if "a" in methods:
             t_a = helper_json(["--recolor-a", str(paths["china1mp"])])["seconds"]
-            t_c = helper_json(["--recolor-c", str(paths["china1mp"]), "--repeat",
-                               str(max(args.repeat, 3))])["seconds"]
-            print("\n## 1 MP, k=16, decode → cluster → recolor PNG (fresh processes; (c) best "
-                  "of runs after a warm-up, (a) one run)\n")
-            print(f"| (a) tutorial s | (c) kseg s | (a)/(c) |\n|---|---|---|\n"
-                  f"| {t_a:.2f} | {t_c:.3f} | {t_a / t_c:.1f}× |")
-            checks.append(("(c) ≥ 30× faster than (a), 1 MP decode → recolor PNG",
-                           t_a / t_c >= 30, f"{t_a:.2f} s vs {t_c:.3f} s: {t_a / t_c:.1f}×"))
+            t_c = helper_json(
+                ["--recolor-c", str(paths["china1mp"]), "--repeat", str(max(args.repeat, 3))]
+            )["seconds"]
+            print(
+                "\n## 1 MP, k=16, decode → cluster → recolor PNG (fresh processes; (c) best "
+                "of runs after a warm-up, (a) one run)\n"
+            )
+            print(
+                f"| (a) tutorial s | (c) kseg s | (a)/(c) |\n|---|---|---|\n"
+                f"| {t_a:.2f} | {t_c:.3f} | {t_a / t_c:.1f}× |"
+            )
+            checks.append(
+                (
+                    "(c) ≥ 30× faster than (a), 1 MP decode → recolor PNG",
+                    t_a / t_c >= 30,
+                    f"{t_a:.2f} s vs {t_c:.3f} s: {t_a / t_c:.1f}×",
+                )
+            )
 
     if "china12mp" in paths and not args.no_process:
         py = sys.executable
         outdir = workdir / "proc-c"
-        c_run = run_process([py, "-m", "kseg.shared.core_cli", str(paths["china12mp"]), "-k", "16",
-                             "-o", str(outdir), "--quiet"])
-        b_run = run_process([py, str(Path(__file__).resolve()), "--process-b",
-                             str(paths["china12mp"]), "--k", "16",
-                             "--out", str(workdir / "proc-b.png")])
+        c_run = run_process(
+            [
+                py,
+                "-m",
+                "kseg.shared.cli.segment",
+                str(paths["china12mp"]),
+                "-k",
+                "16",
+                "-o",
+                str(outdir),
+                "--quiet",
+            ]
+        )
+        b_run = run_process(
+            [
+                py,
+                str(Path(__file__).resolve()),
+                "--process-b",
+                str(paths["china12mp"]),
+                "--k",
+                "16",
+                "--out",
+                str(workdir / "proc-b.png"),
+            ]
+        )
         print("\n## 12 MP JPEG, k=16, whole process (subprocess; wall time and peak RSS)\n")
         print("| process | wall s | peak RSS MiB |\n|---|---|---|")
-        print(f"| kseg segment, all five PNGs + result.json | {c_run.wall_s:.2f} "
-              f"| {c_run.max_rss_mib:.0f} |")
+        print(
+            f"| kseg segment, all five PNGs + result.json | {c_run.wall_s:.2f} "
+            f"| {c_run.max_rss_mib:.0f} |"
+        )
         print(f"| (b) sklearn, recolor PNG only | {b_run.wall_s:.2f} | {b_run.max_rss_mib:.0f} |")
-        checks.append(("whole kseg process ≤ 1/4 of (b)'s wall time",
-                       c_run.wall_s * 4 <= b_run.wall_s,
-                       f"{c_run.wall_s:.2f} s vs {b_run.wall_s:.2f} s: "
-                       f"{b_run.wall_s / c_run.wall_s:.1f}×"))
-        checks.append(("peak RSS at 12 MP ≤ 0.6 × (b)'s",
-                       c_run.max_rss_mib <= 0.6 * b_run.max_rss_mib,
-                       f"{c_run.max_rss_mib:.0f} MiB vs {b_run.max_rss_mib:.0f} MiB: "
-                       f"{c_run.max_rss_mib / b_run.max_rss_mib:.2f}×"))
+        checks.append(
+            (
+                "whole kseg process ≤ 1/4 of (b)'s wall time",
+                c_run.wall_s * 4 <= b_run.wall_s,
+                f"{c_run.wall_s:.2f} s vs {b_run.wall_s:.2f} s: {b_run.wall_s / c_run.wall_s:.1f}×",
+            )
+        )
+        checks.append(
+            (
+                "peak RSS at 12 MP ≤ 0.6 × (b)'s",
+                c_run.max_rss_mib <= 0.6 * b_run.max_rss_mib,
+                f"{c_run.max_rss_mib:.0f} MiB vs {b_run.max_rss_mib:.0f} MiB: "
+                f"{c_run.max_rss_mib / b_run.max_rss_mib:.2f}×",
+            )
+        )
 
     print("\n## Targets\n\n| target | result | measured |\n|---|---|---|")
     for label, ok, detail in checks:

@@ -336,7 +336,7 @@ def main() -> int:
     parser.add_argument("--big", type=int, default=2000, help="the big run's images (2000)")
     parser.add_argument("--gallery", type=int, default=5000, help="the big gallery (5000)")
     args = parser.parse_args()
-    from kseg.shared.openmp import use_passive_openmp
+    from kseg.shared.core.openmp import use_passive_openmp
 
     use_passive_openmp()
     photos = one_megapixel_photos()

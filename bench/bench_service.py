@@ -233,8 +233,8 @@ def latency(service: Service, data: bytes, runs: int, params: dict[str, Any]) ->
 
 
 def _core_once(args: tuple[bytes, dict[str, Any]]) -> float:
-    from kseg.shared.params import parse_params
-    from kseg.shared.segment import prepare_for_many_jobs, segment
+    from kseg.shared.core.params import parse_params
+    from kseg.shared.core.segment import prepare_for_many_jobs, segment
     from kseg.shared.settings import get_settings
 
     prepare_for_many_jobs(get_settings().malloc_retain_bytes)  # as the worker's processes are
@@ -364,7 +364,7 @@ def main() -> int:
         help="throughput trials, each the service between two runs of the core alone (5)",
     )
     args = parser.parse_args()
-    from kseg.shared.openmp import use_passive_openmp
+    from kseg.shared.core.openmp import use_passive_openmp
 
     use_passive_openmp()  # the core alone's processes (spawned below) run as the worker's do
 

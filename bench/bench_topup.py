@@ -33,8 +33,8 @@ def fill(url: str, jobs: int) -> None:
     """An owner, one image, a worker heartbeat of 2 processes and ``jobs`` waiting batch jobs."""
     from sqlalchemy import insert
 
-    from kseg.shared.db import get_worker_sessionmaker
-    from kseg.shared.models import Image, Job, Owner, WorkerHeartbeat, new_id, utcnow
+    from kseg.shared.store.db import get_worker_sessionmaker
+    from kseg.shared.store.models import Image, Job, Owner, WorkerHeartbeat, new_id, utcnow
 
     with get_worker_sessionmaker(url).begin() as session:
         owner = Owner(name="bench")
@@ -60,9 +60,9 @@ def measure(url: str, jobs: int) -> dict[str, float]:
     """Top up after each job end until the run is drained; CPU and wall ms per top-up."""
     from sqlalchemy import select, update
 
-    from kseg.shared import dispatch
-    from kseg.shared.db import get_beat_sessionmaker, get_worker_sessionmaker
-    from kseg.shared.models import Job
+    from kseg.shared.store import dispatch
+    from kseg.shared.store.db import get_beat_sessionmaker, get_worker_sessionmaker
+    from kseg.shared.store.models import Job
 
     worker = get_worker_sessionmaker(url)
 
@@ -112,7 +112,7 @@ def postgres_url() -> str | None:
 def drop(url: str) -> None:
     from sqlalchemy import create_engine, text
 
-    from kseg.shared.db import dispose_all
+    from kseg.shared.store.db import dispose_all
 
     dispose_all()
     engine = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
@@ -128,7 +128,7 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=400, help="waiting jobs of the run (400)")
     parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="both")
     args = parser.parse_args()
-    from kseg.shared.db import migrate
+    from kseg.shared.store.db import migrate
 
     print("| backend | waiting jobs | top-ups | CPU ms per top-up (median) | p95 | wall ms |")
     print("|---|---|---|---|---|---|")

@@ -7,9 +7,9 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy import pool
 
-from kseg.shared.db import make_engine
-from kseg.shared.models import Base
 from kseg.shared.settings import get_settings
+from kseg.shared.store.db import make_engine
+from kseg.shared.store.models import Base
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):

@@ -99,7 +99,7 @@ def pg_database(pg_admin_url: str) -> Callable[[str], str]:
     created: list[str] = []
 
     def make(tag: str = "db") -> str:
-        from kseg.shared.db import migrate
+        from kseg.shared.store.db import migrate
 
         name = f"kseg_test_{RUN_ID}_{tag}_{len(created)}"
         _pg_exec(pg_admin_url, f'CREATE DATABASE "{name}"')
@@ -109,7 +109,7 @@ def pg_database(pg_admin_url: str) -> Callable[[str], str]:
         return url
 
     yield make  # type: ignore[misc]
-    from kseg.shared.db import dispose_all
+    from kseg.shared.store.db import dispose_all
 
     dispose_all()
     for name in created:
@@ -205,7 +205,7 @@ def own_redis(tmp_path: Path) -> Iterator[dict[str, Any]]:
 
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
-    from kseg.shared.db import migrate
+    from kseg.shared.store.db import migrate
 
     url = f"sqlite:///{tmp_path / 'instance' / 'kseg.db'}"
     migrate(url)
@@ -308,7 +308,7 @@ def start_process(name: str, args: list[str], env: dict[str, str], log_dir: Path
 
 def start_worker(env: dict[str, str], log_dir: Path) -> Proc:
     """A real Celery worker (prefork pool), started as ``kseg worker`` starts it."""
-    from kseg.shared.cli import worker_command
+    from kseg.shared.cli.service import worker_command
 
     # Unique (several workers per test) and marked with the session, for the Redis cleanup.
     name = ["-n", f"test-{RUN_ID}-{uuid.uuid4().hex[:6]}@%h"]
@@ -317,7 +317,7 @@ def start_worker(env: dict[str, str], log_dir: Path) -> Proc:
 
 def start_beat(env: dict[str, str], log_dir: Path) -> Proc:
     """Celery beat, started as ``kseg beat`` starts it."""
-    from kseg.shared.cli import beat_command
+    from kseg.shared.cli.service import beat_command
 
     return start_process("beat", beat_command(settings_from(env)), env, log_dir)
 
@@ -372,8 +372,8 @@ class Stack:
         return self.base_url + path
 
     def new_token(self, owner: str) -> str:
-        from kseg.shared.auth import create_token
-        from kseg.shared.db import session_scope
+        from kseg.shared.store.auth import create_token
+        from kseg.shared.store.db import session_scope
 
         with session_scope(self.settings.database_url) as session:
             return create_token(session, owner, "test")
@@ -398,8 +398,8 @@ def build_stack(
     beat: bool = True,
     **extra_env: Any,
 ) -> Stack:
-    from kseg.shared.auth import create_token
-    from kseg.shared.db import session_scope
+    from kseg.shared.store.auth import create_token
+    from kseg.shared.store.db import session_scope
     from kseg.web import create_app
 
     instance = tmp / "instance"
@@ -429,7 +429,7 @@ def stack(
     else:
         database_url = f"sqlite:///{tmp_path / 'instance' / 'kseg.db'}"
         broker_url = "filesystem://"
-        from kseg.shared.db import migrate
+        from kseg.shared.store.db import migrate
 
         migrate(database_url)
     built = build_stack(request.param, database_url, broker_url, tmp_path)

@@ -90,5 +90,5 @@ def test_the_finder_sees_a_cycle() -> None:
 
 def test_kseg_has_no_import_cycle() -> None:
     graph = import_graph()
-    assert len(graph) > 50 and graph["kseg.shared.jobs"], "the graph was read"
+    assert len(graph) > 50 and graph["kseg.shared.store.jobs"], "the graph was read"
     assert cycles(graph) == []

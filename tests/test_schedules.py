@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from kseg.shared.errors import InvalidParameterError
-from kseg.shared.schedules import describe, next_slot, parse_timezone, validate_cron
+from kseg.shared.store.schedules import describe, next_slot, parse_timezone, validate_cron
 
 
 @pytest.mark.parametrize("bad", ["61 * * * *", "* * * *", "hello", "* * * * * *", ""])

@@ -18,8 +18,8 @@ from datetime import timedelta
 
 from flask import current_app, g, session
 
-from kseg.shared.auth import end_web_session, live_web_session, start_web_session
-from kseg.shared.models import WebSession
+from kseg.shared.store.auth import end_web_session, live_web_session, start_web_session
+from kseg.shared.store.models import WebSession
 from kseg.web.db import get_session
 
 #: The cookie session's key for the session id.

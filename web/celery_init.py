@@ -5,12 +5,12 @@ from __future__ import annotations
 from celery import Celery, Task
 from flask import Flask
 
-from kseg.shared.celery_config import celery_config
+from kseg.shared.messaging.celery_config import celery_config
 from kseg.shared.settings import Settings
 
 
 def celery_init_app(app: Flask, settings: Settings) -> Celery:
-    from kseg.web import broker, redis_broker
+    from kseg.shared.messaging import broker, redis_broker
 
     broker.register()  # the embedded broker's safe filesystem transport
     redis_broker.register()  # kombu's Redis transport without a new client per call

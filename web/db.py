@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Flask, current_app, g
 from sqlalchemy.orm import Session
 
-from kseg.shared.db import get_sessionmaker
+from kseg.shared.store.db import get_sessionmaker
 
 
 def get_session() -> Session:

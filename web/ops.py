@@ -16,12 +16,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from sqlalchemy import func, select, text
 
-from kseg.shared.celery_config import broker_dirs, celery_config
-from kseg.shared.db import get_engine, get_sessionmaker
-from kseg.shared.dispatch import queue_stats
-from kseg.shared.jobs import job_counts
-from kseg.shared.models import JOB_STATUSES, Job, WorkerHeartbeat, utcnow
+from kseg.shared.messaging.celery_config import broker_dirs, celery_config
 from kseg.shared.settings import Settings
+from kseg.shared.store.db import get_engine, get_sessionmaker
+from kseg.shared.store.dispatch import queue_stats
+from kseg.shared.store.jobs import job_counts
+from kseg.shared.store.models import JOB_STATUSES, Job, WorkerHeartbeat, utcnow
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ from typing import Any
 from flask import current_app
 from sqlalchemy.orm import Session
 
-from kseg.shared import dispatch
-from kseg.shared.celery_config import RUN_JOB_TASK, queue_name
+from kseg.shared.messaging.celery_config import RUN_JOB_TASK, queue_name
 from kseg.shared.settings import Settings
+from kseg.shared.store import dispatch
 
 log = logging.getLogger(__name__)
 

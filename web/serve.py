@@ -95,7 +95,7 @@ def make_server(app: Any, settings: Settings) -> Any:
 
 
 def main() -> int:
-    from kseg.shared.db import NotMigratedError, ensure_migrated
+    from kseg.shared.store.db import NotMigratedError, ensure_migrated
     from kseg.web import create_app
 
     logging.basicConfig(

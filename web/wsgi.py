@@ -3,7 +3,7 @@ Refuses an un-migrated database."""
 
 from __future__ import annotations
 
-from kseg.shared.db import NotMigratedError, ensure_migrated
+from kseg.shared.store.db import NotMigratedError, ensure_migrated
 from kseg.web import create_app
 
 try:

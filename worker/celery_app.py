@@ -6,9 +6,9 @@ As in Flask's Celery example, the Celery app is made by the Flask app factory
 
 from __future__ import annotations
 
-from kseg.shared.db import NotMigratedError, ensure_migrated
-from kseg.shared.segment import prepare_for_many_jobs
+from kseg.shared.core.segment import prepare_for_many_jobs
 from kseg.shared.settings import get_settings
+from kseg.shared.store.db import NotMigratedError, ensure_migrated
 from kseg.web import create_app
 
 try:

@@ -10,10 +10,10 @@ from typing import Any
 from celery.signals import worker_process_init, worker_ready, worker_shutdown
 from sqlalchemy import update
 
-from kseg.shared.celery_config import queue_class
-from kseg.shared.db import dispose_all, get_beat_sessionmaker
-from kseg.shared.models import WorkerHeartbeat, utcnow
+from kseg.shared.messaging.celery_config import queue_class
 from kseg.shared.settings import QUEUE_CLASSES, get_settings
+from kseg.shared.store.db import dispose_all, get_beat_sessionmaker
+from kseg.shared.store.models import WorkerHeartbeat, utcnow
 
 log = logging.getLogger(__name__)
 _stop = threading.Event()

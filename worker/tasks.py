@@ -8,10 +8,10 @@ from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from flask import current_app
 
-from kseg.shared import dispatch, galleries, jobs, runner, runs
-from kseg.shared.celery_config import RUN_JOB_TASK, SCHEDULES_TASK, SWEEP_TASK
-from kseg.shared.db import get_beat_sessionmaker, get_worker_sessionmaker
+from kseg.shared.messaging.celery_config import RUN_JOB_TASK, SCHEDULES_TASK, SWEEP_TASK
 from kseg.shared.settings import QUEUE_CLASSES, Settings
+from kseg.shared.store import dispatch, galleries, jobs, runner, runs
+from kseg.shared.store.db import get_beat_sessionmaker, get_worker_sessionmaker
 from kseg.web.queue import enqueue_jobs, held_job_ids
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-import kseg.shared.models
+import kseg.shared.store.models
 
 revision = "0001"
 down_revision = None
@@ -23,7 +23,7 @@ def upgrade() -> None:
         "owners",
         sa.Column("id", sa.String(length=36), nullable=False),
         sa.Column("name", sa.String(length=200), nullable=False),
-        sa.Column("created_at", kseg.shared.models.UTCDateTime(), nullable=False),
+        sa.Column("created_at", kseg.shared.store.models.UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_owners")),
         sa.UniqueConstraint("name", name=op.f("uq_owners_name")),
     )
@@ -31,8 +31,8 @@ def upgrade() -> None:
         "worker_heartbeats",
         sa.Column("hostname", sa.String(length=255), nullable=False),
         sa.Column("pid", sa.Integer(), nullable=False),
-        sa.Column("started_at", kseg.shared.models.UTCDateTime(), nullable=False),
-        sa.Column("seen_at", kseg.shared.models.UTCDateTime(), nullable=False),
+        sa.Column("started_at", kseg.shared.store.models.UTCDateTime(), nullable=False),
+        sa.Column("seen_at", kseg.shared.store.models.UTCDateTime(), nullable=False),
         sa.Column("jobs_done", sa.Integer(), nullable=False),
         sa.PrimaryKeyConstraint("hostname", name=op.f("pk_worker_heartbeats")),
     )
@@ -43,9 +43,9 @@ def upgrade() -> None:
         sa.Column("name", sa.String(length=200), nullable=False),
         sa.Column("token_hash", sa.String(length=64), nullable=False),
         sa.Column("one_time", sa.Boolean(), nullable=False),
-        sa.Column("created_at", kseg.shared.models.UTCDateTime(), nullable=False),
-        sa.Column("last_used_at", kseg.shared.models.UTCDateTime(), nullable=True),
-        sa.Column("revoked_at", kseg.shared.models.UTCDateTime(), nullable=True),
+        sa.Column("created_at", kseg.shared.store.models.UTCDateTime(), nullable=False),
+        sa.Column("last_used_at", kseg.shared.store.models.UTCDateTime(), nullable=True),
+        sa.Column("revoked_at", kseg.shared.store.models.UTCDateTime(), nullable=True),
         sa.ForeignKeyConstraint(
             ["owner_id"],
             ["owners.id"],
@@ -69,8 +69,8 @@ def upgrade() -> None:
         sa.Column("size_bytes", sa.BigInteger(), nullable=False),
         sa.Column("width", sa.Integer(), nullable=False),
         sa.Column("height", sa.Integer(), nullable=False),
-        sa.Column("data", kseg.shared.models.Blob(), nullable=False),
-        sa.Column("created_at", kseg.shared.models.UTCDateTime(), nullable=False),
+        sa.Column("data", kseg.shared.store.models.Blob(), nullable=False),
+        sa.Column("created_at", kseg.shared.store.models.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
             ["owner_id"], ["owners.id"], name=op.f("fk_images_owner_id_owners"), ondelete="CASCADE"
         ),
@@ -88,7 +88,7 @@ def upgrade() -> None:
         sa.Column("params_key", sa.String(length=64), nullable=False),
         sa.Column("algorithm_version", sa.String(length=20), nullable=False),
         sa.Column("meta", sa.JSON(), nullable=False),
-        sa.Column("created_at", kseg.shared.models.UTCDateTime(), nullable=False),
+        sa.Column("created_at", kseg.shared.store.models.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
             ["image_id"], ["images.id"], name=op.f("fk_results_image_id_images"), ondelete="CASCADE"
         ),
@@ -116,11 +116,11 @@ def upgrade() -> None:
         sa.Column("worker", sa.String(length=255), nullable=True),
         sa.Column("result_id", sa.String(length=36), nullable=True),
         sa.Column("reused_from", sa.String(length=36), nullable=True),
-        sa.Column("created_at", kseg.shared.models.UTCDateTime(), nullable=False),
-        sa.Column("queued_at", kseg.shared.models.UTCDateTime(), nullable=False),
-        sa.Column("started_at", kseg.shared.models.UTCDateTime(), nullable=True),
-        sa.Column("finished_at", kseg.shared.models.UTCDateTime(), nullable=True),
-        sa.Column("heartbeat_at", kseg.shared.models.UTCDateTime(), nullable=True),
+        sa.Column("created_at", kseg.shared.store.models.UTCDateTime(), nullable=False),
+        sa.Column("queued_at", kseg.shared.store.models.UTCDateTime(), nullable=False),
+        sa.Column("started_at", kseg.shared.store.models.UTCDateTime(), nullable=True),
+        sa.Column("finished_at", kseg.shared.store.models.UTCDateTime(), nullable=True),
+        sa.Column("heartbeat_at", kseg.shared.store.models.UTCDateTime(), nullable=True),
         sa.ForeignKeyConstraint(
             ["image_id"], ["images.id"], name=op.f("fk_jobs_image_id_images"), ondelete="CASCADE"
         ),
@@ -152,7 +152,7 @@ def upgrade() -> None:
         sa.Column("name", sa.String(length=16), nullable=False),
         sa.Column("sha256", sa.String(length=64), nullable=False),
         sa.Column("size_bytes", sa.BigInteger(), nullable=False),
-        sa.Column("data", kseg.shared.models.Blob(), nullable=False),
+        sa.Column("data", kseg.shared.store.models.Blob(), nullable=False),
         sa.ForeignKeyConstraint(
             ["result_id"],
             ["results.id"],

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-import kseg.shared.models
+import kseg.shared.store.models
 
 revision = "0002"
 down_revision = "0001"
@@ -25,8 +25,8 @@ def upgrade() -> None:
         sa.Column("owner_id", sa.String(length=36), nullable=False),
         sa.Column("name", sa.String(length=200), nullable=False),
         sa.Column("params", sa.JSON(), nullable=False),
-        sa.Column("created_at", kseg.shared.models.UTCDateTime(), nullable=False),
-        sa.Column("updated_at", kseg.shared.models.UTCDateTime(), nullable=False),
+        sa.Column("created_at", kseg.shared.store.models.UTCDateTime(), nullable=False),
+        sa.Column("updated_at", kseg.shared.store.models.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
             ["owner_id"],
             ["owners.id"],
@@ -44,7 +44,7 @@ def upgrade() -> None:
         "gallery_images",
         sa.Column("gallery_id", sa.String(length=36), nullable=False),
         sa.Column("image_id", sa.String(length=36), nullable=False),
-        sa.Column("added_at", kseg.shared.models.UTCDateTime(), nullable=False),
+        sa.Column("added_at", kseg.shared.store.models.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
             ["gallery_id"],
             ["galleries.id"],
@@ -75,15 +75,15 @@ def upgrade() -> None:
         sa.Column("params", sa.JSON(), nullable=False),
         sa.Column("params_key", sa.String(length=64), nullable=False),
         sa.Column("only_stale", sa.Boolean(), nullable=False),
-        sa.Column("scheduled_for", kseg.shared.models.UTCDateTime(), nullable=True),
+        sa.Column("scheduled_for", kseg.shared.store.models.UTCDateTime(), nullable=True),
         sa.Column("total", sa.Integer(), nullable=False),
         sa.Column("queued", sa.Integer(), nullable=False),
         sa.Column("running", sa.Integer(), nullable=False),
         sa.Column("succeeded", sa.Integer(), nullable=False),
         sa.Column("failed", sa.Integer(), nullable=False),
         sa.Column("skipped", sa.Integer(), nullable=False),
-        sa.Column("created_at", kseg.shared.models.UTCDateTime(), nullable=False),
-        sa.Column("finished_at", kseg.shared.models.UTCDateTime(), nullable=True),
+        sa.Column("created_at", kseg.shared.store.models.UTCDateTime(), nullable=False),
+        sa.Column("finished_at", kseg.shared.store.models.UTCDateTime(), nullable=True),
         sa.ForeignKeyConstraint(
             ["gallery_id"],
             ["galleries.id"],
@@ -110,10 +110,10 @@ def upgrade() -> None:
         sa.Column("params", sa.JSON(), nullable=True),
         sa.Column("only_stale", sa.Boolean(), nullable=False),
         sa.Column("enabled", sa.Boolean(), nullable=False),
-        sa.Column("next_run_at", kseg.shared.models.UTCDateTime(), nullable=True),
+        sa.Column("next_run_at", kseg.shared.store.models.UTCDateTime(), nullable=True),
         sa.Column("last_run_id", sa.String(length=36), nullable=True),
-        sa.Column("created_at", kseg.shared.models.UTCDateTime(), nullable=False),
-        sa.Column("updated_at", kseg.shared.models.UTCDateTime(), nullable=False),
+        sa.Column("created_at", kseg.shared.store.models.UTCDateTime(), nullable=False),
+        sa.Column("updated_at", kseg.shared.store.models.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
             ["gallery_id"],
             ["galleries.id"],

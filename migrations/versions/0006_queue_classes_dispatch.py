@@ -14,7 +14,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-import kseg.shared.models
+import kseg.shared.store.models
 
 revision = "0006"
 down_revision = "0005"
@@ -31,7 +31,7 @@ def upgrade() -> None:
             sa.Column("queue", sa.String(length=16), nullable=False, server_default="interactive")
         )
         batch.add_column(
-            sa.Column("dispatched_at", kseg.shared.models.UTCDateTime(), nullable=True)
+            sa.Column("dispatched_at", kseg.shared.store.models.UTCDateTime(), nullable=True)
         )
     jobs = sa.table(
         "jobs",
@@ -71,7 +71,7 @@ def upgrade() -> None:
     locks = op.create_table(
         "dispatch_locks",
         sa.Column("queue", sa.String(length=16), nullable=False),
-        sa.Column("topped_up_at", kseg.shared.models.UTCDateTime(), nullable=True),
+        sa.Column("topped_up_at", kseg.shared.store.models.UTCDateTime(), nullable=True),
         sa.PrimaryKeyConstraint("queue", name=op.f("pk_dispatch_locks")),
     )
     op.bulk_insert(locks, [{"queue": "interactive"}, {"queue": "batch"}])

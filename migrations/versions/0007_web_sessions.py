@@ -13,7 +13,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-import kseg.shared.models
+import kseg.shared.store.models
 
 revision = "0007"
 down_revision = "0006"
@@ -27,9 +27,9 @@ def upgrade() -> None:
         sa.Column("id", sa.String(length=64), nullable=False),
         sa.Column("owner_id", sa.String(length=36), nullable=False),
         sa.Column("token_id", sa.String(length=36), nullable=True),
-        sa.Column("created_at", kseg.shared.models.UTCDateTime(), nullable=False),
-        sa.Column("last_seen_at", kseg.shared.models.UTCDateTime(), nullable=False),
-        sa.Column("revoked_at", kseg.shared.models.UTCDateTime(), nullable=True),
+        sa.Column("created_at", kseg.shared.store.models.UTCDateTime(), nullable=False),
+        sa.Column("last_seen_at", kseg.shared.store.models.UTCDateTime(), nullable=False),
+        sa.Column("revoked_at", kseg.shared.store.models.UTCDateTime(), nullable=True),
         sa.ForeignKeyConstraint(
             ["owner_id"],
             ["owners.id"],

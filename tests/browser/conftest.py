@@ -90,8 +90,8 @@ class BrowserStack:
             self.worker_started = True
 
     def new_token(self, owner: str | None = None, *, one_time: bool = False) -> str:
-        from kseg.shared.auth import create_token
-        from kseg.shared.db import session_scope
+        from kseg.shared.store.auth import create_token
+        from kseg.shared.store.db import session_scope
 
         name = owner or f"owner-{uuid.uuid4().hex[:6]}"
         with session_scope(self.stack.settings.database_url) as session:
@@ -128,7 +128,7 @@ class BrowserStack:
 def live(
     tmp_path_factory: pytest.TempPathFactory, playwright: Any, browser: Any
 ) -> Iterator[BrowserStack]:
-    from kseg.shared.db import migrate
+    from kseg.shared.store.db import migrate
 
     tmp = tmp_path_factory.mktemp("browser")
     database_url = f"sqlite:///{tmp / 'instance' / 'kseg.db'}"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from kseg.shared.allocator import retain_freed_memory
+from kseg.shared.core.allocator import retain_freed_memory
 from kseg.shared.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # Prints the minor page faults per job over ten jobs after the first.
 PROBE = """
 import resource, sys
-from kseg.shared.allocator import retain_freed_memory
+from kseg.shared.core.allocator import retain_freed_memory
 if sys.argv[1] != "0" and not retain_freed_memory(int(sys.argv[1])):
     sys.exit(3)
 def job():

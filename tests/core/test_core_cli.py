@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from kseg.shared import core_cli
+from kseg.shared.cli import segment as core_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_module(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "kseg.shared.core_cli", *args],
+        [sys.executable, "-m", "kseg.shared.cli.segment", *args],
         cwd=cwd, capture_output=True, text=True, timeout=120,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
@@ -111,7 +111,7 @@ def test_bad_parameters(tmp_path: Path, baby_path: Path, args: list[str]) -> Non
 def test_reader_closing_pipe_is_not_an_error(tmp_path: Path, baby_path: Path) -> None:
     # `kseg segment img | head -1`: the reader may be gone before the summary is printed.
     proc = subprocess.Popen(
-        [sys.executable, "-m", "kseg.shared.core_cli", str(baby_path), "-k", "3"],
+        [sys.executable, "-m", "kseg.shared.cli.segment", str(baby_path), "-k", "3"],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )

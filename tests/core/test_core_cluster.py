@@ -9,8 +9,8 @@ import pytest
 from conftest import gradient_rgb
 from sklearn.cluster import KMeans
 
-from kseg.shared import cluster
-from kseg.shared.cluster import (
+from kseg.shared.core import cluster
+from kseg.shared.core.cluster import (
     cluster_image,
     color_features,
     color_histogram,
@@ -283,8 +283,8 @@ def test_a_one_shot_segmentation_does_not_import_scikit_learn(tmp_path: Path) ->
 
     script = (
         "import sys, numpy as np\n"
-        "from shared.segment import segment\n"
-        "from shared.params import parse_params\n"
+        "from kseg.shared.core.segment import segment\n"
+        "from kseg.shared.core.params import parse_params\n"
         "rgb = (np.arange(64 * 48 * 3) % 251).astype(np.uint8).reshape(64, 48, 3)\n"
         "segment(rgb, parse_params(k=4))\n"
         "print('sklearn' in sys.modules)\n"

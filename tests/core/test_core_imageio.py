@@ -11,13 +11,13 @@ import pytest
 from conftest import encode, gradient_rgb
 from PIL import Image, ImageFile
 
+from kseg.shared.core.imageio import load_image
 from kseg.shared.errors import (
     CorruptImageError,
     EmptyImageError,
     ImageTooLargeError,
     UnsupportedImageError,
 )
-from kseg.shared.imageio import load_image
 
 
 def check_rgb(arr: np.ndarray, size: tuple[int, int]) -> None:
@@ -260,7 +260,7 @@ def test_array_passthrough(small_rgb: np.ndarray) -> None:
 
 @pytest.mark.parametrize("orientation", [1, 3, 6, 8])
 def test_probe_matches_the_decoded_size_and_format(orientation: int) -> None:
-    from kseg.shared.imageio import probe_image
+    from kseg.shared.core.imageio import probe_image
 
     rng = np.random.default_rng(orientation)
     img = Image.fromarray(rng.integers(0, 256, (40, 64, 3), dtype=np.uint8))
@@ -275,7 +275,7 @@ def test_probe_matches_the_decoded_size_and_format(orientation: int) -> None:
 
 
 def test_probe_refuses_a_truncated_jpeg_although_it_decodes_in_draft() -> None:
-    from kseg.shared.imageio import probe_image
+    from kseg.shared.core.imageio import probe_image
 
     rng = np.random.default_rng(0)
     buf = io.BytesIO()

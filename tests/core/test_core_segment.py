@@ -11,10 +11,10 @@ import pytest
 from conftest import encode, gradient_rgb
 from PIL import Image
 
-from kseg.shared import render
+from kseg.shared.core import render
+from kseg.shared.core.params import OUTPUT_NAMES, parse_params
+from kseg.shared.core.segment import ALGORITHM_VERSION, Segmentation, segment
 from kseg.shared.errors import CorruptImageError, EmptyImageError, InvalidParameterError
-from kseg.shared.params import OUTPUT_NAMES, parse_params
-from kseg.shared.segment import ALGORITHM_VERSION, Segmentation, segment
 
 
 def decode(png: bytes) -> Image.Image:

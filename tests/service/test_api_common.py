@@ -43,8 +43,8 @@ class Api:
     def new_token(
         self, owner: str | None = None, label: str = "test", *, one_time: bool = False
     ) -> str:
-        from kseg.shared.auth import create_token
-        from kseg.shared.db import session_scope
+        from kseg.shared.store.auth import create_token
+        from kseg.shared.store.db import session_scope
 
         with session_scope(self.settings.database_url) as session:
             owner = owner or f"owner-{uuid.uuid4().hex[:8]}"
@@ -79,7 +79,7 @@ class Api:
 
     def run_job(self, job_id: str) -> str:
         """Run a queued job to its end in-process, with the worker's own job runner."""
-        from kseg.shared.runner import run_job
+        from kseg.shared.store.runner import run_job
 
         return run_job(job_id, settings=self.settings, worker=f"test-{uuid.uuid4().hex[:6]}")
 

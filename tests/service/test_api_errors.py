@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from kseg.shared.db import get_sessionmaker
-from kseg.shared.models import Image, Job
+from kseg.shared.store.db import get_sessionmaker
+from kseg.shared.store.models import Image, Job
 from tests.service.test_api_common import (
     BACKENDS,
     Api,
@@ -29,7 +29,7 @@ def api(request: pytest.FixtureRequest, tmp_path: Path) -> Api:
 
 def count(api: Api, model: Any) -> int:
     """This owner's rows of ``model`` (the PostgreSQL database is shared by the tests)."""
-    from kseg.shared.auth import owner_for_token
+    from kseg.shared.store.auth import owner_for_token
 
     with get_sessionmaker(api.settings.database_url)() as session:
         owner = owner_for_token(session, api.token)
@@ -286,9 +286,9 @@ def test_bad_token_is_401(api: Api, header: str) -> None:
 def test_revoked_token_is_401(api: Api) -> None:
     from sqlalchemy import update
 
-    from kseg.shared.auth import hash_token
-    from kseg.shared.db import session_scope
-    from kseg.shared.models import ApiToken, utcnow
+    from kseg.shared.store.auth import hash_token
+    from kseg.shared.store.db import session_scope
+    from kseg.shared.store.models import ApiToken, utcnow
 
     token = api.new_token()
     assert api.get("/api/v1/jobs", token=token).status_code == 200
@@ -313,7 +313,7 @@ def test_env_token_is_accepted_for_the_default_owner(
 
 def test_env_token_waits_for_migration(tmp_path: Path) -> None:
     """An app started on an empty database answers 503 (not 500), then works once migrated."""
-    from kseg.shared.db import migrate
+    from kseg.shared.store.db import migrate
     from kseg.web import create_app
     from tests.conftest import service_env, settings_from
 
@@ -376,7 +376,7 @@ def test_unmigrated_postgres_is_503(request: pytest.FixtureRequest, tmp_path: Pa
         r = client.get("/api/v1/jobs", headers={"Authorization": "Bearer t0ken"})
         assert_error(r, 503, "database_unavailable")
     finally:
-        from kseg.shared.db import dispose_all
+        from kseg.shared.store.db import dispose_all
 
         dispose_all()
         _pg_exec(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from kseg.shared.db import get_sessionmaker
-from kseg.shared.models import Image, Job
+from kseg.shared.store.db import get_sessionmaker
+from kseg.shared.store.models import Image, Job
 from tests.service.test_api_common import (
     BACKENDS,
     Api,
@@ -54,7 +54,7 @@ def add_by_upload(api: Api, gallery_id: str, *seeds: int) -> list[dict[str, Any]
 
 
 def owned(api: Api, model: Any) -> int:
-    from kseg.shared.auth import owner_for_token
+    from kseg.shared.store.auth import owner_for_token
 
     with get_sessionmaker(api.settings.database_url)() as session:
         owner = owner_for_token(session, api.token)

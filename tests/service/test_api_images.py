@@ -104,7 +104,7 @@ def test_upload_needs_multipart(api: Api) -> None:
 def _rows(api: Api, model: type, **where: str) -> int:
     from sqlalchemy import func, select
 
-    from kseg.shared.db import get_sessionmaker
+    from kseg.shared.store.db import get_sessionmaker
 
     with get_sessionmaker(api.settings.database_url)() as session:
         stmt = select(func.count()).select_from(model)
@@ -114,7 +114,7 @@ def _rows(api: Api, model: type, **where: str) -> int:
 
 
 def test_delete_image_removes_it_with_its_jobs_and_results(api: Api) -> None:
-    from kseg.shared.models import Image, Job, Result, ResultOutput
+    from kseg.shared.store.models import Image, Job, Result, ResultOutput
 
     keep = api.submit(tiny_png(21), k=2).get_json()  # another image of the same owner
     done = api.submit(baby(), "baby.jpg", k=3).get_json()
@@ -154,8 +154,8 @@ def test_delete_image_removes_it_with_its_jobs_and_results(api: Api) -> None:
 def _result_id(api: Api, job_id: str) -> str:
     from sqlalchemy import select
 
-    from kseg.shared.db import get_sessionmaker
-    from kseg.shared.models import Job
+    from kseg.shared.store.db import get_sessionmaker
+    from kseg.shared.store.models import Job
 
     with get_sessionmaker(api.settings.database_url)() as session:
         return str(session.scalar(select(Job.result_id).where(Job.id == job_id)))
@@ -197,9 +197,9 @@ def test_another_owners_image_cannot_be_deleted(api: Api) -> None:
 
 
 def test_an_image_deleted_while_its_job_runs_leaves_nothing_behind(api: Api) -> None:
-    from kseg.shared.models import Job, Result
-    from kseg.shared.runner import run_job
-    from kseg.shared.segment import segment
+    from kseg.shared.core.segment import segment
+    from kseg.shared.store.models import Job, Result
+    from kseg.shared.store.runner import run_job
 
     job = api.submit(baby(), "baby.jpg", k=3).get_json()
     image_id = job["image"]["id"]
@@ -228,9 +228,9 @@ def test_deleting_an_image_while_its_job_completes_waits_instead_of_deadlocking(
 
     from sqlalchemy import text
 
-    from kseg.shared.db import get_engine, get_sessionmaker
-    from kseg.shared.jobs import claim_job
-    from kseg.shared.models import Result
+    from kseg.shared.store.db import get_engine, get_sessionmaker
+    from kseg.shared.store.jobs import claim_job
+    from kseg.shared.store.models import Result
 
     api = make_api(request, tmp_path, "postgres")  # row locks (SQLite has one writer)
     job = api.submit(baby(), "baby.jpg", k=3).get_json()

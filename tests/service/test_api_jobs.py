@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from kseg.shared.db import get_sessionmaker
-from kseg.shared.models import Job, Result
+from kseg.shared.store.db import get_sessionmaker
+from kseg.shared.store.models import Job, Result
 from tests.service.test_api_common import (
     BACKENDS,
     Api,
@@ -88,7 +88,7 @@ def test_job_enqueued_on_real_broker(request: pytest.FixtureRequest, tmp_path: P
     """On Redis, the message is really published on the interactive queue, after the commit."""
     import redis
 
-    from kseg.shared.celery_config import queue_name
+    from kseg.shared.messaging.celery_config import queue_name
 
     # A database of its own: jobs that earlier tests left without a worker fill the window.
     api = make_api(request, tmp_path, "postgres", fresh_db=True)
@@ -222,8 +222,8 @@ def test_shared_image_data_is_stored_once_and_served_whole(api: Api) -> None:
     import numpy as np
     from PIL import Image as PILImage
 
-    from kseg.shared.models import ResultOutput
-    from kseg.shared.render import LABEL2RGB_COLORS
+    from kseg.shared.core.render import LABEL2RGB_COLORS
+    from kseg.shared.store.models import ResultOutput
 
     job = api.submit(baby(), "baby.jpg", k=4).get_json()  # all five outputs
     assert api.run_job(job["id"]) == "succeeded"
@@ -291,8 +291,8 @@ def test_identical_job_reuses_result_and_delete_keeps_shared_result(api: Api) ->
 
 
 def test_failed_job_has_error_object(api: Api) -> None:
-    from kseg.shared.db import session_scope
-    from kseg.shared.jobs import fail_job
+    from kseg.shared.store.db import session_scope
+    from kseg.shared.store.jobs import fail_job
 
     job = api.submit(tiny_png(60)).get_json()
     with session_scope(api.settings.database_url) as session:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from openapi_spec_validator import validate
 
-from kseg.shared.params import SegmentParams
+from kseg.shared.core.params import SegmentParams
 from tests.service.test_api_common import BACKENDS, Api, make_api, tiny_png
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from kseg.shared.db import session_scope
-from kseg.shared.models import WorkerHeartbeat, utcnow
+from kseg.shared.store.db import session_scope
+from kseg.shared.store.models import WorkerHeartbeat, utcnow
 from tests.conftest import free_port
 from tests.service.test_api_common import BACKENDS, Api, make_api, tiny_png
 

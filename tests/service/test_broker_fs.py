@@ -20,7 +20,7 @@ def _options(folder: Path) -> dict[str, object]:
 
 
 def _produce(folder: str, start: int, count: int) -> None:
-    from kseg.web.broker import register
+    from kseg.shared.messaging.broker import register
 
     register()
     with Connection("filesystem://", transport_options=_options(Path(folder))) as conn:
@@ -34,7 +34,7 @@ def _produce(folder: str, start: int, count: int) -> None:
 def _consume(folder: str, out: mp.Queue, total: Any, stop_after: float) -> None:
     import time
 
-    from kseg.web.broker import register
+    from kseg.shared.messaging.broker import register
 
     register()
     seen = []
@@ -81,7 +81,7 @@ def test_an_ack_ends_the_wait_between_polls(tmp_path: Path) -> None:
     import threading
     import time
 
-    from kseg.web.broker import register
+    from kseg.shared.messaging.broker import register
 
     register()
     (tmp_path / "control").mkdir()
@@ -119,7 +119,7 @@ def test_a_worker_shutdown_ends_the_drain_at_once(tmp_path: Path, monkeypatch: A
 
     from celery.worker import state
 
-    from kseg.web.broker import register
+    from kseg.shared.messaging.broker import register
 
     register()
     (tmp_path / "control").mkdir()

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from kombu import Connection
 
-from kseg.web import redis_broker
+from kseg.shared.messaging import redis_broker
 from tests.conftest import RUN_ID
 
 

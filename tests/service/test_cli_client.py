@@ -38,7 +38,7 @@ OUTPUTS = ("labels", "gray", "color", "recolor", "overlay")
 #: as Python leaves it when the test suite itself runs in the background (as in CI).
 WITH_CTRL_C = (
     "import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
-    "runpy.run_module('kseg.shared.cli', run_name='__main__', alter_sys=True)"
+    "runpy.run_module('kseg.shared.cli.service', run_name='__main__', alter_sys=True)"
 )
 
 
@@ -308,7 +308,7 @@ def test_jobs_lists_the_owners_newest_jobs_with_their_ids(
 
 
 def test_submit_waits_out_the_active_jobs_quota_and_goes_on(tmp_path: Path) -> None:
-    from kseg.shared.db import migrate
+    from kseg.shared.store.db import migrate
 
     database_url = f"sqlite:///{tmp_path / 'instance' / 'kseg.db'}"
     migrate(database_url)

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from kseg.shared.auth import get_or_create_owner, hash_token, use_token
-from kseg.shared.db import session_scope
-from kseg.shared.models import ApiToken
+from kseg.shared.store.auth import get_or_create_owner, hash_token, use_token
+from kseg.shared.store.db import session_scope
+from kseg.shared.store.models import ApiToken
 from tests.conftest import free_port
 from tests.service.test_api_common import BACKENDS, Api, assert_error, make_api
 

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.exc import OperationalError
 
-from kseg.shared import db
+from kseg.shared.store import db
 
 
 @pytest.fixture

@@ -16,12 +16,12 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select, update
 
-from kseg.shared import dispatch, galleries, jobs
-from kseg.shared.auth import get_or_create_owner
-from kseg.shared.db import get_sessionmaker
-from kseg.shared.dispatch import Lane, fair_order
-from kseg.shared.models import Job, WorkerHeartbeat, utcnow
-from kseg.shared.params import parse_params
+from kseg.shared.core.params import parse_params
+from kseg.shared.store import dispatch, galleries, jobs
+from kseg.shared.store.auth import get_or_create_owner
+from kseg.shared.store.db import get_sessionmaker
+from kseg.shared.store.dispatch import Lane, fair_order
+from kseg.shared.store.models import Job, WorkerHeartbeat, utcnow
 from tests.service.test_galleries_core import png
 
 T0 = datetime(2026, 12, 1, tzinfo=UTC)

@@ -19,8 +19,8 @@ import pytest
 from PIL import Image
 from sqlalchemy import func, select
 
-from kseg.shared.db import get_sessionmaker
-from kseg.shared.models import Job, Result
+from kseg.shared.store.db import get_sessionmaker
+from kseg.shared.store.models import Job, Result
 from tests.conftest import (
     Stack,
     build_stack,

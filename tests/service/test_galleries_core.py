@@ -18,12 +18,12 @@ import pytest
 from PIL import Image as PILImage
 from sqlalchemy import func, select, update
 
-from kseg.shared import galleries, jobs
-from kseg.shared.auth import get_or_create_owner
-from kseg.shared.db import get_sessionmaker
-from kseg.shared.models import Gallery, Image, Job, Result, Run, Schedule
-from kseg.shared.params import parse_params
-from kseg.shared.runner import run_job
+from kseg.shared.core.params import parse_params
+from kseg.shared.store import galleries, jobs
+from kseg.shared.store.auth import get_or_create_owner
+from kseg.shared.store.db import get_sessionmaker
+from kseg.shared.store.models import Gallery, Image, Job, Result, Run, Schedule
+from kseg.shared.store.runner import run_job
 from tests.conftest import Stack, wait_for
 
 BERLIN = ZoneInfo("Europe/Berlin")

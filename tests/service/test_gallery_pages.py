@@ -17,8 +17,8 @@ import pytest
 from sqlalchemy import func, select
 from werkzeug.test import TestResponse
 
-from kseg.shared.db import get_sessionmaker
-from kseg.shared.models import Gallery, GalleryImage, Image, Run, Schedule
+from kseg.shared.store.db import get_sessionmaker
+from kseg.shared.store.models import Gallery, GalleryImage, Image, Run, Schedule
 from tests.service.test_api_common import BACKENDS, baby, make_api, tiny_png
 from tests.service.test_pages import Pages, field_error, text
 

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select, text
 
-from kseg.shared import jobs
-from kseg.shared.auth import get_or_create_owner
-from kseg.shared.db import get_sessionmaker
-from kseg.shared.models import Image, Job, Result, utcnow
-from kseg.shared.params import parse_params
-from kseg.shared.segment import Segmentation
+from kseg.shared.core.params import parse_params
+from kseg.shared.core.segment import Segmentation
+from kseg.shared.store import jobs
+from kseg.shared.store.auth import get_or_create_owner
+from kseg.shared.store.db import get_sessionmaker
+from kseg.shared.store.models import Image, Job, Result, utcnow
 
 
 @pytest.fixture(params=["postgres", "sqlite"])
@@ -228,8 +228,8 @@ def test_cancel_then_delete(session_factory: Any) -> None:
 def test_running_job_writes_its_stage_and_progress_to_the_row(db_url: str) -> None:
     from dataclasses import replace
 
-    from kseg.shared import runner
     from kseg.shared.settings import get_settings
+    from kseg.shared.store import runner
 
     maker = get_sessionmaker(db_url)
     job_id = _job(maker)
@@ -295,7 +295,7 @@ def test_claim_with_image_reads_the_bytes_and_stores_the_same_instants(
 def test_completion_stores_the_result_and_its_outputs_as_given(session_factory: Any) -> None:
     """The completion (on PostgreSQL three statements in one pipelined round trip) stores the
     metadata, every output PNG (shared payloads stored once) and the instants unchanged."""
-    from kseg.shared.render import render_outputs
+    from kseg.shared.core.render import render_outputs
 
     rng = np.random.default_rng(3)
     labels = rng.integers(0, 3, (40, 60), dtype=np.uint8)
@@ -353,8 +353,8 @@ def test_jobs_running_at_once_in_one_process_each_write_their_progress(db_url: s
     from concurrent.futures import ThreadPoolExecutor
     from dataclasses import replace
 
-    from kseg.shared import runner
     from kseg.shared.settings import get_settings
+    from kseg.shared.store import runner
 
     maker = get_sessionmaker(db_url)
     ids = [_job(maker, seed=i) for i in range(3)]

@@ -10,8 +10,8 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from kseg.shared import db
-from kseg.shared.models import Base
+from kseg.shared.store import db
+from kseg.shared.store.models import Base
 
 
 @pytest.fixture(params=["postgres", "sqlite"])
@@ -47,11 +47,11 @@ def test_downgrade_from_shared_payloads_rebuilds_every_png(fresh_url: str) -> No
     from sqlalchemy import insert, select, text
     from sqlalchemy.orm import Session
 
-    from kseg.shared import render
-    from kseg.shared.auth import get_or_create_owner
-    from kseg.shared.jobs import output_rows, store_image, submit_job
-    from kseg.shared.models import Result, ResultOutput
-    from kseg.shared.params import parse_params
+    from kseg.shared.core import render
+    from kseg.shared.core.params import parse_params
+    from kseg.shared.store.auth import get_or_create_owner
+    from kseg.shared.store.jobs import output_rows, store_image, submit_job
+    from kseg.shared.store.models import Result, ResultOutput
 
     labels = np.arange(12, dtype=np.uint8).reshape(3, 4) % 3
     pngs = render.render_outputs(

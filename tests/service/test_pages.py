@@ -20,9 +20,9 @@ import pytest
 from sqlalchemy import func, select
 from werkzeug.test import TestResponse
 
-from kseg.shared.auth import hash_token
-from kseg.shared.db import get_sessionmaker
-from kseg.shared.models import ApiToken, Image, Job, Owner, WebSession
+from kseg.shared.store.auth import hash_token
+from kseg.shared.store.db import get_sessionmaker
+from kseg.shared.store.models import ApiToken, Image, Job, Owner, WebSession
 from tests.service.test_api_common import BACKENDS, Api, baby, make_api, tiny_png, weixin
 
 CSRF_INPUT = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -179,8 +179,8 @@ def test_sign_in_goes_only_to_local_pages(pages: Pages, target: str) -> None:
 
 
 def test_one_time_link_signs_in_once(pages: Pages) -> None:
-    from kseg.shared.auth import create_token
-    from kseg.shared.db import session_scope
+    from kseg.shared.store.auth import create_token
+    from kseg.shared.store.db import session_scope
 
     with session_scope(pages.api.settings.database_url) as session:
         link_token = create_token(session, "link-owner", "sign-in link", one_time=True)
@@ -251,8 +251,8 @@ def test_a_cookie_from_before_server_side_sessions_signs_nobody_in(signed_in: Pa
 
 
 def test_revoking_a_token_signs_out_the_pages_signed_in_with_it(pages: Pages) -> None:
-    from kseg.shared.auth import revoke_token
-    from kseg.shared.db import session_scope
+    from kseg.shared.store.auth import revoke_token
+    from kseg.shared.store.db import session_scope
 
     assert pages.sign_in().status_code == 302
     other = Pages(replace(pages.api, client=pages.api.app.test_client()))
@@ -269,7 +269,7 @@ def test_a_session_is_refreshed_as_it_is_used_and_ends_when_idle_too_long(
 ) -> None:
     from datetime import timedelta
 
-    from kseg.shared.models import utcnow
+    from kseg.shared.store.models import utcnow
 
     def set_last_seen(ago: timedelta) -> None:
         with get_sessionmaker(signed_in.api.settings.database_url)() as session:
@@ -649,8 +649,8 @@ def test_an_auto_k_job_page_marks_the_chosen_k(signed_in: Pages) -> None:
 
 
 def test_a_failed_job_page_says_what_went_wrong_and_what_to_do(signed_in: Pages) -> None:
-    from kseg.shared.db import session_scope
-    from kseg.shared.jobs import fail_job
+    from kseg.shared.store.db import session_scope
+    from kseg.shared.store.jobs import fail_job
 
     job_id = job_id_of(signed_in.submit([(baby(), "baby.jpg")]))
     with session_scope(signed_in.api.settings.database_url) as session:

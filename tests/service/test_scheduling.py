@@ -22,10 +22,10 @@ import pytest
 from PIL import Image as PILImage
 from sqlalchemy import func, select
 
-from kseg.shared import galleries, jobs
-from kseg.shared.celery_config import queue_name
-from kseg.shared.db import get_sessionmaker
-from kseg.shared.models import Gallery, Job, Result, WorkerHeartbeat, utcnow
+from kseg.shared.messaging.celery_config import queue_name
+from kseg.shared.store import galleries, jobs
+from kseg.shared.store.db import get_sessionmaker
+from kseg.shared.store.models import Gallery, Job, Result, WorkerHeartbeat, utcnow
 from tests.conftest import IMAGES, Stack, build_stack, start_worker, wait_for
 from tests.service.test_e2e import request, submit, wait_done
 from tests.service.test_faults import busy_image

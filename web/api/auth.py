@@ -17,8 +17,8 @@ from flask import current_app, g, request
 from flask import session as cookie_session
 from sqlalchemy.exc import IntegrityError
 
-from kseg.shared.auth import DEFAULT_OWNER, ensure_token, get_or_create_owner, use_token
 from kseg.shared.settings import Settings
+from kseg.shared.store.auth import DEFAULT_OWNER, ensure_token, get_or_create_owner, use_token
 from kseg.web.api.errors import ApiError
 from kseg.web.browser_session import SESSION_ID, current_web_session
 from kseg.web.db import get_session

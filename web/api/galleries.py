@@ -14,7 +14,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from kseg.shared.errors import InvalidParameterError
-from kseg.shared.galleries import (
+from kseg.shared.store.galleries import (
     add_images,
     create_gallery,
     delete_schedule,
@@ -25,7 +25,7 @@ from kseg.shared.galleries import (
     start_run,
     update_gallery,
 )
-from kseg.shared.models import Gallery, GalleryImage, Image, Job, Run, Schedule
+from kseg.shared.store.models import Gallery, GalleryImage, Image, Job, Run, Schedule
 from kseg.web.api import paging
 from kseg.web.api.auth import owner_id
 from kseg.web.api.blueprint import bp

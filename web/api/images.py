@@ -6,11 +6,11 @@ from __future__ import annotations
 from flask import Response, current_app, jsonify, request
 from sqlalchemy import select
 
-from kseg.shared.db import fetch_blob
+from kseg.shared.core.imageio import probe_image
 from kseg.shared.errors import ImageError
-from kseg.shared.imageio import probe_image
-from kseg.shared.jobs import delete_image, store_image
-from kseg.shared.models import Image
+from kseg.shared.store.db import fetch_blob
+from kseg.shared.store.jobs import delete_image, store_image
+from kseg.shared.store.models import Image
 from kseg.web.api import paging
 from kseg.web.api.auth import owner_id
 from kseg.web.api.blueprint import bp

@@ -7,10 +7,10 @@ from typing import Any
 from flask import Response, current_app, jsonify, request
 from sqlalchemy import select
 
-from kseg.shared.jobs import delete_job, output_png, store_image, submit_job
-from kseg.shared.models import JOB_STATUSES, Image, Job, ResultOutput
-from kseg.shared.params import OUTPUT_NAMES, SegmentParams, parse_params
-from kseg.shared.quotas import check_active_jobs
+from kseg.shared.core.params import OUTPUT_NAMES, SegmentParams, parse_params
+from kseg.shared.store.jobs import delete_job, output_png, store_image, submit_job
+from kseg.shared.store.models import JOB_STATUSES, Image, Job, ResultOutput
+from kseg.shared.store.quotas import check_active_jobs
 from kseg.web import limits
 from kseg.web.api import paging
 from kseg.web.api.auth import owner_id

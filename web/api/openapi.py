@@ -12,8 +12,8 @@ from flask import Response, jsonify
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from kseg.shared.models import JOB_STATUSES
-from kseg.shared.params import OUTPUT_NAMES
+from kseg.shared.core.params import OUTPUT_NAMES
+from kseg.shared.store.models import JOB_STATUSES
 from kseg.web.api.blueprint import bp
 from kseg.web.api.errors import ERROR_CODES
 from kseg.web.api.paging import DEFAULT_LIMIT, MAX_LIMIT

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, GetJsonSchemaHandler
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
-from kseg.shared.params import SegmentParams
+from kseg.shared.core.params import SegmentParams
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "canceled"]
 RunStatus = Literal["running", "succeeded", "partial", "failed"]

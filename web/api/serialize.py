@@ -11,10 +11,10 @@ from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from kseg.shared.models import Gallery, GalleryImage, Image, Job, ResultOutput, Run, Schedule
-from kseg.shared.params import OUTPUT_NAMES
-from kseg.shared.runs import live_counts
-from kseg.shared.schedules import describe
+from kseg.shared.core.params import OUTPUT_NAMES
+from kseg.shared.store.models import Gallery, GalleryImage, Image, Job, ResultOutput, Run, Schedule
+from kseg.shared.store.runs import live_counts
+from kseg.shared.store.schedules import describe
 from kseg.web.api.schemas import (
     GalleryImageOut,
     GalleryOut,
@@ -138,7 +138,7 @@ def jobs_objs(session: Session, jobs: Sequence[Job]) -> list[dict[str, Any]]:
 
 
 def run_obj(run: Run, live: dict[str, int] | None = None) -> dict[str, Any]:
-    """A run; ``live`` (:func:`kseg.shared.runs.live_counts`) replaces its stored counters."""
+    """A run; ``live`` (:func:`kseg.shared.store.runs.live_counts`) replaces its stored counters."""
     counters = {
         name: int(getattr(run, name) or 0)
         for name in ("total", "queued", "running", "succeeded", "failed", "skipped")

@@ -25,9 +25,9 @@ from flask import (
 from sqlalchemy import select
 from werkzeug.wrappers import Response
 
-from kseg.shared.auth import hash_token, owner_for_token
-from kseg.shared.models import ApiToken, Owner
 from kseg.shared.settings import Settings
+from kseg.shared.store.auth import hash_token, owner_for_token
+from kseg.shared.store.models import ApiToken, Owner
 from kseg.web import browser_session
 from kseg.web.db import get_session
 from kseg.web.limits import auth_failed

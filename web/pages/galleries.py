@@ -23,8 +23,10 @@ from sqlalchemy.orm import Session
 from werkzeug.datastructures import FileStorage, MultiDict
 from werkzeug.wrappers import Response
 
+from kseg.shared.core.params import OUTPUT_NAMES
 from kseg.shared.errors import ImageError, InvalidParameterError, QuotaExceededError
-from kseg.shared.galleries import (
+from kseg.shared.settings import Settings
+from kseg.shared.store.galleries import (
     add_images,
     create_gallery,
     delete_schedule,
@@ -35,10 +37,8 @@ from kseg.shared.galleries import (
     start_run,
     update_gallery,
 )
-from kseg.shared.jobs import store_image
-from kseg.shared.models import Gallery, GalleryImage, Image, Job, Run, Schedule
-from kseg.shared.params import OUTPUT_NAMES
-from kseg.shared.settings import Settings
+from kseg.shared.store.jobs import store_image
+from kseg.shared.store.models import Gallery, GalleryImage, Image, Job, Run, Schedule
 from kseg.web.api import paging
 from kseg.web.api.errors import ApiError, plausible_id
 from kseg.web.api.galleries import gallery_images_page

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
-from kseg.shared.params import OUTPUT_NAMES, SegmentParams
+from kseg.shared.core.params import OUTPUT_NAMES, SegmentParams
 
 # ---------------------------------------------------------------- formatting (Jinja filters)
 

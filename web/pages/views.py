@@ -23,12 +23,12 @@ from flask import (
 from sqlalchemy import func, select
 from werkzeug.datastructures import FileStorage
 
+from kseg.shared.core.params import OUTPUT_NAMES, parse_params
 from kseg.shared.errors import ImageError, InvalidParameterError, QuotaExceededError
-from kseg.shared.jobs import delete_image, delete_job, store_image, submit_job
-from kseg.shared.models import JOB_STATUSES, Image, Job
-from kseg.shared.params import OUTPUT_NAMES, parse_params
-from kseg.shared.quotas import check_active_jobs
 from kseg.shared.settings import Settings
+from kseg.shared.store.jobs import delete_image, delete_job, store_image, submit_job
+from kseg.shared.store.models import JOB_STATUSES, Image, Job
+from kseg.shared.store.quotas import check_active_jobs
 from kseg.web import limits
 from kseg.web.api import paging
 from kseg.web.api.errors import ApiError, plausible_id

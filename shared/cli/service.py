@@ -30,7 +30,7 @@ def _fail(message: str, code: int = 1) -> int:
 
 
 def _require_migrated(settings: Settings) -> int | None:
-    from kseg.shared.db import NotMigratedError, ensure_migrated
+    from kseg.shared.store.db import NotMigratedError, ensure_migrated
 
     try:
         ensure_migrated(settings.database_url)
@@ -57,7 +57,7 @@ def web_command(settings: Settings) -> list[str]:
 def worker_command(settings: Settings, queues: tuple[str, ...] | None = None) -> list[str]:
     """``celery worker`` taking the classes of work ``queues`` (default: the settings'),
     interactive first when it takes both."""
-    from kseg.shared.celery_config import queue_name
+    from kseg.shared.messaging.celery_config import queue_name
 
     names = ",".join(queue_name(settings, cls) for cls in queues or settings.worker_queues)
     return [
@@ -143,7 +143,7 @@ def cmd_beat(_args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(_args: argparse.Namespace) -> int:
-    from kseg.shared.db import current_revision, get_engine, migrate
+    from kseg.shared.store.db import current_revision, get_engine, migrate
 
     settings = get_settings()
     try:
@@ -156,8 +156,8 @@ def cmd_migrate(_args: argparse.Namespace) -> int:
 
 
 def cmd_token_create(args: argparse.Namespace) -> int:
-    from kseg.shared.auth import create_token
-    from kseg.shared.db import session_scope
+    from kseg.shared.store.auth import create_token
+    from kseg.shared.store.db import session_scope
 
     settings = get_settings()
     if (code := _require_migrated(settings)) is not None:
@@ -178,9 +178,9 @@ def _when(instant: datetime | None) -> str:
 
 
 def cmd_token_list(args: argparse.Namespace) -> int:
-    from kseg.shared.auth import list_tokens
-    from kseg.shared.db import session_scope
-    from kseg.shared.tables import format_table
+    from kseg.shared.cli.tables import format_table
+    from kseg.shared.store.auth import list_tokens
+    from kseg.shared.store.db import session_scope
 
     settings = get_settings()
     if (code := _require_migrated(settings)) is not None:
@@ -213,8 +213,8 @@ def cmd_token_list(args: argparse.Namespace) -> int:
 
 
 def cmd_token_revoke(args: argparse.Namespace) -> int:
-    from kseg.shared.auth import TokenLookupError, revoke_token
-    from kseg.shared.db import session_scope
+    from kseg.shared.store.auth import TokenLookupError, revoke_token
+    from kseg.shared.store.db import session_scope
 
     settings = get_settings()
     if (code := _require_migrated(settings)) is not None:
@@ -243,8 +243,8 @@ def _safe_url(url: str) -> str:
 
 def _default_token(settings: Settings) -> str:
     """The token ``up`` prints: ``KSEG_API_TOKEN``, or one kept under ``instance/``."""
-    from kseg.shared.auth import DEFAULT_OWNER, create_token, ensure_token, owner_for_token
-    from kseg.shared.db import session_scope
+    from kseg.shared.store.auth import DEFAULT_OWNER, create_token, ensure_token, owner_for_token
+    from kseg.shared.store.db import session_scope
 
     with session_scope(settings.database_url) as session:
         if settings.api_token:
@@ -277,8 +277,8 @@ def _this_command() -> str:
 
 def _sign_in_link(settings: Settings) -> str | None:
     """A one-time sign-in link for the web pages, where the web front end offers one."""
-    from kseg.shared.auth import DEFAULT_OWNER, create_token
-    from kseg.shared.db import session_scope
+    from kseg.shared.store.auth import DEFAULT_OWNER, create_token
+    from kseg.shared.store.db import session_scope
 
     with session_scope(settings.database_url) as session:
         token = create_token(session, DEFAULT_OWNER, "sign-in link", one_time=True)
@@ -495,7 +495,7 @@ def cmd_up(_args: argparse.Namespace) -> int:
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
-    from kseg.shared.core_cli import run_segment
+    from kseg.shared.cli.segment import run_segment
 
     return int(run_segment(args))
 
@@ -576,11 +576,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("token", metavar="ID|TOKEN", help="token id (prefix) or the token itself")
     t.set_defaults(func=cmd_token_revoke)
 
-    from kseg.shared.client_cli import add_client_parsers
+    from kseg.shared.cli.client import add_client_parsers
 
     add_client_parsers(sub)
     try:
-        from kseg.shared.core_cli import add_segment_parser
+        from kseg.shared.cli.segment import add_segment_parser
     except ImportError:  # pragma: no cover - the core CLI ships with the core
         pass
     else:

@@ -19,9 +19,11 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from kseg.shared import jobs
+from kseg.shared.core.params import SegmentParams, parse_params
+from kseg.shared.core.segment import ALGORITHM_VERSION
 from kseg.shared.errors import InvalidParameterError
-from kseg.shared.models import (
+from kseg.shared.store import jobs
+from kseg.shared.store.models import (
     Gallery,
     GalleryImage,
     Image,
@@ -32,10 +34,8 @@ from kseg.shared.models import (
     Schedule,
     utcnow,
 )
-from kseg.shared.params import SegmentParams, parse_params
-from kseg.shared.runs import refresh_run
-from kseg.shared.schedules import next_slot, parse_timezone, validate_cron
-from kseg.shared.segment import ALGORITHM_VERSION
+from kseg.shared.store.runs import refresh_run
+from kseg.shared.store.schedules import next_slot, parse_timezone, validate_cron
 
 # ---------------------------------------------------------------- galleries
 

@@ -1,8 +1,8 @@
 """``kseg segment IMAGE [options]``: the segmentation core from the command line, no service.
 
-:func:`add_segment_parser` adds the sub-command to the ``kseg`` console script's parser
-(``shared/cli.py``); :func:`run_segment` runs it. ``python -m kseg.shared.core_cli IMAGE ...`` runs
-the same command on its own.
+:func:`add_segment_parser` adds the sub-command to the ``kseg`` command's parser
+(:mod:`.service`); :func:`run_segment` runs it. ``python -m kseg.shared.cli.segment IMAGE``
+runs the same command on its own.
 
 Exit codes: 0 success, 1 the image cannot be used (empty, not an image, damaged, too large)
 or cannot be written, 2 a usage error (bad option or parameter, missing file). Errors are one
@@ -19,9 +19,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from kseg.shared.allocator import retain_freed_memory
-from kseg.shared.errors import ImageError, InvalidParameterError
-from kseg.shared.params import (
+from kseg.shared.core.allocator import retain_freed_memory
+from kseg.shared.core.params import (
     AUTO_K_MAX,
     AUTO_K_MIN,
     K_MAX,
@@ -30,6 +29,7 @@ from kseg.shared.params import (
     SegmentParams,
     parse_params,
 )
+from kseg.shared.errors import ImageError, InvalidParameterError
 from kseg.shared.settings import get_settings
 
 __all__ = [
@@ -225,7 +225,7 @@ def print_quietly_on_broken_pipe(text: str) -> None:
 
 def run_segment(args: argparse.Namespace) -> int:
     """Run ``kseg segment`` with parsed arguments; returns the exit code."""
-    from kseg.shared.segment import segment  # deferred: keeps `kseg --help` fast
+    from kseg.shared.core.segment import segment  # deferred: keeps `kseg --help` fast
 
     retain_freed_memory(get_settings().malloc_retain_bytes)  # as the worker does
     image = Path(args.image)
@@ -257,7 +257,7 @@ def run_segment(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m kseg.shared.core_cli IMAGE [options]``."""
+    """``python -m kseg.shared.cli.segment IMAGE [options]``."""
     parser = build_parser()
     args = parser.parse_args(argv)  # argparse: usage errors exit 2 with one "error:" line
     return run_segment(args)

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from kseg.shared.models import Job, Run, utcnow
+from kseg.shared.store.models import Job, Run, utcnow
 
 
 def refresh_run(session: Session, run_id: str) -> Run | None:

@@ -33,7 +33,7 @@ from kombu.transport import TRANSPORT_ALIASES, filesystem
 from kombu.utils.encoding import bytes_to_str, str_to_bytes
 from kombu.utils.json import dumps, loads
 
-from kseg.shared.celery_config import queue_rank
+from kseg.shared.messaging.celery_config import queue_rank
 
 
 def job_id_of(payload: Any) -> str | None:

@@ -12,9 +12,9 @@ from __future__ import annotations
 from sqlalchemy import func, literal_column, select
 from sqlalchemy.orm import Session
 
-from kseg.shared.dispatch import IN_FLIGHT, WAITING
 from kseg.shared.errors import QuotaExceededError
-from kseg.shared.models import Image, Job
+from kseg.shared.store.dispatch import IN_FLIGHT, WAITING
+from kseg.shared.store.models import Image, Job
 
 #: Seconds a client is told to wait when over the active-jobs quota: about what a few jobs
 #: take to finish, so a waiting client (``kseg submit``) tries again soon.

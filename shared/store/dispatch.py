@@ -35,8 +35,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, func, insert, literal_column, select, update
 from sqlalchemy.orm import Session
 
-from kseg.shared.models import DispatchLock, Job, WorkerHeartbeat, utcnow
 from kseg.shared.settings import QUEUE_CLASSES
+from kseg.shared.store.models import DispatchLock, Job, WorkerHeartbeat, utcnow
 
 #: Lane of a class: (owner id, run id); interactive jobs have no run, so one lane per owner.
 LaneKey = tuple[str, str | None]

@@ -27,12 +27,12 @@ from typing import Any
 
 import numpy as np
 
-from kseg.shared.allocator import retain_freed_memory
-from kseg.shared.cluster import Clustering, cluster_image, compiled_lloyd_step
-from kseg.shared.colornames import nearest_color_names
-from kseg.shared.imageio import load_image
-from kseg.shared.params import SegmentParams
-from kseg.shared.render import render_outputs
+from kseg.shared.core.allocator import retain_freed_memory
+from kseg.shared.core.cluster import Clustering, cluster_image, compiled_lloyd_step
+from kseg.shared.core.colornames import nearest_color_names
+from kseg.shared.core.imageio import load_image
+from kseg.shared.core.params import SegmentParams
+from kseg.shared.core.render import render_outputs
 
 #: Bumped whenever the core's output for the same image and parameters changes; stored with
 #: every result so galleries can tell stale results (``only_stale``).

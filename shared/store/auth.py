@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import bindparam, delete, or_, select, update
 from sqlalchemy.orm import Session
 
-from kseg.shared.models import ApiToken, Owner, WebSession, utcnow
+from kseg.shared.store.models import ApiToken, Owner, WebSession, utcnow
 
 DEFAULT_OWNER = "default"
 

@@ -19,8 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from kseg.shared.client import FINAL_STATUSES, ApiError, Client, ClientError, WaitTimeout
-from kseg.shared.core_cli import (
+from kseg.shared.cli.segment import (
     add_param_arguments,
     params_from_args,
     print_quietly_on_broken_pipe,
@@ -28,9 +27,10 @@ from kseg.shared.core_cli import (
     usage_error,
     write_result,
 )
+from kseg.shared.cli.tables import format_table
+from kseg.shared.client import FINAL_STATUSES, ApiError, Client, ClientError, WaitTimeout
 from kseg.shared.errors import InvalidParameterError
 from kseg.shared.settings import get_settings
-from kseg.shared.tables import format_table
 
 EXIT_OK, EXIT_JOB, EXIT_USAGE, EXIT_SERVICE = 0, 1, 2, 3
 #: Ctrl-C, as shells report a SIGINT.

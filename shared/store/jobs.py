@@ -21,10 +21,13 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from kseg.shared import quotas
-from kseg.shared.db import binary_row, fetch_blob, pipelined
-from kseg.shared.imageio import probe_image
-from kseg.shared.models import (
+from kseg.shared.core.imageio import probe_image
+from kseg.shared.core.params import SegmentParams
+from kseg.shared.core.render import split_png
+from kseg.shared.core.segment import ALGORITHM_VERSION, Segmentation
+from kseg.shared.store import quotas
+from kseg.shared.store.db import binary_row, fetch_blob, pipelined
+from kseg.shared.store.models import (
     ACTIVE_STATUSES,
     GalleryImage,
     Image,
@@ -34,10 +37,7 @@ from kseg.shared.models import (
     new_id,
     utcnow,
 )
-from kseg.shared.params import SegmentParams
-from kseg.shared.render import split_png
-from kseg.shared.runs import refresh_run
-from kseg.shared.segment import ALGORITHM_VERSION, Segmentation
+from kseg.shared.store.runs import refresh_run
 
 
 class JobLostError(RuntimeError):

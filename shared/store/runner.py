@@ -18,12 +18,12 @@ from typing import Any, ClassVar
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from kseg.shared import jobs
-from kseg.shared.db import get_beat_sessionmaker, get_worker_sessionmaker
+from kseg.shared.core.params import SegmentParams
 from kseg.shared.errors import KsegError
-from kseg.shared.models import Job
-from kseg.shared.params import SegmentParams
 from kseg.shared.settings import Settings
+from kseg.shared.store import jobs
+from kseg.shared.store.db import get_beat_sessionmaker, get_worker_sessionmaker
+from kseg.shared.store.models import Job
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +185,7 @@ def run_job(
     used up, now failed), ``"missing"`` or ``"lost"`` (canceled or taken over meanwhile).
     Transient database errors propagate, for the caller to retry with backoff.
     """
-    from kseg.shared.segment import segment
+    from kseg.shared.core.segment import segment
 
     segment_fn = segment_fn or segment
     worker = worker or worker_name()
@@ -255,7 +255,7 @@ def _refresh_run_of(settings: Settings, job_id: str) -> None:
 
 def _refresh_run(settings: Settings, run_id: str) -> None:
     """Recount a gallery run (ending it with its last job)."""
-    from kseg.shared.runs import refresh_run
+    from kseg.shared.store.runs import refresh_run
 
     try:
         with get_worker_sessionmaker(settings.database_url).begin() as session:

@@ -24,8 +24,8 @@ from kombu.transport import TRANSPORT_ALIASES, redis
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import loads
 
-from kseg.shared.celery_config import queue_rank
-from kseg.web.broker import job_id_of
+from kseg.shared.messaging.broker import job_id_of
+from kseg.shared.messaging.celery_config import queue_rank
 
 
 class Channel(redis.Channel):  # type: ignore[misc]

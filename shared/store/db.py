@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from kseg.shared.settings import get_settings
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 
 
 class NotMigratedError(RuntimeError):
