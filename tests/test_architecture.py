@@ -92,3 +92,38 @@ def test_kseg_has_no_import_cycle() -> None:
     graph = import_graph()
     assert len(graph) > 50 and graph["kseg.shared.store.jobs"], "the graph was read"
     assert cycles(graph) == []
+
+
+def layer(module: str) -> str:
+    """``core``, ``store``, ``messaging``, ``cli`` (sub-packages of ``kseg.shared``), ``base``
+    (the rest of ``kseg.shared``: settings, errors, client), ``web``, ``worker``,
+    ``migrations``."""
+    parts = module.split(".")
+    if parts[1] != "shared":
+        return parts[1]
+    if len(parts) > 2 and parts[2] in ("core", "store", "messaging", "cli"):
+        return parts[2]
+    return "base"
+
+
+#: What each layer may import besides itself (README, "Architecture").
+ALLOWED = {
+    "base": set(),
+    "core": {"base"},
+    "store": {"base", "core"},
+    "messaging": {"base"},
+    "cli": {"base", "core", "store", "messaging"},
+    "web": {"base", "core", "store", "messaging"},
+    "worker": {"base", "core", "store", "messaging"},
+    "migrations": {"base", "store"},
+}
+
+
+def test_each_layer_imports_only_downwards() -> None:
+    upwards = sorted(
+        f"{module} -> {target}"
+        for module, targets in import_graph().items()
+        for target in targets
+        if layer(target) != layer(module) and layer(target) not in ALLOWED[layer(module)]
+    )
+    assert upwards == []

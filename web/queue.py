@@ -1,50 +1,17 @@
-"""Dispatching and publishing from the web. A broker that is down must not lose the job: the
-row is committed first, so a failed publish only means the sweeper publishes it later.
-
-Jobs are not published one by one as they are made: a request tops up its class's window
-(:func:`shared.dispatch.top_up`, which may hand out an older job of another owner first),
-commits, and publishes what the top-up handed back (:func:`commit_and_publish`).
+"""Dispatching from a web request. Jobs are not published one by one as they are made: a
+request tops up its class's window (:func:`kseg.shared.store.dispatch.top_up`, which may hand
+out an older job of another owner first), commits, and publishes what the top-up handed back
+(:func:`commit_and_publish`; the publishing itself is :mod:`kseg.shared.messaging.publish`).
 """
 
 from __future__ import annotations
 
-import logging
-import threading
-from collections.abc import Iterable
-from typing import Any
-
 from flask import current_app
 from sqlalchemy.orm import Session
 
-from kseg.shared.messaging.celery_config import RUN_JOB_TASK, queue_name
+from kseg.shared.messaging import publish
 from kseg.shared.settings import Settings
 from kseg.shared.store import dispatch
-
-log = logging.getLogger(__name__)
-
-# One broker connection per thread, kept between requests: opening one per upload (a TCP
-# connect, a channel, a queue declaration) cost more CPU than the rest of the upload.
-_local = threading.local()
-
-
-def _connection(celery: Any) -> Any:
-    conn = getattr(_local, "conn", None)
-    if conn is None or getattr(_local, "app", None) is not celery:
-        # Fail fast: a request must not hang on a dead broker when the sweeper will cover it.
-        options = {**celery.conf.broker_transport_options, "max_retries": 0}
-        conn = celery.connection_for_write(transport_options=options)
-        _local.conn, _local.app = conn, celery
-    return conn
-
-
-def _drop_connection() -> None:
-    conn = getattr(_local, "conn", None)
-    _local.conn = None
-    if conn is not None:
-        try:
-            conn.release()
-        except Exception:  # already broken: nothing to close cleanly
-            log.debug("closing a broken broker connection failed", exc_info=True)
 
 
 def top_up(session: Session, queue: str) -> list[str]:
@@ -64,54 +31,4 @@ def commit_and_publish(session: Session, queue: str) -> bool:
     them again)."""
     ids = top_up(session, queue)
     session.commit()  # the rows are the truth: committed before any message is published
-    return enqueue_jobs(ids, queue)
-
-
-def enqueue_jobs(job_ids: Iterable[str], queue: str) -> bool:
-    """Publish one ``kseg.run_job`` message per id to ``queue``'s broker queue; False when
-    the broker could not be reached.
-
-    A publish that fails on the kept connection (say, the broker restarted since) is tried
-    once more on a fresh one; a second failure leaves the jobs to the sweeper.
-    """
-    celery = current_app.extensions["celery"]
-    name = queue_name(current_app.config["KSEG_SETTINGS"], queue)
-    pending = list(job_ids)
-    for attempt in (1, 2):
-        try:
-            conn = _connection(celery)
-            while pending:
-                celery.send_task(
-                    RUN_JOB_TASK,
-                    args=[pending[0]],
-                    kwargs={"queue": queue},
-                    queue=name,
-                    connection=conn,
-                    retry=False,
-                )
-                pending.pop(0)
-            return True
-        except Exception as exc:  # any broker failure: the sweeper enqueues it later
-            _drop_connection()
-            if attempt == 2:
-                log.warning("broker unavailable, jobs stay queued for the sweeper: %s", exc)
-    return False
-
-
-def held_job_ids(queue: str) -> set[str] | None:
-    """The ids of the jobs whose messages wait in ``queue``'s broker queue (not those taken by
-    a worker); None when the broker cannot tell (a transport without a look-in, or down).
-
-    The sweeper asks before publishing a job again, so a message that merely waits behind
-    others is not duplicated. Cheap because the windows keep those queues short.
-    """
-    celery = current_app.extensions["celery"]
-    name = queue_name(current_app.config["KSEG_SETTINGS"], queue)
-    options = {**celery.conf.broker_transport_options, "max_retries": 0}  # never hang
-    try:
-        with celery.connection_for_read(transport_options=options) as conn:
-            peek = getattr(conn.default_channel, "waiting_job_ids", None)
-            return None if peek is None else set(peek(name))
-    except Exception as exc:
-        log.warning("could not look into the broker's %s queue: %s", name, exc)
-        return None
+    return publish.enqueue_jobs(current_app.extensions["celery"], ids, queue)

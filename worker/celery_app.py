@@ -1,15 +1,15 @@
 """The Celery application the worker and beat run: ``celery -A kseg.worker.celery_app worker``.
 
-As in Flask's Celery example, the Celery app is made by the Flask app factory
-(``celery_init_app``), so tasks run inside the app context and share its settings.
+Built from the settings alone (:func:`kseg.shared.messaging.app.make_celery`): the worker and
+beat import no web framework.
 """
 
 from __future__ import annotations
 
 from kseg.shared.core.segment import prepare_for_many_jobs
+from kseg.shared.messaging.app import make_celery
 from kseg.shared.settings import get_settings
 from kseg.shared.store.db import NotMigratedError, ensure_migrated
-from kseg.web import create_app
 
 try:
     ensure_migrated()
@@ -21,8 +21,7 @@ except NotMigratedError as exc:
 # next job instead of being page-faulted in again (~10 % of a 1 MP job's time).
 prepare_for_many_jobs(get_settings().malloc_retain_bytes)
 
-flask_app = create_app()
-celery_app = flask_app.extensions["celery"]
+celery_app = make_celery(get_settings())
 celery = celery_app  # the name `celery -A kseg.worker.celery_app` looks for
 
 from kseg.worker import signals, tasks  # noqa: E402,F401  registers tasks and worker hooks

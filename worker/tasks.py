@@ -4,22 +4,35 @@ from __future__ import annotations
 
 import logging
 
-from celery import shared_task
+from celery import Celery, shared_task
+from celery import current_app as current_celery
 from celery.exceptions import SoftTimeLimitExceeded
-from flask import current_app
 
+from kseg.shared.messaging import publish
+from kseg.shared.messaging.app import settings_of
 from kseg.shared.messaging.celery_config import RUN_JOB_TASK, SCHEDULES_TASK, SWEEP_TASK
 from kseg.shared.settings import QUEUE_CLASSES, Settings
 from kseg.shared.store import dispatch, galleries, jobs, runner, runs
 from kseg.shared.store.db import get_beat_sessionmaker, get_worker_sessionmaker
-from kseg.web.queue import enqueue_jobs, held_job_ids
 
 log = logging.getLogger(__name__)
 
 
+def _celery() -> Celery:
+    app: Celery = current_celery._get_current_object()
+    return app
+
+
 def _settings() -> Settings:
-    settings: Settings = current_app.config["KSEG_SETTINGS"]
-    return settings
+    return settings_of(_celery())
+
+
+def enqueue_jobs(job_ids: list[str], queue: str) -> bool:
+    return publish.enqueue_jobs(_celery(), job_ids, queue)
+
+
+def held_job_ids(queue: str) -> set[str] | None:
+    return publish.held_job_ids(_celery(), queue)
 
 
 @shared_task(
