@@ -263,12 +263,11 @@ def cpu_snapshot() -> dict[int, tuple[str, int, float]]:
     return out
 
 
-def cpu_by_part(
-    service: Service, before: dict[int, tuple[str, int, float]]
-) -> dict[str, float]:
+def cpu_by_part(service: Service, before: dict[int, tuple[str, int, float]]) -> dict[str, float]:
     """CPU seconds used since ``before`` by web, worker, beat, PostgreSQL, Redis, this client."""
-    sessions = dict(zip((proc.pid for proc in service.procs), ("web", "worker", "beat"),
-                        strict=False))
+    sessions = dict(
+        zip((proc.pid for proc in service.procs), ("web", "worker", "beat"), strict=False)
+    )
     parts: dict[str, float] = {}
     for pid, (comm, session, cpu) in cpu_snapshot().items():
         used = cpu - before.get(pid, (comm, session, 0.0))[2]
@@ -432,16 +431,21 @@ def main() -> int:
             f" | {ratio:.0%} |"
         )
     print()
-    print("Where the machine's time went during the throughput runs (CPU ms per job, mean of "
-          "the trials; capacity = wall time × CPUs per job):\n")
+    print(
+        "Where the machine's time went during the throughput runs (CPU ms per job, mean of "
+        "the trials; capacity = wall time × CPUs per job):\n"
+    )
     parts = ["worker", "web", "postgres", "redis", "beat", "client", "other"]
     print("| backend | " + " | ".join(parts) + " | all | capacity |")
     print("|---|" + "---|" * (len(parts) + 2))
     for backend, per_job in cpu_rows:
         used = sum(per_job.get(part, 0.0) for part in parts)
         capacity = per_job.get("wall", 0.0) * (os.cpu_count() or 1)
-        print(f"| {backend} | " + " | ".join(f"{per_job.get(part, 0.0):.0f}" for part in parts)
-              + f" | {used:.0f} | {capacity:.0f} |")
+        print(
+            f"| {backend} | "
+            + " | ".join(f"{per_job.get(part, 0.0):.0f}" for part in parts)
+            + f" | {used:.0f} | {capacity:.0f} |"
+        )
     print()
     for backend, small, _large, _rate, _core, ratio in rows:
         target = 0.150 if backend == "redis" else 0.300

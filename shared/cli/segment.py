@@ -71,39 +71,61 @@ def add_param_arguments(parser: argparse.ArgumentParser) -> None:
     """The segmentation parameters as options (``kseg segment`` and ``kseg submit``); read
     them back with :func:`params_from_args`."""
     parser.add_argument(
-        "-k", "--k", dest="k", default="16", metavar="K",
+        "-k",
+        "--k",
+        dest="k",
+        default="16",
+        metavar="K",
         help=f"number of clusters, {K_MIN}..{K_MAX}, or 'auto' to pick one in "
         "--k-min..--k-max by the elbow of the inertia curve (default: 16)",
     )
     parser.add_argument(
-        "--k-min", type=int, default=2, metavar="N",
+        "--k-min",
+        type=int,
+        default=2,
+        metavar="N",
         help=f"smallest k tried by -k auto, {AUTO_K_MIN}..{AUTO_K_MAX} (default: 2)",
     )
     parser.add_argument(
-        "--k-max", type=int, default=12, metavar="N",
+        "--k-max",
+        type=int,
+        default=12,
+        metavar="N",
         help=f"largest k tried by -k auto, {AUTO_K_MIN}..{AUTO_K_MAX} (default: 12)",
     )
     parser.add_argument(
-        "--normalize", choices=("minmax", "fixed", "none"), default="fixed",
+        "--normalize",
+        choices=("minmax", "fixed", "none"),
+        default="fixed",
         help="feature scaling: per-channel min-max, the fixed (c+1)/256, or raw 0..255 "
         "(default: fixed)",
     )
     parser.add_argument(
-        "--color-space", choices=("rgb", "lab"), default="rgb",
+        "--color-space",
+        choices=("rgb", "lab"),
+        default="rgb",
         help="space the colours are clustered in; lab is perceptual (default: rgb)",
     )
     parser.add_argument(
-        "--outputs", default=",".join(OUTPUT_NAMES), metavar="LIST",
+        "--outputs",
+        default=",".join(OUTPUT_NAMES),
+        metavar="LIST",
         help=f"comma-separated result images to write, of {', '.join(OUTPUT_NAMES)} "
         "(default: all five)",
     )
     parser.add_argument(
-        "--max-side", type=int, default=None, metavar="N",
+        "--max-side",
+        type=int,
+        default=None,
+        metavar="N",
         help="fit on a copy whose longer side is at most N px (>= 16), faster on big images; "
         "results stay full size (default: fit on the full image)",
     )
     parser.add_argument(
-        "--seed", type=int, default=0, metavar="N",
+        "--seed",
+        type=int,
+        default=0,
+        metavar="N",
         help="random seed; the same image and options give the same result (default: 0)",
     )
 
@@ -112,8 +134,13 @@ def params_from_args(args: argparse.Namespace) -> SegmentParams:
     """The :class:`SegmentParams` of :func:`add_param_arguments`'s options; raises
     :class:`InvalidParameterError` with the service's own message for a bad value."""
     return parse_params(
-        k=args.k, k_min=args.k_min, k_max=args.k_max, normalize=args.normalize,
-        color_space=args.color_space, outputs=args.outputs, max_side=args.max_side,
+        k=args.k,
+        k_min=args.k_min,
+        k_max=args.k_max,
+        normalize=args.normalize,
+        color_space=args.color_space,
+        outputs=args.outputs,
+        max_side=args.max_side,
         seed=args.seed,
     )
 
@@ -125,12 +152,19 @@ def _configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     )
     add_param_arguments(parser)
     parser.add_argument(
-        "-o", "--outdir", type=Path, default=None, metavar="OUTDIR",
+        "-o",
+        "--outdir",
+        type=Path,
+        default=None,
+        metavar="OUTDIR",
         help="directory for the PNGs and result.json, created if missing "
         "(default: ./<image stem>-kseg/)",
     )
     parser.add_argument(
-        "-q", "--quiet", action="store_true", help="print nothing on success",
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="print nothing on success",
     )
     parser.set_defaults(func=run_segment)
     return parser
@@ -192,9 +226,7 @@ def summary(name: str, outdir: Path, written: list[Path], result: dict[str, Any]
         lines.append(f"auto k (kneedle score per k): {scores}")
     lines.append("palette:")
     for c in result.get("clusters", []):
-        lines.append(
-            f"  {c['label']:>3}  {c['hex']}  {c['fraction'] * 100:5.1f}%  {c['name']}"
-        )
+        lines.append(f"  {c['label']:>3}  {c['hex']}  {c['fraction'] * 100:5.1f}%  {c['name']}")
     lines.append(f"wrote {', '.join(p.name for p in written)} to {outdir}/")
     return "\n".join(lines)
 

@@ -487,16 +487,16 @@ def coarse_groups(colors: np.ndarray, bits: int = 6) -> np.ndarray:
     )
 
 
-def _summarise(
-    x: np.ndarray, w: np.ndarray, groups: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
+def _summarise(x: np.ndarray, w: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Weighted mean and total weight of the points of each occupied group."""
     size = int(groups.max()) + 1
     mass = np.bincount(groups, weights=w, minlength=size)
     occupied = np.flatnonzero(mass > 0)
     sums = np.stack(
-        [np.bincount(groups, weights=w * x[:, j], minlength=size)[occupied]
-         for j in range(x.shape[1])],
+        [
+            np.bincount(groups, weights=w * x[:, j], minlength=size)[occupied]
+            for j in range(x.shape[1])
+        ],
         axis=1,
     )
     return sums / mass[occupied, None], mass[occupied]
@@ -653,12 +653,26 @@ def fit_kmeans(
         xs, ws = _weighted_sample(x, w, sample_size, rng, at_least=k)
         if xs is x:  # few points: seed and refine on all of them, no sampling
             centers, labels, inertia, n_iter = _seeded_fit(
-                x, w, k, n_init=n_init, rng=rng, max_iter=max_iter, tol=tol, tol_abs=tol_abs,
+                x,
+                w,
+                k,
+                n_init=n_init,
+                rng=rng,
+                max_iter=max_iter,
+                tol=tol,
+                tol_abs=tol_abs,
                 n_threads=n_threads,
             )
             return KMeansFit(centers, labels, inertia, n_iter)
         init, _, _, _ = _seeded_fit(
-            xs, ws, k, n_init=n_init, rng=rng, max_iter=seed_iter, tol=tol, tol_abs=tol_abs,
+            xs,
+            ws,
+            k,
+            n_init=n_init,
+            rng=rng,
+            max_iter=seed_iter,
+            tol=tol,
+            tol_abs=tol_abs,
             n_threads=n_threads,
         )
     n_coarse = 0
@@ -666,11 +680,21 @@ def fit_kmeans(
         xg, wg = _summarise(x, w, groups)
         if k < xg.shape[0] <= x.shape[0] // 2:
             init, _, _, n_coarse = weighted_lloyd(
-                xg, wg, init, max_iter=max_iter, tol_abs=tol_abs, n_threads=n_threads,
+                xg,
+                wg,
+                init,
+                max_iter=max_iter,
+                tol_abs=tol_abs,
+                n_threads=n_threads,
                 with_inertia=False,
             )
     centers, labels, inertia, n_iter = weighted_lloyd(
-        x, w, init, max_iter=max_iter, tol_abs=tol_abs, n_threads=n_threads,
+        x,
+        w,
+        init,
+        max_iter=max_iter,
+        tol_abs=tol_abs,
+        n_threads=n_threads,
         with_inertia=with_inertia,
     )
     return KMeansFit(centers, labels, inertia, n_iter, n_coarse)
@@ -859,8 +883,13 @@ def cluster_image(
     init: np.ndarray | None = None
     if k == "auto":
         k_eff, k_scores, sample_centers = choose_k(
-            x_fit, w_fit, k_min, k_max, seed=seed,
-            progress=lambda f: report(0.2 + 0.5 * f), n_threads=n_threads,
+            x_fit,
+            w_fit,
+            k_min,
+            k_max,
+            seed=seed,
+            progress=lambda f: report(0.2 + 0.5 * f),
+            n_threads=n_threads,
         )
         init = sample_centers[k_eff] if sample_centers[k_eff].shape[0] == k_eff else None
     else:
@@ -877,8 +906,16 @@ def cluster_image(
             color_labels = np.arange(len(hist))
     else:
         fitted = fit_kmeans(
-            x_fit, w_fit, k_eff, seed=seed, n_init=n_init, sample_size=sample_size, tol=tol,
-            init=init, groups=coarse_groups(fit_hist.colors), n_threads=n_threads,
+            x_fit,
+            w_fit,
+            k_eff,
+            seed=seed,
+            n_init=n_init,
+            sample_size=sample_size,
+            tol=tol,
+            init=init,
+            groups=coarse_groups(fit_hist.colors),
+            n_threads=n_threads,
             with_inertia=False,  # measured below, exactly, in 0..255 RGB
         )
         fit_centers, n_iter, n_coarse = fitted.centers, fitted.n_iter, fitted.n_iter_coarse
@@ -893,8 +930,9 @@ def cluster_image(
     counts_w = hist.counts
     n_clusters = fit_centers.shape[0]
     counts = np.bincount(color_labels, weights=counts_w, minlength=n_clusters).astype(np.int64)
-    means, _ = _weighted_means(hist.colors.astype(np.float64), counts_w.astype(np.float64),
-                               color_labels, n_clusters)
+    means, _ = _weighted_means(
+        hist.colors.astype(np.float64), counts_w.astype(np.float64), color_labels, n_clusters
+    )
     keep = np.flatnonzero(counts > 0)  # possible only with max_side: a centre nobody is near
     centers_rgb = np.clip(np.rint(means[keep]), 0, 255).astype(np.uint8)
     counts = counts[keep]

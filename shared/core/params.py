@@ -13,8 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from kseg.shared.errors import InvalidParameterError
 
-OUTPUT_NAMES: tuple[str, ...] = ("labels", "gray", "color", "recolor", "overlay")
 OutputName = Literal["labels", "gray", "color", "recolor", "overlay"]
+OUTPUT_NAMES: tuple[OutputName, ...] = ("labels", "gray", "color", "recolor", "overlay")
 Normalize = Literal["minmax", "fixed", "none"]
 ColorSpace = Literal["rgb", "lab"]
 

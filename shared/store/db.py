@@ -173,9 +173,11 @@ def _driver_params(
         processors = {
             name: processor
             for bind, name in compiled.bind_names.items()
-            if (processor := bind.type.dialect_impl(connection.dialect).bind_processor(
-                connection.dialect
-            ))
+            if (
+                processor := bind.type.dialect_impl(connection.dialect).bind_processor(
+                    connection.dialect
+                )
+            )
             is not None
         }
         # The statement is kept with its SQL, so its id cannot be reused by another one.

@@ -32,7 +32,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, func, insert, literal_column, select, update
+from sqlalchemy import ColumnElement, and_, func, insert, literal_column, select, update
 from sqlalchemy.orm import Session
 
 from kseg.shared.settings import QUEUE_CLASSES
@@ -43,7 +43,7 @@ LaneKey = tuple[str, str | None]
 
 # Literal SQL, not bound values: the database can then use the partial indexes whose
 # predicates these are (``ix_jobs_waiting``, ``ix_jobs_in_flight``).
-_QUEUED = literal_column("'queued'")
+_QUEUED: ColumnElement[str] = literal_column("'queued'")
 WAITING = and_(Job.status == _QUEUED, Job.dispatched_at.is_(None))
 IN_FLIGHT = and_(
     Job.status.in_([_QUEUED, literal_column("'running'")]), Job.dispatched_at.is_not(None)

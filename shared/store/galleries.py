@@ -203,9 +203,7 @@ def start_run(
             run.skipped += 1
             continue
         # A run reprocesses: it computes afresh rather than reusing an older result.
-        job = jobs.submit_job(
-            session, gallery.owner_id, image, params, reuse=False, queue="batch"
-        )
+        job = jobs.submit_job(session, gallery.owner_id, image, params, reuse=False, queue="batch")
         job.gallery_id = gallery.id
         job.run_id = run.id
         start.job_ids.append(job.id)

@@ -77,7 +77,7 @@ def next_slot(expression: str, timezone: str, after: datetime) -> datetime:
 
 
 def describe(expression: str, timezone: str, next_run_at: datetime | None = None) -> str:
-    """"every day at 03:00 Europe/Berlin, next: 2026-11-26 03:00 CET" style preview."""
+    """ "every day at 03:00 Europe/Berlin, next: 2026-11-26 03:00 CET" style preview."""
     try:
         from cron_descriptor import Options, get_description
 

@@ -35,7 +35,10 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) // 10)
 def faults_per_job(retain_bytes: int) -> int:
     done = subprocess.run(
         [sys.executable, "-c", PROBE, str(retain_bytes)],
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     if done.returncode == 3:
         pytest.skip("the C library is not glibc: there is no allocator to tune")
@@ -83,7 +86,11 @@ def test_the_worker_keeps_freed_memory_from_its_start(tmp_path: Path) -> None:
     }
     subprocess.run(
         [sys.executable, "-m", "kseg.shared.cli", "migrate"],
-        cwd=ROOT, env=env, check=True, capture_output=True, timeout=120,
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=120,
     )
     # The probe's job, run after importing the worker's app instead of calling the function.
     probe = PROBE.replace(
@@ -94,8 +101,12 @@ def test_the_worker_keeps_freed_memory_from_its_start(tmp_path: Path) -> None:
     runs = {}
     for retain in ("128", "0"):
         done = subprocess.run(
-            [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True,
-            env={**env, "KSEG_MALLOC_RETAIN_MB": retain}, timeout=120,
+            [sys.executable, "-c", probe],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            env={**env, "KSEG_MALLOC_RETAIN_MB": retain},
+            timeout=120,
         )
         assert done.returncode == 0, done.stderr
         runs[retain] = int(done.stdout.strip().splitlines()[-1])

@@ -20,7 +20,10 @@ ROOT = Path(__file__).resolve().parents[2]
 def run_module(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "kseg.shared.cli.segment", *args],
-        cwd=cwd, capture_output=True, text=True, timeout=120,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
 
@@ -30,8 +33,14 @@ def test_success_writes_files(tmp_path: Path, baby_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     outdir = tmp_path / "baby-kseg"
     names = {p.name for p in outdir.iterdir()}
-    assert names == {"labels.png", "gray.png", "color.png", "recolor.png", "overlay.png",
-                     "result.json"}
+    assert names == {
+        "labels.png",
+        "gray.png",
+        "color.png",
+        "recolor.png",
+        "overlay.png",
+        "result.json",
+    }
     result = json.loads((outdir / "result.json").read_text())
     assert result["k"] == 4 and len(result["clusters"]) == 4
     assert result["params"]["k"] == 4
@@ -42,9 +51,28 @@ def test_success_writes_files(tmp_path: Path, baby_path: Path) -> None:
 
 
 def test_options_in_process(tmp_path: Path, baby_path: Path, capsys) -> None:
-    code = core_cli.main([str(baby_path), "-k", "auto", "--k-max", "5", "--outputs", "gray",
-                          "--color-space", "lab", "--normalize", "minmax", "--max-side", "50",
-                          "--seed", "3", "-o", str(tmp_path / "out"), "--quiet"])
+    code = core_cli.main(
+        [
+            str(baby_path),
+            "-k",
+            "auto",
+            "--k-max",
+            "5",
+            "--outputs",
+            "gray",
+            "--color-space",
+            "lab",
+            "--normalize",
+            "minmax",
+            "--max-side",
+            "50",
+            "--seed",
+            "3",
+            "-o",
+            str(tmp_path / "out"),
+            "--quiet",
+        ]
+    )
     assert code == 0
     assert capsys.readouterr().out == ""
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["gray.png", "result.json"]
@@ -65,8 +93,19 @@ def test_subparser_registration(tmp_path: Path, baby_path: Path) -> None:
 def test_help_lists_every_option(tmp_path: Path) -> None:
     proc = run_module("--help", cwd=tmp_path)
     assert proc.returncode == 0
-    for option in ("-k", "--k-min", "--k-max", "--normalize", "--color-space", "--outputs",
-                   "--max-side", "--seed", "--outdir", "--quiet", "default"):
+    for option in (
+        "-k",
+        "--k-min",
+        "--k-max",
+        "--normalize",
+        "--color-space",
+        "--outputs",
+        "--max-side",
+        "--seed",
+        "--outdir",
+        "--quiet",
+        "default",
+    ):
         assert option in proc.stdout
 
 
@@ -101,8 +140,16 @@ def test_truncated_image(tmp_path: Path, baby_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "args",
-    [["-k", "1"], ["-k", "257"], ["-k", "many"], ["--normalize", "z"], ["--max-side", "3"],
-     ["--outputs", "nope"], ["-k", "auto", "--k-min", "9", "--k-max", "3"], ["--seed", "x"]],
+    [
+        ["-k", "1"],
+        ["-k", "257"],
+        ["-k", "many"],
+        ["--normalize", "z"],
+        ["--max-side", "3"],
+        ["--outputs", "nope"],
+        ["-k", "auto", "--k-min", "9", "--k-max", "3"],
+        ["--seed", "x"],
+    ],
 )
 def test_bad_parameters(tmp_path: Path, baby_path: Path, args: list[str]) -> None:
     assert_one_line_error(run_module(str(baby_path), *args, cwd=tmp_path), 2)
@@ -112,7 +159,9 @@ def test_reader_closing_pipe_is_not_an_error(tmp_path: Path, baby_path: Path) ->
     # `kseg segment img | head -1`: the reader may be gone before the summary is printed.
     proc = subprocess.Popen(
         [sys.executable, "-m", "kseg.shared.cli.segment", str(baby_path), "-k", "3"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert proc.stdout is not None and proc.stderr is not None

@@ -68,8 +68,9 @@ def test_weighted_lloyd_on_distinct_colours_equals_kmeans_on_all_pixels(
     centers, labels, inertia, _ = weighted_lloyd(x, w, init, max_iter=300, tol=0.0)
 
     pixels = color_features(rgb.reshape(-1, 3))
-    km = KMeans(n_clusters=k, init=init, n_init=1, tol=0.0, max_iter=300,
-                algorithm="lloyd").fit(pixels)
+    km = KMeans(n_clusters=k, init=init, n_init=1, tol=0.0, max_iter=300, algorithm="lloyd").fit(
+        pixels
+    )
     np.testing.assert_allclose(centers, km.cluster_centers_, atol=1e-6, rtol=0)
     pixel_labels = labels[np.searchsorted(hist.codes, pack_rgb(rgb))]
     np.testing.assert_array_equal(pixel_labels, km.labels_)
@@ -193,15 +194,14 @@ def test_fixed_and_none_cluster_alike_in_rgb(small_rgb: np.ndarray) -> None:
 
 def test_features() -> None:
     colors = np.array([[0, 0, 0], [255, 128, 10]], dtype=np.uint8)
-    np.testing.assert_allclose(color_features(colors, normalize="fixed"),
-                               (colors + 1.0) / 256)
+    np.testing.assert_allclose(color_features(colors, normalize="fixed"), (colors + 1.0) / 256)
     np.testing.assert_allclose(color_features(colors, normalize="none"), colors)
-    np.testing.assert_allclose(color_features(colors, normalize="minmax"),
-                               [[0, 0, 0], [1, 1, 1]])
+    np.testing.assert_allclose(color_features(colors, normalize="minmax"), [[0, 0, 0], [1, 1, 1]])
     lab = color_features(colors, normalize="none", color_space="lab")
     assert lab[0].tolist() == pytest.approx([0, 0, 0], abs=1e-9)
-    np.testing.assert_allclose(color_features(colors, normalize="fixed", color_space="lab"),
-                               lab / 100)
+    np.testing.assert_allclose(
+        color_features(colors, normalize="fixed", color_space="lab"), lab / 100
+    )
 
 
 def test_max_side_fits_small_labels_full(small_rgb: np.ndarray) -> None:
@@ -290,7 +290,10 @@ def test_a_one_shot_segmentation_does_not_import_scikit_learn(tmp_path: Path) ->
         "print('sklearn' in sys.modules)\n"
     )
     out = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True,
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
         cwd=Path(__file__).resolve().parents[2],
     )
     assert out.stdout.strip() == "False"

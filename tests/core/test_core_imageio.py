@@ -139,8 +139,7 @@ def _frames(colors: list[tuple[int, int, int]]) -> list[Image.Image]:
 def test_animation_first_frame(fmt: str) -> None:
     frames = _frames([(255, 0, 0), (0, 0, 255), (0, 255, 0)])
     options = {"lossless": True} if fmt == "WEBP" else {}
-    data = encode(frames[0], fmt, save_all=True, append_images=frames[1:], duration=100,
-                  **options)
+    data = encode(frames[0], fmt, save_all=True, append_images=frames[1:], duration=100, **options)
     assert getattr(Image.open(io.BytesIO(data)), "n_frames", 1) == 3
     out = load_image(data)
     check_rgb(out, (6, 4))
@@ -203,8 +202,12 @@ def _png_header_only(width: int, height: int) -> bytes:
         return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b""))
-            + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b""))
+        + chunk(b"IEND", b"")
+    )
 
 
 def test_decompression_bomb_refused_before_decoding() -> None:

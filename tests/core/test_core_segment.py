@@ -243,15 +243,18 @@ def test_label_map_outputs_share_one_payload_and_decode_to_their_colours() -> No
     rgb = rng.integers(0, 256, size=(40, 30, 3), dtype=np.uint8)
     for workers in (1, 2):
         out = render.render_outputs(
-            ["labels", "gray", "color", "recolor", "overlay"], labels, centers, rgb,
+            ["labels", "gray", "color", "recolor", "overlay"],
+            labels,
+            centers,
+            rgb,
             workers=workers,
         )
         assert _idat(out["labels"]) == _idat(out["color"]) == _idat(out["recolor"])
         np.testing.assert_array_equal(np.asarray(decode(out["labels"])), labels)
-        np.testing.assert_array_equal(np.asarray(decode(out["recolor"]).convert("RGB")),
-                                      centers[labels])
-        np.testing.assert_array_equal(np.asarray(decode(out["gray"])),
-                                      render.gray_levels()[labels])
+        np.testing.assert_array_equal(
+            np.asarray(decode(out["recolor"]).convert("RGB")), centers[labels]
+        )
+        np.testing.assert_array_equal(np.asarray(decode(out["gray"])), render.gray_levels()[labels])
 
 
 def test_split_png_cuts_before_the_image_data() -> None:

@@ -259,13 +259,15 @@ def test_deleting_an_image_while_its_job_completes_waits_instead_of_deadlocking(
         # of pg_stat_activity).
         watcher = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
         wait_for(
-            lambda: watcher.scalar(
-                text(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                    "AND wait_event_type = 'Lock'"
+            lambda: (
+                watcher.scalar(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                        "AND wait_event_type = 'Lock'"
+                    )
                 )
-            )
-            == 1,
+                == 1
+            ),
             10,
             what="the delete waiting for the completion's lock",
         )
@@ -280,4 +282,3 @@ def test_deleting_an_image_while_its_job_completes_waits_instead_of_deadlocking(
     assert answer.get("code") == 204, answer
     assert _rows(api, Result, image_id=image_id) == 0
     assert_error(api.get(f"/api/v1/jobs/{job['id']}"), 404, "job_not_found")
-

@@ -238,23 +238,31 @@ def test_shared_image_data_is_stored_once_and_served_whole(api: Api) -> None:
     decoded = {name: PILImage.open(io.BytesIO(png)) for name, png in pngs.items()}
     labels = np.asarray(decoded["labels"])
     centers = np.array([c["rgb"] for c in done["result"]["clusters"]], dtype=np.uint8)
-    np.testing.assert_array_equal(np.asarray(decoded["color"].convert("RGB")),
-                                  LABEL2RGB_COLORS[labels % 10])
+    np.testing.assert_array_equal(
+        np.asarray(decoded["color"].convert("RGB")), LABEL2RGB_COLORS[labels % 10]
+    )
     np.testing.assert_array_equal(np.asarray(decoded["recolor"].convert("RGB")), centers[labels])
     # labels, color and recolor are one label map: its image data is stored once
     with get_sessionmaker(api.settings.database_url)() as session:
         rows = {
             row.name: row
             for row in session.scalars(
-                select(ResultOutput).where(ResultOutput.result_id == select(
-                    Job.result_id).where(Job.id == job["id"]).scalar_subquery())
+                select(ResultOutput).where(
+                    ResultOutput.result_id
+                    == select(Job.result_id).where(Job.id == job["id"]).scalar_subquery()
+                )
             )
         }
         stored = {name: len(row.data) for name, row in rows.items()}
         sharing = {name: row.payload_of for name, row in rows.items()}
         sizes = {name: row.size_bytes for name, row in rows.items()}
-    assert sharing == {"labels": None, "gray": None, "color": "labels", "recolor": "labels",
-                       "overlay": None}
+    assert sharing == {
+        "labels": None,
+        "gray": None,
+        "color": "labels",
+        "recolor": "labels",
+        "overlay": None,
+    }
     assert stored["color"] < 1000 and stored["recolor"] < 1000
     assert stored["labels"] == len(pngs["labels"])
     assert sizes == {name: len(png) for name, png in pngs.items()}

@@ -243,9 +243,7 @@ def test_running_job_writes_its_stage_and_progress_to_the_row(db_url: str) -> No
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             with maker() as session:
-                row = session.execute(
-                    select(Job.stage, Job.progress).where(Job.id == job_id)
-                ).one()
+                row = session.execute(select(Job.stage, Job.progress).where(Job.id == job_id)).one()
             if row.stage == "fit":
                 seen.append((row.stage, row.progress))
                 break

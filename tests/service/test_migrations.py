@@ -55,7 +55,9 @@ def test_downgrade_from_shared_payloads_rebuilds_every_png(fresh_url: str) -> No
 
     labels = np.arange(12, dtype=np.uint8).reshape(3, 4) % 3
     pngs = render.render_outputs(
-        ["labels", "color", "recolor"], labels, np.full((3, 3), 9, np.uint8),
+        ["labels", "color", "recolor"],
+        labels,
+        np.full((3, 3), 9, np.uint8),
         np.zeros((3, 4, 3), np.uint8),
     )
     engine = db.make_engine(fresh_url)
@@ -64,10 +66,16 @@ def test_downgrade_from_shared_payloads_rebuilds_every_png(fresh_url: str) -> No
             owner = get_or_create_owner(session, "mig")
             image, _ = store_image(session, owner.id, render.encode_png(labels), "l.png")
             job = submit_job(session, owner.id, image, parse_params(k=2), reuse=False)
-            session.execute(insert(Result).values(
-                id="r1", job_id=job.id, image_id=image.id, params_key="p",
-                algorithm_version="v", meta={},
-            ))
+            session.execute(
+                insert(Result).values(
+                    id="r1",
+                    job_id=job.id,
+                    image_id=image.id,
+                    params_key="p",
+                    algorithm_version="v",
+                    meta={},
+                )
+            )
             session.execute(insert(ResultOutput), output_rows("r1", pngs))
         with engine.connect() as conn:
             sharing = dict(conn.execute(text("SELECT name, payload_of FROM result_outputs")).all())
@@ -82,7 +90,11 @@ def test_downgrade_from_shared_payloads_rebuilds_every_png(fresh_url: str) -> No
         assert {name: bytes(data) for name, data in stored.items()} == pngs
         command.upgrade(db.alembic_config(fresh_url), "head")
         with Session(engine) as session:
-            assert session.scalar(select(ResultOutput.payload_of).where(
-                ResultOutput.name == "recolor")) is None  # whole again: nothing to share
+            assert (
+                session.scalar(
+                    select(ResultOutput.payload_of).where(ResultOutput.name == "recolor")
+                )
+                is None
+            )  # whole again: nothing to share
     finally:
         engine.dispose()

@@ -361,6 +361,7 @@ def advice(code: str | None) -> str:
         "tell the operator the job id.",
     )
 
+
 #: Job statuses after which a job changes no more.
 FINAL = ("succeeded", "failed", "canceled")
 

@@ -40,6 +40,8 @@ from kseg.web.pages.blueprint import bp
 from kseg.web.queue import commit_and_publish
 
 HISTORY_PAGE = 24
+
+
 def _settings() -> Settings:
     settings: Settings = current_app.config["KSEG_SETTINGS"]
     return settings
