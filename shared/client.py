@@ -19,8 +19,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from kseg.shared.statuses import FINAL_STATUSES
+
 #: Job states after which a job changes no more.
-FINAL_STATUSES = frozenset({"succeeded", "failed", "canceled"})
 #: Seconds between two polls of a job: the first soon (a small image takes ~0.05 s), then
 #: growing to the last, so that a long job costs the service one request a second.
 POLL_INTERVALS = (0.05, 0.1, 0.2, 0.3, 0.5, 1.0)

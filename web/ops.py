@@ -18,10 +18,11 @@ from sqlalchemy import func, select, text
 
 from kseg.shared.messaging.celery_config import broker_dirs, celery_config
 from kseg.shared.settings import Settings
+from kseg.shared.statuses import JOB_STATUSES, JobStatus
 from kseg.shared.store.db import get_engine, get_sessionmaker
 from kseg.shared.store.dispatch import queue_stats
 from kseg.shared.store.jobs import job_counts
-from kseg.shared.store.models import JOB_STATUSES, Job, WorkerHeartbeat, utcnow
+from kseg.shared.store.models import Job, WorkerHeartbeat, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +160,7 @@ class JobsCollector:
             window = utcnow() - DURATION_WINDOW
             spans = session.execute(
                 select(Job.started_at, Job.finished_at).where(
-                    Job.status.in_(("succeeded", "failed")),
+                    Job.status.in_((JobStatus.SUCCEEDED, JobStatus.FAILED)),
                     Job.reused_from.is_(None),
                     Job.started_at.is_not(None),
                     Job.finished_at >= window,

@@ -28,9 +28,10 @@ from kseg.shared.cli.segment import (
     write_result,
 )
 from kseg.shared.cli.tables import format_table
-from kseg.shared.client import FINAL_STATUSES, ApiError, Client, ClientError, WaitTimeout
+from kseg.shared.client import ApiError, Client, ClientError, WaitTimeout
 from kseg.shared.errors import InvalidParameterError
 from kseg.shared.settings import get_settings
+from kseg.shared.statuses import FINAL_STATUSES
 
 EXIT_OK, EXIT_JOB, EXIT_USAGE, EXIT_SERVICE = 0, 1, 2, 3
 #: Ctrl-C, as shells report a SIGINT.

@@ -25,10 +25,10 @@ from kseg.shared.core.imageio import probe_image
 from kseg.shared.core.params import SegmentParams
 from kseg.shared.core.render import split_png
 from kseg.shared.core.segment import ALGORITHM_VERSION, Segmentation
+from kseg.shared.statuses import ACTIVE_STATUSES, FINAL_STATUSES, JOB_STATUSES
 from kseg.shared.store import quotas
 from kseg.shared.store.db import binary_row, fetch_blob, pipelined
 from kseg.shared.store.models import (
-    ACTIVE_STATUSES,
     GalleryImage,
     Image,
     Job,
@@ -357,7 +357,7 @@ def claim_job(
     if row is None:
         return Claim(False, "missing")
     status, attempts = row
-    if status in ("succeeded", "failed", "canceled"):
+    if status in FINAL_STATUSES:
         return Claim(False, "finished", attempts)
     exhausted = session.execute(
         update(_jobs)
@@ -709,7 +709,7 @@ def sweep(
 def job_counts(session: Session) -> dict[str, int]:
     """Jobs by status, for metrics."""
     rows = session.execute(select(Job.status, func.count()).group_by(Job.status)).all()
-    counts = dict.fromkeys(("queued", "running", "succeeded", "failed", "canceled"), 0)
+    counts = dict.fromkeys(JOB_STATUSES, 0)
     counts.update({status: int(n) for status, n in rows})
     return counts
 

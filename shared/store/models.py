@@ -29,10 +29,6 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-JOB_STATUSES = ("queued", "running", "succeeded", "failed", "canceled")
-ACTIVE_STATUSES = ("queued", "running")
-FINAL_STATUSES = ("succeeded", "failed", "canceled")
-
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -299,8 +295,6 @@ class DispatchLock(Base):
 
 
 # ---------------------------------------------------------------- galleries (issue 5)
-
-RUN_STATUSES = ("running", "succeeded", "partial", "failed")
 
 
 class Gallery(Base):

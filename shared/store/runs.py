@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from kseg.shared.statuses import JOB_STATUSES
 from kseg.shared.store.models import Job, Run, utcnow
 
 
@@ -29,7 +30,7 @@ def refresh_run(session: Session, run_id: str) -> Run | None:
     )
     if locked.rowcount != 1:  # type: ignore[attr-defined]
         return None
-    counts = dict.fromkeys(("queued", "running", "succeeded", "failed", "canceled"), 0)
+    counts = dict.fromkeys(JOB_STATUSES, 0)
     for status, n in session.execute(
         select(Job.status, func.count()).where(Job.run_id == run_id).group_by(Job.status)
     ):

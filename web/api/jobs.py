@@ -8,8 +8,9 @@ from flask import Response, current_app, jsonify, request
 from sqlalchemy import select
 
 from kseg.shared.core.params import OUTPUT_NAMES, SegmentParams, parse_params
+from kseg.shared.statuses import JOB_STATUSES
 from kseg.shared.store.jobs import delete_job, output_png, store_image, submit_job
-from kseg.shared.store.models import JOB_STATUSES, Image, Job, ResultOutput
+from kseg.shared.store.models import Image, Job, ResultOutput
 from kseg.shared.store.quotas import check_active_jobs
 from kseg.web import limits
 from kseg.web.api import paging

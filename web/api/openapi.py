@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from kseg.shared.core.params import OUTPUT_NAMES
-from kseg.shared.store.models import JOB_STATUSES
+from kseg.shared.statuses import JOB_STATUSES
 from kseg.web.api.blueprint import bp
 from kseg.web.api.errors import ERROR_CODES
 from kseg.web.api.paging import DEFAULT_LIMIT, MAX_LIMIT

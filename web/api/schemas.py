@@ -14,9 +14,8 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
 from kseg.shared.core.params import SegmentParams
+from kseg.shared.statuses import JobStatus, RunStatus
 
-JobStatus = Literal["queued", "running", "succeeded", "failed", "canceled"]
-RunStatus = Literal["running", "succeeded", "partial", "failed"]
 RunTrigger = Literal["schedule", "manual"]
 QueueClass = Literal["interactive", "batch"]
 

@@ -26,6 +26,7 @@ from werkzeug.wrappers import Response
 from kseg.shared.core.params import OUTPUT_NAMES
 from kseg.shared.errors import ImageError, InvalidParameterError, QuotaExceededError
 from kseg.shared.settings import Settings
+from kseg.shared.statuses import FINAL_STATUSES
 from kseg.shared.store.galleries import (
     add_images,
     create_gallery,
@@ -323,7 +324,7 @@ def _gallery_page(
             {key: schedule[key] for key in SCHEDULE_DEFAULTS} if schedule else SCHEDULE_DEFAULTS
         )
     live = any(run["status"] == "running" for run in runs) or any(
-        tile["latest_job"] and tile["latest_job"]["status"] not in present.FINAL for tile in tiles
+        tile["latest_job"] and tile["latest_job"]["status"] not in FINAL_STATUSES for tile in tiles
     )
     grid_query = {"limit": GRID_PAGE, "cursor": cursor} if cursor else {"limit": GRID_PAGE}
     settings = _settings()
@@ -581,7 +582,7 @@ def run(run_id: str) -> Any:
         items=items,
         params=present.params_summary(obj["params"]),
         jobs_url=f"{BASE}/runs/{row.id}/jobs?{urlencode(jobs_query)}",
-        final=present.FINAL,
+        final=FINAL_STATUSES,
         next_url=url_for("pages.run", run_id=row.id, cursor=next_cursor) if next_cursor else None,
         first_url=url_for("pages.run", run_id=row.id) if cursor else None,
         **_form_context(),

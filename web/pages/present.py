@@ -362,10 +362,6 @@ def advice(code: str | None) -> str:
     )
 
 
-#: Job statuses after which a job changes no more.
-FINAL = ("succeeded", "failed", "canceled")
-
-
 def human_bytes(n: int) -> str:
     for unit, size in (("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
         if n >= size:

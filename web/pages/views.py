@@ -26,8 +26,9 @@ from werkzeug.datastructures import FileStorage
 from kseg.shared.core.params import OUTPUT_NAMES, parse_params
 from kseg.shared.errors import ImageError, InvalidParameterError, QuotaExceededError
 from kseg.shared.settings import Settings
+from kseg.shared.statuses import FINAL_STATUSES, JOB_STATUSES
 from kseg.shared.store.jobs import delete_image, delete_job, store_image, submit_job
-from kseg.shared.store.models import JOB_STATUSES, Image, Job
+from kseg.shared.store.models import Image, Job
 from kseg.shared.store.quotas import check_active_jobs
 from kseg.web import limits
 from kseg.web.api import paging
@@ -218,7 +219,7 @@ def job(job_id: str) -> Any:
         run_again=present.run_again_url(url_for("pages.submit"), obj["image"]["id"], obj["params"]),
         advice=present.advice((obj.get("error") or {}).get("code")),
         status_text=present.STATUS_TEXT,
-        final=obj["status"] in present.FINAL,
+        final=obj["status"] in FINAL_STATUSES,
     )
 
 
@@ -306,5 +307,5 @@ def history() -> Any:
         first_url=(
             url_for("pages.history", status=status or None, limit=shown_limit) if cursor else None
         ),
-        final=present.FINAL,
+        final=FINAL_STATUSES,
     )
