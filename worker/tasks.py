@@ -12,7 +12,8 @@ from kseg.shared.messaging import publish
 from kseg.shared.messaging.app import settings_of
 from kseg.shared.messaging.celery_config import RUN_JOB_TASK, SCHEDULES_TASK, SWEEP_TASK
 from kseg.shared.settings import QUEUE_CLASSES, Settings
-from kseg.shared.store import dispatch, galleries, jobs, runner, runs
+from kseg.shared.store import dispatch, galleries, runner, runs
+from kseg.shared.store import sweep as sweep_mod
 from kseg.shared.store.db import get_beat_sessionmaker, get_worker_sessionmaker
 
 log = logging.getLogger(__name__)
@@ -91,7 +92,7 @@ def sweep() -> dict[str, int]:
     settings = _settings()
     maker = get_worker_sessionmaker(settings.database_url)
     with maker.begin() as session:
-        report = jobs.sweep(
+        report = sweep_mod.sweep(
             session,
             queued_stale_after=settings.queued_stale_after,
             running_stale_after=settings.heartbeat_stale_after,

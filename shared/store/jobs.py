@@ -10,26 +10,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, case, delete, func, insert, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from kseg.shared.core.imageio import probe_image
 from kseg.shared.core.params import SegmentParams
-from kseg.shared.core.render import split_png
 from kseg.shared.core.segment import ALGORITHM_VERSION, Segmentation
 from kseg.shared.statuses import ACTIVE_STATUSES, FINAL_STATUSES, JOB_STATUSES
-from kseg.shared.store import quotas
 from kseg.shared.store.db import binary_row, fetch_blob, pipelined
 from kseg.shared.store.models import (
-    GalleryImage,
     Image,
     Job,
     Result,
@@ -37,7 +31,8 @@ from kseg.shared.store.models import (
     new_id,
     utcnow,
 )
-from kseg.shared.store.runs import refresh_run
+from kseg.shared.store.outputs import output_rows
+from kseg.shared.store.runs import refresh_runs
 
 
 class JobLostError(RuntimeError):
@@ -57,110 +52,6 @@ _jobs = Job.__table__
 _results = Result.__table__
 #: Prebuilt, as every statement run per upload or per job: building a statement and its
 #: cache key anew cost more CPU than executing it (measured).
-_IMAGE_BY_SHA = select(Image).where(
-    Image.owner_id == bindparam("b_owner"), Image.sha256 == bindparam("b_sha")
-)
-
-
-def store_image(
-    session: Session,
-    owner_id: str,
-    data: bytes,
-    filename: str | None,
-    *,
-    max_pixels: int | None = None,
-    max_stored_bytes: int = 0,
-) -> tuple[Image, bool]:
-    """Store an upload, deduplicated per owner by SHA-256. Returns ``(image, created)``.
-
-    With ``max_stored_bytes`` (> 0) a new image that would put the owner's uploads over it
-    raises :class:`~shared.errors.QuotaExceededError` (an image stored already costs nothing).
-    """
-    digest = hashlib.sha256(data).hexdigest()
-    existing = session.scalar(_IMAGE_BY_SHA, {"b_owner": owner_id, "b_sha": digest})
-    if existing is not None:
-        return existing, False
-    quotas.check_stored_bytes(session, owner_id, len(data), max_stored_bytes)
-    info = probe_image(data, max_pixels=max_pixels)
-    values = {
-        "id": new_id(),
-        "owner_id": owner_id,
-        "sha256": digest,
-        "filename": _clean_filename(filename, info.format),
-        "content_type": info.content_type,
-        "format": info.format,
-        "size_bytes": len(data),
-        "width": info.width,
-        "height": info.height,
-        "data": data,
-        "created_at": utcnow(),
-    }
-    # INSERT … ON CONFLICT DO NOTHING: concurrent uploads of the same bytes by one owner end
-    # as one row, without a savepoint (which pysqlite would turn into an early commit).
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    inserted = session.execute(
-        insert(Image).values(**values).on_conflict_do_nothing(index_elements=["owner_id", "sha256"])
-    )
-    created = inserted.rowcount == 1  # type: ignore[attr-defined]
-    image = session.scalar(_IMAGE_BY_SHA, {"b_owner": owner_id, "b_sha": digest})
-    if image is None:  # pragma: no cover - the row exists by now, ours or theirs
-        raise RuntimeError("image row vanished during upload")
-    return image, created
-
-
-def delete_image(session: Session, image_id: str) -> int:
-    """``DELETE /images/<id>``: the image, every job on it, their results and the image's
-    place in galleries, in the caller's transaction; the gallery runs that had jobs on it
-    are recounted (they may end now). Returns how many jobs went.
-
-    A worker still running one of those jobs finds it gone when it reports progress or
-    completes, and stores nothing (its completion is refused, as for a canceled job).
-    Results are only ever shared by jobs on the same image, so none survives elsewhere.
-    """
-    # Lock the image row first: a worker completing a job takes its key-share lock (the
-    # result's foreign key) before the job row's, so taking them in the same order cannot
-    # deadlock with it; it waits for that completion to commit, then deletes its result too.
-    session.execute(select(Image.id).where(Image.id == image_id).with_for_update())
-    # Sorted: runs are recounted (and row-locked) in one order by every caller.
-    run_ids = sorted(
-        session.scalars(
-            select(Job.run_id).distinct().where(Job.image_id == image_id, Job.run_id.is_not(None))
-        )
-    )
-    results = select(Result.id).where(Result.image_id == image_id)
-    # Jobs point at results and results at jobs' images: unlink, then delete children first.
-    session.execute(
-        update(Job)
-        .where(Job.image_id == image_id)
-        .values(result_id=None)
-        .execution_options(synchronize_session=False)
-    )
-    session.execute(delete(ResultOutput).where(ResultOutput.result_id.in_(results)))
-    session.execute(delete(Result).where(Result.image_id == image_id))
-    removed = session.execute(delete(Job).where(Job.image_id == image_id))
-    session.execute(delete(GalleryImage).where(GalleryImage.image_id == image_id))
-    session.execute(delete(Image).where(Image.id == image_id))
-    session.expire_all()
-    _refresh_runs(session, run_ids)
-    return int(removed.rowcount)  # type: ignore[attr-defined]
-
-
-def _refresh_runs(session: Session, run_ids: Sequence[str | None]) -> None:
-    """Recount gallery runs whose jobs were just canceled or deleted."""
-    for run_id in run_ids:
-        if run_id:
-            refresh_run(session, run_id)
-
-
-def _clean_filename(filename: str | None, fmt: str) -> str:
-    name = (filename or "").replace("\\", "/").rsplit("/", 1)[-1].strip()
-    name = "".join(ch for ch in name if ch.isprintable())[:255]
-    return name or f"upload.{fmt.lower()}"
-
-
-# ---------------------------------------------------------------- submit
-
-
 _REUSABLE = (
     select(_jobs.c.id, _results.c.id)
     .join(_results, _jobs.c.result_id == _results.c.id)
@@ -408,56 +299,6 @@ def touch_job(session: Session, job_id: str, worker: str) -> bool:
     return result.rowcount == 1  # type: ignore[attr-defined]
 
 
-def output_rows(result_id: str, outputs: dict[str, bytes]) -> list[dict[str, Any]]:
-    """``result_outputs`` rows for a result's PNGs, each image payload stored once.
-
-    PNGs whose image data equals an earlier one's (labels, color and recolor: one label map,
-    three palettes) keep only their head and name the output that holds the data
-    (``payload_of``): a third less to write per job, as measured at 1 MP.
-    """
-    rows: list[dict[str, Any]] = []
-    bodies: list[tuple[str, bytes]] = []
-    for name, png in outputs.items():
-        try:
-            head, body = split_png(png)
-        except ValueError:  # not a PNG we can cut: stored whole, shared with nothing
-            head, body = png, b""
-        holder = next((other for other, seen in bodies if body and seen == body), None)
-        if holder is None:
-            bodies.append((name, body))
-        rows.append(
-            {
-                "id": new_id(),
-                "result_id": result_id,
-                "name": name,
-                "size_bytes": len(png),
-                "data": png if holder is None else head,
-                "payload_of": holder,
-            }
-        )
-    return rows
-
-
-def output_png(session: Session, result_id: str, name: str) -> bytes | None:
-    """The whole PNG of output ``name`` of a result (None if it has no such output)."""
-    row = session.execute(
-        select(ResultOutput.id, ResultOutput.payload_of).where(
-            ResultOutput.result_id == result_id, ResultOutput.name == name
-        )
-    ).first()
-    if row is None:
-        return None
-    data = fetch_blob(session, ResultOutput.data, id=row.id)
-    if data is None or row.payload_of is None:
-        return data
-    holder = fetch_blob(session, ResultOutput.data, result_id=result_id, name=row.payload_of)
-    if holder is None:  # pragma: no cover - deleted together with its result
-        return None
-    return data + split_png(holder)[1]
-
-
-#: The completion's compare-and-set, built once: the worker runs it for every job, and building
-#: the ORM statement anew cost more CPU than executing it (measured per job).
 _SUCCEED = (
     update(_jobs)
     .where(_running_by(bindparam("b_job_id"), bindparam("b_worker")))
@@ -600,110 +441,11 @@ def delete_job(session: Session, job: Job) -> str:
             session.execute(delete(ResultOutput).where(ResultOutput.result_id == rid))
             session.execute(delete(Result).where(Result.id == rid))
     session.expire_all()
-    _refresh_runs(session, [run_id])
+    refresh_runs(session, [run_id])
     return outcome
 
 
 # ---------------------------------------------------------------- sweeper
-
-
-@dataclass
-class SweepReport:
-    requeued_queued: list[str]
-    requeued_running: list[str]
-    failed: list[str]
-    #: The class (``Job.queue``) of every job to publish again.
-    queues: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def to_enqueue(self) -> list[str]:
-        return self.requeued_queued + self.requeued_running
-
-
-def sweep(
-    session: Session,
-    *,
-    queued_stale_after: float,
-    running_stale_after: float,
-    max_attempts: int,
-    now: datetime | None = None,
-    limit: int = 500,
-    in_broker: Callable[[str], set[str] | None] | None = None,
-) -> SweepReport:
-    """Find jobs the broker lost, and hand them back for publishing again:
-
-    - ``queued`` jobs published more than ``queued_stale_after`` seconds ago whose message the
-      broker no longer holds (it restarted with nothing on disk, or the publish failed).
-      ``in_broker(queue)`` says which job ids the broker holds for a class (None: it cannot
-      tell, and every such job is published again; a duplicate message is harmless, the
-      claim runs a job once). Jobs waiting for a place in their window were never published
-      and are the dispatcher's, not the sweeper's.
-    - ``running`` jobs whose worker stopped heart-beating: back to ``queued`` (a stalled job
-      that used up its attempts fails with a clear error instead).
-
-    ``dispatched_at`` of each is bumped (so the next sweep waits again).
-    """
-    now = now or utcnow()
-    report = SweepReport([], [], [])
-    old_dispatch = now - timedelta(seconds=queued_stale_after)
-    stale = session.execute(
-        select(Job.id, Job.queue, Job.dispatched_at)
-        .where(Job.status == "queued", Job.dispatched_at < old_dispatch)
-        .order_by(Job.dispatched_at)
-        .limit(limit)
-    ).all()
-    held: dict[str, set[str] | None] = {}
-    for job_id, queue, dispatched_at in stale:
-        if in_broker is not None and queue not in held:
-            held[queue] = in_broker(queue)
-        if job_id in (held.get(queue) or ()):
-            continue  # still waiting in the broker: not lost
-        bumped = session.execute(
-            update(Job)
-            .where(Job.id == job_id, Job.status == "queued", Job.dispatched_at == dispatched_at)
-            .values(dispatched_at=now)
-            .execution_options(synchronize_session=False)
-        )
-        if bumped.rowcount == 1:  # type: ignore[attr-defined]
-            report.requeued_queued.append(job_id)
-            report.queues[job_id] = queue
-
-    old_beat = now - timedelta(seconds=running_stale_after)
-    stalled = session.execute(
-        select(Job.id, Job.queue, Job.attempts, Job.heartbeat_at)
-        .where(
-            Job.status == "running",
-            or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < old_beat),
-        )
-        .limit(limit)
-    ).all()
-    for job_id, queue, attempts, beat in stalled:
-        same = (Job.id == job_id) & (Job.status == "running")
-        same &= Job.heartbeat_at.is_(None) if beat is None else Job.heartbeat_at == beat
-        if attempts >= max_attempts:
-            values: dict[str, Any] = {
-                "status": "failed",
-                "error_code": "worker_lost",
-                "error_message": (
-                    f"The worker running this job stopped {attempts} times; it will not be "
-                    "retried. Try again with a smaller max_side, or contact the operator."
-                ),
-                "finished_at": now,
-                "worker": None,
-            }
-        else:
-            # Published again at once: it keeps its place in its window.
-            values = {"status": "queued", "worker": None, "queued_at": now, "dispatched_at": now}
-        moved = session.execute(
-            update(Job).where(same).values(**values).execution_options(synchronize_session=False)
-        )
-        if moved.rowcount == 1:  # type: ignore[attr-defined]
-            if values["status"] == "failed":
-                report.failed.append(job_id)
-            else:
-                report.requeued_running.append(job_id)
-                report.queues[job_id] = queue
-    return report
 
 
 def job_counts(session: Session) -> dict[str, int]:
@@ -717,20 +459,15 @@ def job_counts(session: Session) -> dict[str, int]:
 __all__ = [
     "Claim",
     "JobLostError",
-    "SweepReport",
     "claim_job",
     "complete_job",
     "delete_job",
     "fail_job",
     "find_reusable_result",
     "job_counts",
-    "output_png",
-    "output_rows",
     "params_key",
     "release_job",
     "report_progress",
-    "store_image",
     "submit_job",
-    "sweep",
     "touch_job",
 ]

@@ -63,6 +63,13 @@ def refresh_run(session: Session, run_id: str) -> Run | None:
     return session.get(Run, run_id, populate_existing=True)
 
 
+def refresh_runs(session: Session, run_ids: Sequence[str | None]) -> None:
+    """Recount gallery runs whose jobs were just canceled or deleted (None: no run)."""
+    for run_id in run_ids:
+        if run_id:
+            refresh_run(session, run_id)
+
+
 def live_counts(session: Session, run_ids: Sequence[str]) -> dict[str, dict[str, int]]:
     """The job counters of these runs as their jobs are now, in one query: ``queued``,
     ``dispatched`` (of the queued, those handed to the broker: next in line), ``running``,
@@ -96,4 +103,4 @@ def refresh_open_runs(session: Session, limit: int = 100) -> int:
     return len(ids)
 
 
-__all__ = ["live_counts", "refresh_open_runs", "refresh_run"]
+__all__ = ["live_counts", "refresh_open_runs", "refresh_run", "refresh_runs"]

@@ -25,36 +25,22 @@ def test_openapi_is_valid_public_and_complete(api: Api) -> None:
     doc = r.get_json()
     validate(doc)
     paths = doc["paths"]
-    expected = {
-        "/api/v1/jobs": {"get", "post"},
-        "/api/v1/jobs/{job_id}": {"get", "delete"},
-        "/api/v1/jobs/{job_id}/outputs/{name}.png": {"get"},
-        "/api/v1/images": {"get", "post"},
-        "/api/v1/images/{image_id}": {"get"},
-        "/api/v1/images/{image_id}/file": {"get"},
-        "/api/v1/galleries": {"get", "post"},
-        "/api/v1/galleries/{gallery_id}": {"get", "patch", "delete"},
-        "/api/v1/galleries/{gallery_id}/images": {"get", "post"},
-        "/api/v1/galleries/{gallery_id}/images/{image_id}": {"delete"},
-        "/api/v1/galleries/{gallery_id}/schedule": {"get", "put", "delete"},
-        "/api/v1/galleries/{gallery_id}/runs": {"get", "post"},
-        "/api/v1/runs/{run_id}": {"get"},
-        "/api/v1/runs/{run_id}/jobs": {"get"},
-        "/api/v1/openapi.json": {"get"},
-        "/healthz": {"get"},
-        "/readyz": {"get"},
-        "/metrics": {"get"},
+    # Every route of the API and of the operations endpoints, with each of its methods, is
+    # documented, and nothing else is (the HTML pages are not part of the API): the app's
+    # URL map is the list, not a third one written here.
+    routes: dict[str, set[str]] = {}
+    for rule in api.app.url_map.iter_rules():
+        if rule.endpoint.partition(".")[0] in {"api", "ops"}:
+            path = rule.rule.replace("<", "{").replace(">", "}")
+            routes.setdefault(path, set()).update(
+                method.lower() for method in (rule.methods or set()) - {"HEAD", "OPTIONS"}
+            )
+    documented = {
+        path: {method for method in item if method in {"get", "post", "put", "patch", "delete"}}
+        for path, item in paths.items()
     }
-    for path, methods in expected.items():
-        assert methods <= set(paths[path]), path
-    # every route of the API and of the operations endpoints is documented (the HTML pages
-    # are not part of the API)
-    rules = {
-        rule.rule.replace("<", "{").replace(">", "}")
-        for rule in api.app.url_map.iter_rules()
-        if rule.endpoint.partition(".")[0] in {"api", "ops"}
-    }
-    assert rules == set(expected)
+    assert documented == routes
+    assert {"/api/v1/jobs", "/api/v1/galleries/{gallery_id}/runs", "/healthz"} <= set(routes)
     assert doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
     assert doc["security"] == [{"bearer": []}]
     assert doc["paths"]["/healthz"]["get"]["security"] == []

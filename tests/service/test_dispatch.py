@@ -18,6 +18,7 @@ from sqlalchemy import func, select, update
 
 from kseg.shared.core.params import parse_params
 from kseg.shared.store import dispatch, galleries, jobs
+from kseg.shared.store import images as image_store
 from kseg.shared.store.auth import get_or_create_owner
 from kseg.shared.store.db import get_sessionmaker
 from kseg.shared.store.dispatch import Lane, fair_order
@@ -79,7 +80,7 @@ def make_run(maker: Any, owner: str, n_images: int, seed: int = 0) -> str:
         owner_id = get_or_create_owner(session, owner).id
         gallery = galleries.create_gallery(session, owner_id, f"g-{owner}-{seed}", {"k": 2})
         images = [
-            jobs.store_image(session, owner_id, png(seed * 1000 + i, 8), f"{i}.png")[0]
+            image_store.store_image(session, owner_id, png(seed * 1000 + i, 8), f"{i}.png")[0]
             for i in range(n_images)
         ]
         galleries.add_images(session, gallery, images)
@@ -95,7 +96,9 @@ def submit(maker: Any, owner: str, n: int) -> list[str]:
         owner_id = get_or_create_owner(session, owner).id
         out = []
         for i in range(n):
-            image, _ = jobs.store_image(session, owner_id, png(hash(owner) % 997 + i, 8), "i.png")
+            image, _ = image_store.store_image(
+                session, owner_id, png(hash(owner) % 997 + i, 8), "i.png"
+            )
             out.append(jobs.submit_job(session, owner_id, image, parse_params({"k": 2})).id)
         return out
 

@@ -20,6 +20,7 @@ from sqlalchemy import func, select, update
 
 from kseg.shared.core.params import parse_params
 from kseg.shared.store import galleries, jobs
+from kseg.shared.store import images as image_store
 from kseg.shared.store.auth import get_or_create_owner
 from kseg.shared.store.db import get_sessionmaker
 from kseg.shared.store.models import Gallery, Image, Job, Result, Run, Schedule
@@ -48,7 +49,8 @@ def make_gallery(maker: Any, n_images: int, **params: Any) -> tuple[str, str]:
         owner = get_or_create_owner(session, "gallery-owner")
         gallery = galleries.create_gallery(session, owner.id, "holiday", {"k": 4, **params})
         images = [
-            jobs.store_image(session, owner.id, png(i), f"{i}.png")[0] for i in range(n_images)
+            image_store.store_image(session, owner.id, png(i), f"{i}.png")[0]
+            for i in range(n_images)
         ]
         galleries.add_images(session, gallery, images)
         return owner.id, gallery.id

@@ -14,7 +14,8 @@ from sqlalchemy import func, select, text
 
 from kseg.shared.core.params import parse_params
 from kseg.shared.core.segment import Segmentation
-from kseg.shared.store import jobs
+from kseg.shared.store import jobs, outputs
+from kseg.shared.store import sweep as sweep_mod
 from kseg.shared.store.auth import get_or_create_owner
 from kseg.shared.store.db import get_sessionmaker
 from kseg.shared.store.models import Image, Job, Result, utcnow
@@ -170,7 +171,7 @@ def test_sweeper_requeues_lost_messages_and_stalled_jobs(session_factory: Any) -
         )
     now = utcnow() + timedelta(seconds=100)
     with session_factory.begin() as session:
-        report = jobs.sweep(
+        report = sweep_mod.sweep(
             session,
             queued_stale_after=60,
             running_stale_after=30,
@@ -188,7 +189,7 @@ def test_sweeper_requeues_lost_messages_and_stalled_jobs(session_factory: Any) -
         assert session.get(Job, waiting).dispatched_at is None
     # Right after a sweep the same jobs are not swept again (dispatched_at was bumped).
     with session_factory.begin() as session:
-        again = jobs.sweep(
+        again = sweep_mod.sweep(
             session, queued_stale_after=60, running_stale_after=30, max_attempts=3, now=now
         )
     # Without a look into the broker, the one it holds is published again (harmless: the
@@ -202,7 +203,7 @@ def test_sweeper_fails_a_stalled_job_out_of_attempts(session_factory: Any) -> No
     for attempt in range(3):
         assert _claim(session_factory, job_id, f"w{attempt}", now=now + timedelta(minutes=attempt))
     with session_factory.begin() as session:
-        report = jobs.sweep(
+        report = sweep_mod.sweep(
             session,
             queued_stale_after=60,
             running_stale_after=30,
@@ -324,7 +325,7 @@ def test_completion_stores_the_result_and_its_outputs_as_given(session_factory: 
         assert result.meta == {**seg.result, "timings_ms": {"total": 7.5}}
         assert before <= result.created_at <= utcnow()
         for name in names:
-            assert jobs.output_png(session, result_id, name) == seg.outputs[name], name
+            assert outputs.output_png(session, result_id, name) == seg.outputs[name], name
         stored = session.scalar(
             text("SELECT sum(length(data)) FROM result_outputs WHERE result_id = :r"),
             {"r": result_id},

@@ -50,8 +50,10 @@ def test_downgrade_from_shared_payloads_rebuilds_every_png(fresh_url: str) -> No
     from kseg.shared.core import render
     from kseg.shared.core.params import parse_params
     from kseg.shared.store.auth import get_or_create_owner
-    from kseg.shared.store.jobs import output_rows, store_image, submit_job
+    from kseg.shared.store.images import store_image
+    from kseg.shared.store.jobs import submit_job
     from kseg.shared.store.models import Result, ResultOutput
+    from kseg.shared.store.outputs import output_rows
 
     labels = np.arange(12, dtype=np.uint8).reshape(3, 4) % 3
     pngs = render.render_outputs(

@@ -23,7 +23,8 @@ from PIL import Image as PILImage
 from sqlalchemy import func, select
 
 from kseg.shared.messaging.celery_config import queue_name
-from kseg.shared.store import galleries, jobs
+from kseg.shared.store import galleries
+from kseg.shared.store import images as image_store
 from kseg.shared.store.db import get_sessionmaker
 from kseg.shared.store.models import Gallery, Job, Result, WorkerHeartbeat, utcnow
 from tests.conftest import IMAGES, Stack, build_stack, start_worker, wait_for
@@ -64,7 +65,7 @@ def gallery_of(stack: Stack, images: list[bytes], token: str | None = None, **pa
         gallery = session.get(Gallery, gallery_id)
         assert gallery is not None
         stored = [
-            jobs.store_image(session, gallery.owner_id, data, f"{i}.png")[0]
+            image_store.store_image(session, gallery.owner_id, data, f"{i}.png")[0]
             for i, data in enumerate(images)
         ]
         galleries.add_images(session, gallery, stored)

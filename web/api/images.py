@@ -9,7 +9,7 @@ from sqlalchemy import select
 from kseg.shared.core.imageio import probe_image
 from kseg.shared.errors import ImageError
 from kseg.shared.store.db import fetch_blob
-from kseg.shared.store.jobs import delete_image, store_image
+from kseg.shared.store.images import delete_image, store_image
 from kseg.shared.store.models import Image
 from kseg.web.api import paging
 from kseg.web.api.auth import owner_id

@@ -9,8 +9,10 @@ from sqlalchemy import select
 
 from kseg.shared.core.params import OUTPUT_NAMES, SegmentParams, parse_params
 from kseg.shared.statuses import JOB_STATUSES
-from kseg.shared.store.jobs import delete_job, output_png, store_image, submit_job
+from kseg.shared.store.images import store_image
+from kseg.shared.store.jobs import delete_job, submit_job
 from kseg.shared.store.models import Image, Job, ResultOutput
+from kseg.shared.store.outputs import output_png
 from kseg.shared.store.quotas import check_active_jobs
 from kseg.web import limits
 from kseg.web.api import paging

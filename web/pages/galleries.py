@@ -2,9 +2,10 @@
 (``/runs/<id>``).
 
 As on the other pages, every write is a CSRF-protected form post handled with the service
-functions the JSON API uses (:mod:`shared.galleries`, :func:`shared.jobs.store_image`), rows
-are committed before jobs are enqueued, and everything shown goes through the API's own
-serializers (:mod:`web.api.serialize`) and keyset paging (:mod:`web.api.paging`), so a page
+functions the JSON API uses (:mod:`kseg.shared.store.galleries`,
+:func:`kseg.shared.store.images.store_image`), rows are committed before jobs are enqueued,
+and everything shown goes through the API's own serializers (:mod:`kseg.web.api.serialize`)
+and keyset paging (:mod:`kseg.web.api.paging`), so a page
 shows what ``GET /api/v1/galleries/<id>`` answers. While a run is running the browser polls
 ``GET /api/v1/runs/<id>`` and ``GET /api/v1/galleries/<id>/images`` with the session cookie.
 """
@@ -38,7 +39,7 @@ from kseg.shared.store.galleries import (
     start_run,
     update_gallery,
 )
-from kseg.shared.store.jobs import store_image
+from kseg.shared.store.images import store_image
 from kseg.shared.store.models import Gallery, GalleryImage, Image, Job, Run, Schedule
 from kseg.web.api import paging
 from kseg.web.api.errors import ApiError, plausible_id

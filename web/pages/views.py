@@ -1,10 +1,11 @@
 """The pages: submit (``/``), a job (``/jobs/<id>``) and the history (``/jobs``).
 
 Submitting uses the same service functions as ``POST /api/v1/jobs``: parameters are checked
-with :func:`shared.params.parse_params` before anything is stored, images are stored with
-:func:`shared.jobs.store_image`, jobs created with :func:`shared.jobs.submit_job`, committed,
-and only then published with :func:`web.queue.commit_and_publish`. Jobs are shown through the API's
-own serializer, so a page shows exactly what ``GET /api/v1/jobs/<id>`` answers.
+with :func:`kseg.shared.core.params.parse_params` before anything is stored, images are
+stored with :func:`kseg.shared.store.images.store_image`, jobs created with
+:func:`kseg.shared.store.jobs.submit_job`, committed, and only then published with
+:func:`kseg.web.queue.commit_and_publish`. Jobs are shown through the API's own serializer, so
+a page shows exactly what ``GET /api/v1/jobs/<id>`` answers.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from kseg.shared.core.params import OUTPUT_NAMES, parse_params
 from kseg.shared.errors import ImageError, InvalidParameterError, QuotaExceededError
 from kseg.shared.settings import Settings
 from kseg.shared.statuses import FINAL_STATUSES, JOB_STATUSES
-from kseg.shared.store.jobs import delete_image, delete_job, store_image, submit_job
+from kseg.shared.store.images import delete_image, store_image
+from kseg.shared.store.jobs import delete_job, submit_job
 from kseg.shared.store.models import Image, Job
 from kseg.shared.store.quotas import check_active_jobs
 from kseg.web import limits
