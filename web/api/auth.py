@@ -55,7 +55,9 @@ def ensure_env_token() -> None:
     current_app.extensions[_ENSURED] = True
 
 
-def _default_owner_id() -> str:
+def default_owner_id() -> str:
+    """The default owner's id (created on first use): everyone is that owner when
+    ``KSEG_AUTH_DISABLED`` is set, on the API and on the pages."""
     session = get_session()
     for attempt in range(2):
         try:
@@ -74,7 +76,7 @@ def authenticate() -> None:
     if request.endpoint in PUBLIC_ENDPOINTS or request.method == "OPTIONS":
         return
     if _settings().auth_disabled:
-        g.owner_id = _default_owner_id()
+        g.owner_id = default_owner_id()
         return
     if (
         request.method in ("GET", "HEAD")

@@ -29,6 +29,7 @@ from kseg.shared.settings import Settings
 from kseg.shared.store.auth import hash_token, owner_for_token
 from kseg.shared.store.models import ApiToken, Owner
 from kseg.web import browser_session
+from kseg.web.api.auth import default_owner_id
 from kseg.web.db import get_session
 from kseg.web.limits import auth_failed
 from kseg.web.pages.blueprint import bp
@@ -49,9 +50,7 @@ def current_owner() -> Owner | None:
         return owner
     owner = None
     if _settings().auth_disabled:
-        from kseg.web.api.auth import _default_owner_id
-
-        owner = get_session().get(Owner, _default_owner_id())
+        owner = get_session().get(Owner, default_owner_id())
     else:
         row = browser_session.current_web_session()
         owner = None if row is None else row.owner
