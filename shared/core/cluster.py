@@ -25,14 +25,15 @@ Units: colours are 0..255 RGB unless stated; "feature space" is the space cluste
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 from PIL import Image
+
+from kseg.shared.core import accel
 
 __all__ = [
     "Clustering",
@@ -43,13 +44,11 @@ __all__ = [
     "coarse_groups",
     "color_features",
     "color_histogram",
-    "compiled_lloyd_step",
     "fit_kmeans",
     "kmeans_plusplus",
     "kneedle_scores",
     "nearest_center",
     "pack_rgb",
-    "single_threaded_blas",
     "unpack_codes",
     "weighted_lloyd",
 ]
@@ -61,64 +60,6 @@ FractionFn = Callable[[float], None]
 #: Rows of the (rows × k) distance block computed at once; small enough to stay in cache.
 _CHUNK = 1 << 14
 _N_COLORS = 1 << 24
-
-
-#: scikit-learn's compiled Lloyd step (the one its KMeans runs): assignment by blocked GEMM +
-#: argmin and the weighted M-step in one pass over the data, OpenMP-parallel, 2-3x faster than
-#: the numpy step below (tests hold the two to the same result). Importing scikit-learn costs
-#: 1-3 s here, more than the step saves on any one image, so it is used only once a
-#: long-lived process has loaded it with :func:`compiled_lloyd_step` (the worker does, before
-#: forking); a one-shot ``kseg segment`` runs the numpy step. ``_UNSET`` until loaded; None
-#: when it cannot be imported (it is private API).
-_UNSET: Any = object()
-_sk_lloyd_step: Any = _UNSET
-
-
-def compiled_lloyd_step() -> Callable[..., None] | None:
-    """Load scikit-learn's compiled Lloyd step for this process's clusterings; None when it
-    is unavailable (the numpy step is used then)."""
-    global _sk_lloyd_step, _blas_controller
-    if _sk_lloyd_step is _UNSET:
-        try:
-            from sklearn.cluster._k_means_lloyd import lloyd_iter_chunked_dense
-        except ImportError:  # pragma: no cover - exercised by forcing the fallback in tests
-            _sk_lloyd_step = None
-        else:
-            _sk_lloyd_step = lloyd_iter_chunked_dense
-        _blas_controller = None  # scipy's BLAS came with it: scan the libraries again
-    return _sk_lloyd_step  # type: ignore[no-any-return]
-
-
-def _loaded_lloyd_step() -> Callable[..., None] | None:
-    """The compiled step if this process has loaded it, else None (never imports)."""
-    return None if _sk_lloyd_step is _UNSET else _sk_lloyd_step  # type: ignore[no-any-return]
-
-
-_blas_controller: Any = None
-
-
-@contextlib.contextmanager
-def single_threaded_blas() -> Iterator[None]:
-    """Run BLAS on one thread inside the block (process-wide, restored on exit).
-
-    The matrix products here are many small ones ((16 k × 4) @ (4 × k)); a threaded BLAS
-    gains nothing on them when the machine is idle and, when its cores are busy (a worker
-    running two jobs, other processes), its spinning threads wait on each other: measured 8×
-    slower on the 2-core build machine under load, against 1× single-threaded.
-
-    The libraries are scanned once per process (a fresh scan costs ~3 ms once scikit-learn is
-    loaded), and again after :func:`compiled_lloyd_step` loads scipy's BLAS.
-    """
-    global _blas_controller
-    try:
-        from threadpoolctl import ThreadpoolController  # installed with scikit-learn
-    except ImportError:  # pragma: no cover - threadpoolctl is a scikit-learn dependency
-        yield
-        return
-    if _blas_controller is None:
-        _blas_controller = ThreadpoolController()
-    with _blas_controller.limit(limits=1, user_api="blas"):
-        yield
 
 
 # --------------------------------------------------------------------------------------------
@@ -366,7 +307,7 @@ def weighted_lloyd(
     if tol_abs is None:
         tol_abs = _tolerance(x, w, tol)
     centers = np.array(centers, dtype=np.float64)
-    step = _loaded_lloyd_step()
+    step = accel.loaded_lloyd_step()
     if step is not None:
         centers, labels, n_iter = _kernel_lloyd(step, x, w, centers, max_iter, tol_abs, n_threads)
     else:
@@ -825,7 +766,7 @@ def _size_order(counts: np.ndarray, centers_rgb: np.ndarray) -> np.ndarray:
     return np.lexsort((np.arange(counts.size), codes, -counts))
 
 
-@single_threaded_blas()
+@accel.single_threaded_blas()
 def cluster_image(
     rgb: np.ndarray,
     *,
@@ -859,7 +800,7 @@ def cluster_image(
             and two threads add partial sums in a different order, so their centres may
             differ in the last bits.
 
-    BLAS runs single-threaded meanwhile (:func:`single_threaded_blas`).
+    BLAS runs single-threaded meanwhile (:func:`.accel.single_threaded_blas`).
 
     Returns:
         A :class:`Clustering`. When the image has no more distinct colours than k, each

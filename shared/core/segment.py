@@ -27,8 +27,9 @@ from typing import Any
 
 import numpy as np
 
+from kseg.shared.core.accel import compiled_lloyd_step
 from kseg.shared.core.allocator import retain_freed_memory
-from kseg.shared.core.cluster import Clustering, cluster_image, compiled_lloyd_step
+from kseg.shared.core.cluster import Clustering, cluster_image
 from kseg.shared.core.colornames import nearest_color_names
 from kseg.shared.core.imageio import load_image
 from kseg.shared.core.params import SegmentParams

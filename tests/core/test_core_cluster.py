@@ -9,7 +9,7 @@ import pytest
 from conftest import gradient_rgb
 from sklearn.cluster import KMeans
 
-from kseg.shared.core import cluster
+from kseg.shared.core import accel, cluster
 from kseg.shared.core.cluster import (
     cluster_image,
     color_features,
@@ -45,9 +45,9 @@ def test_histogram_counts_pixels() -> None:
 def lloyd_step(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Run a test with scikit-learn's compiled Lloyd step, and again with the numpy fallback."""
     if request.param == "numpy":
-        monkeypatch.setattr(cluster, "_sk_lloyd_step", None)
+        monkeypatch.setattr(accel, "_sk_lloyd_step", None)
     else:
-        assert cluster.compiled_lloyd_step() is not None, "scikit-learn's Lloyd step did not import"
+        assert accel.compiled_lloyd_step() is not None, "scikit-learn's Lloyd step did not import"
     return str(request.param)
 
 
@@ -92,9 +92,9 @@ def test_compiled_and_numpy_lloyd_take_the_same_steps(
 ) -> None:
     x, w = photo_colours()
     init = cluster.kmeans_plusplus(x, w, k, np.random.default_rng(k))
-    assert cluster.compiled_lloyd_step() is not None
+    assert accel.compiled_lloyd_step() is not None
     compiled = weighted_lloyd(x, w, init, tol=tol)
-    monkeypatch.setattr(cluster, "_sk_lloyd_step", None)
+    monkeypatch.setattr(accel, "_sk_lloyd_step", None)
     plain = weighted_lloyd(x, w, init, tol=tol)
     np.testing.assert_array_equal(compiled[1], plain[1])
     np.testing.assert_allclose(compiled[0], plain[0], rtol=0, atol=1e-12)
@@ -103,7 +103,7 @@ def test_compiled_and_numpy_lloyd_take_the_same_steps(
 
 
 def test_two_threads_are_reproducible() -> None:
-    assert cluster.compiled_lloyd_step() is not None  # threads are the compiled step's
+    assert accel.compiled_lloyd_step() is not None  # threads are the compiled step's
     rgb = skimage_photo()
     runs = [cluster_image(rgb, k=16, seed=3, n_threads=2) for _ in range(2)]
     np.testing.assert_array_equal(runs[0].labels, runs[1].labels)

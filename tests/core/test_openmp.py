@@ -65,7 +65,7 @@ def test_the_worker_app_loads_openmp_with_the_passive_policy(worker_env: dict[st
 
 def test_without_the_worker_openmp_spins(worker_env: dict[str, str]) -> None:
     """The check above can fail: the same load outside the worker keeps libgomp's spinning."""
-    code = "from kseg.shared.core.cluster import compiled_lloyd_step; compiled_lloyd_step()"
+    code = "from kseg.shared.core.accel import compiled_lloyd_step; compiled_lloyd_step()"
     assert spin_count(code, worker_env) > 0
 
 
