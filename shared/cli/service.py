@@ -60,35 +60,27 @@ def worker_command(settings: Settings, queues: tuple[str, ...] | None = None) ->
     from kseg.shared.messaging.celery_config import queue_name
 
     names = ",".join(queue_name(settings, cls) for cls in queues or settings.worker_queues)
-    return [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "kseg.worker.celery_app",
+    return _celery(
         "worker",
-        "--loglevel=INFO",
         "-Q",
         names,
         f"--concurrency={settings.worker_concurrency}",
         "--without-gossip",
         "--without-mingle",
-    ]
+    )
 
 
 def beat_command(settings: Settings) -> list[str]:
     settings.instance_dir.mkdir(parents=True, exist_ok=True)
+    return _celery("beat", "-s", str(settings.instance_dir / "celerybeat-schedule"))
+
+
+def _celery(command: str, *args: str) -> list[str]:
+    """``celery -A kseg.worker.celery_app COMMAND --loglevel=INFO ARGS`` in this Python."""
     return [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "kseg.worker.celery_app",
-        "beat",
-        "--loglevel=INFO",
-        "-s",
-        str(settings.instance_dir / "celerybeat-schedule"),
-    ]
+        sys.executable, "-m", "celery", "-A", "kseg.worker.celery_app", command, "--loglevel=INFO",
+        *args,
+    ]  # fmt: skip
 
 
 def _exec(argv: list[str]) -> int:
