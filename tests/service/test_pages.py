@@ -753,3 +753,22 @@ def test_deleting_the_photo_from_a_job_page_takes_its_jobs(signed_in: Pages) -> 
         ).status_code
         == 404
     )
+
+
+def test_an_error_on_a_page_is_the_500_page_and_on_the_api_json(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    api = make_api(request, tmp_path, "sqlite", KSEG_AUTH_DISABLED="1")
+    app = api.app
+    app.config["PROPAGATE_EXCEPTIONS"] = False  # as in production: the handlers answer
+
+    def boom() -> str:
+        raise RuntimeError("a bug")
+
+    app.add_url_rule("/boom", "boom", boom)
+    app.add_url_rule("/api/v1/boom", "api_boom", boom)
+    page = app.test_client().get("/boom")
+    assert page.status_code == 500 and page.mimetype == "text/html"
+    assert "Something went wrong" in text(page) and "a bug" not in text(page)
+    answer = app.test_client().get("/api/v1/boom")
+    assert answer.status_code == 500 and answer.get_json()["error"]["code"] == "internal_error"

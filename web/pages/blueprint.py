@@ -10,7 +10,10 @@ from typing import Any
 from flask import Blueprint, Flask, Response, render_template, request
 from flask.sansio.blueprints import BlueprintSetupState
 from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import HTTPException
 
+from kseg.web.api.errors import handle_any
+from kseg.web.limits import retry_after
 from kseg.web.pages import present
 
 bp = Blueprint("pages", __name__)
@@ -65,48 +68,39 @@ def _csrf_error(exc: CSRFError) -> Response:
     )
 
 
-def _not_found(exc: Exception) -> Any:
-    if _on_api(request.path):
-        from kseg.web.api.errors import handle_any
-
-        return handle_any(exc)
-    return error_page(
-        404,
+#: The app-wide error pages (unknown page URLs get them too): title, what happened, what to
+#: do (``{wait}``: the seconds of Retry-After).
+_ERROR_PAGES: dict[int, tuple[str, str, str]] = {
+    404: (
         "Not found",
         "There is nothing here — or it belongs to someone else.",
         "Check the address, or find your jobs in the history.",
-    )
-
-
-def _server_error(exc: Exception) -> Any:
-    if _on_api(request.path):
-        from kseg.web.api.errors import handle_any
-
-        return handle_any(exc)
-    return error_page(
-        500,
-        "Something went wrong",
-        "The page could not be shown because of an error on our side.",
-        "Try again in a moment; if it keeps happening, tell the operator (see /readyz).",
-    )
-
-
-def _too_many(exc: Exception) -> Any:
-    """A rate limit (``web.limits``): too many failed sign-ins or submissions."""
-    from kseg.web.api.errors import handle_any
-    from kseg.web.limits import retry_after
-
-    if _on_api(request.path):
-        return handle_any(exc)
-    wait = retry_after()
-    response = error_page(
-        429,
+    ),
+    429: (  # a rate limit (web.limits)
         "Slow down",
         "Too many attempts from here in a short time: too many sign-ins with a wrong token, "
         "or too many submissions.",
-        f"Wait {wait} seconds, then try again.",
-    )
-    response.headers["Retry-After"] = str(wait)
+        "Wait {wait} seconds, then try again.",
+    ),
+    500: (
+        "Something went wrong",
+        "The page could not be shown because of an error on our side.",
+        "Try again in a moment; if it keeps happening, tell the operator (see /readyz).",
+    ),
+}
+
+
+def _app_error(exc: Exception) -> Any:
+    """404, 429 and 500 anywhere: the API's JSON under ``/api/``, the page elsewhere."""
+    if _on_api(request.path):
+        return handle_any(exc)
+    code = exc.code if isinstance(exc, HTTPException) else 500
+    status = code if code in _ERROR_PAGES else 500
+    title, message, hint = _ERROR_PAGES[status]
+    wait = retry_after() if status == 429 else 0
+    response = error_page(status, title, message, hint.format(wait=wait))
+    if status == 429:
+        response.headers["Retry-After"] = str(wait)
     return response
 
 
@@ -114,9 +108,8 @@ def _too_many(exc: Exception) -> Any:
 def _on_register(state: BlueprintSetupState) -> None:
     app: Flask = state.app
     # App-wide, so unknown page URLs get the page too; /api/ keeps its JSON errors.
-    app.register_error_handler(404, _not_found)
-    app.register_error_handler(429, _too_many)
-    app.register_error_handler(500, _server_error)
+    for status in _ERROR_PAGES:
+        app.register_error_handler(status, _app_error)
     app.jinja_env.filters["when"] = present.when
     app.jinja_env.filters["percent"] = present.percent
     app.jinja_env.filters["ms"] = present.ms
