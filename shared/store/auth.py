@@ -8,7 +8,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, delete, or_, select, update
+from sqlalchemy import ColumnElement, bindparam, delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from kseg.shared.store.models import ApiToken, Owner, WebSession, utcnow
@@ -169,20 +169,18 @@ def live_web_session(
 
 def end_web_session(session: Session, session_id: str) -> bool:
     """Sign a session out (revoke its row); False when it was not live."""
-    done = session.execute(
-        update(WebSession)
-        .where(WebSession.id == session_id, WebSession.revoked_at.is_(None))
-        .values(revoked_at=utcnow())
-        .execution_options(synchronize_session=False)
-    )
-    return bool(done.rowcount)  # type: ignore[attr-defined]
+    return _revoke_sessions(session, WebSession.id == session_id) > 0
 
 
 def end_web_sessions_of_token(session: Session, token_id: str) -> int:
     """Sign out every live session started with token ``token_id``; how many there were."""
+    return _revoke_sessions(session, WebSession.token_id == token_id)
+
+
+def _revoke_sessions(session: Session, which: ColumnElement[bool]) -> int:
     done = session.execute(
         update(WebSession)
-        .where(WebSession.token_id == token_id, WebSession.revoked_at.is_(None))
+        .where(which, WebSession.revoked_at.is_(None))
         .values(revoked_at=utcnow())
         .execution_options(synchronize_session=False)
     )
