@@ -24,6 +24,7 @@ from sqlalchemy.exc import (
 from werkzeug.exceptions import HTTPException
 
 from kseg.shared.errors import KsegError, QuotaExceededError
+from kseg.web.owned import plausible_id
 
 log = logging.getLogger(__name__)
 
@@ -86,14 +87,6 @@ class ApiError(Exception):
         self.code = code
         self.message = message
         self.headers = headers or {}
-
-
-ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
-
-
-def plausible_id(ident: str) -> bool:
-    """Ids are UUIDs: anything else (too long, control characters, NUL) is not looked up."""
-    return ID_PATTERN.fullmatch(ident) is not None
 
 
 def not_found(what: str, ident: str, listing: str | None = None) -> ApiError:

@@ -29,7 +29,7 @@ from kseg.shared.store.models import Gallery, GalleryImage, Image, Job, Run, Sch
 from kseg.web.api import paging
 from kseg.web.api.auth import owner_id
 from kseg.web.api.blueprint import bp
-from kseg.web.api.errors import ApiError, not_found, plausible_id
+from kseg.web.api.errors import ApiError, not_found
 from kseg.web.api.images import store_uploads
 from kseg.web.api.requests import body_kind, json_body, json_object, validate
 from kseg.web.api.schemas import (
@@ -49,28 +49,22 @@ from kseg.web.api.serialize import (
     schedule_obj,
 )
 from kseg.web.db import get_session
+from kseg.web.owned import find_owned, plausible_id
 from kseg.web.queue import commit_and_publish
 
 
 def own_gallery(gallery_id: str) -> Gallery:
     """The token owner's gallery, or 404 (another owner's too)."""
-    if not plausible_id(gallery_id):
-        raise not_found("gallery", gallery_id)
-    gallery = get_session().scalar(
-        select(Gallery).where(Gallery.id == gallery_id, Gallery.owner_id == owner_id())
-    )
+    gallery = find_owned(Gallery, gallery_id, owner_id())
     if gallery is None:
         raise not_found("gallery", gallery_id)
     return gallery
 
 
 def _own_run(run_id: str) -> Run:
-    listing = "GET /api/v1/galleries/<id>/runs"
-    if not plausible_id(run_id):
-        raise not_found("run", run_id, listing)
-    run = get_session().scalar(select(Run).where(Run.id == run_id, Run.owner_id == owner_id()))
+    run = find_owned(Run, run_id, owner_id())
     if run is None:
-        raise not_found("run", run_id, listing)
+        raise not_found("run", run_id, "GET /api/v1/galleries/<id>/runs")
     return run
 
 

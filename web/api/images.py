@@ -14,19 +14,16 @@ from kseg.shared.store.models import Image
 from kseg.web.api import paging
 from kseg.web.api.auth import owner_id
 from kseg.web.api.blueprint import bp
-from kseg.web.api.errors import ApiError, not_found, plausible_id
+from kseg.web.api.errors import ApiError, not_found
 from kseg.web.api.requests import body_kind, file_parts, form_fields
 from kseg.web.api.serialize import image_obj
 from kseg.web.db import get_session
+from kseg.web.owned import find_owned
 
 
 def own_image(image_id: str) -> Image:
     """The token owner's image, or 404 (another owner's too)."""
-    if not plausible_id(image_id):
-        raise not_found("image", image_id)
-    image = get_session().scalar(
-        select(Image).where(Image.id == image_id, Image.owner_id == owner_id())
-    )
+    image = find_owned(Image, image_id, owner_id())
     if image is None:
         raise not_found("image", image_id)
     return image

@@ -18,7 +18,7 @@ from kseg.web import limits
 from kseg.web.api import paging
 from kseg.web.api.auth import owner_id
 from kseg.web.api.blueprint import bp
-from kseg.web.api.errors import ApiError, not_found, plausible_id
+from kseg.web.api.errors import ApiError, not_found
 from kseg.web.api.galleries import own_gallery
 from kseg.web.api.images import own_image
 from kseg.web.api.requests import (
@@ -32,15 +32,14 @@ from kseg.web.api.requests import (
 from kseg.web.api.schemas import JobSubmitJson
 from kseg.web.api.serialize import job_obj, jobs_objs, output_names
 from kseg.web.db import get_session
+from kseg.web.owned import find_owned
 from kseg.web.queue import commit_and_publish
 
 CACHE_FOREVER = "private, max-age=31536000, immutable"
 
 
 def _own_job(job_id: str) -> Job:
-    if not plausible_id(job_id):
-        raise not_found("job", job_id)
-    job = get_session().scalar(select(Job).where(Job.id == job_id, Job.owner_id == owner_id()))
+    job = find_owned(Job, job_id, owner_id())
     if job is None:
         raise not_found("job", job_id)
     return job

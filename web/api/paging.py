@@ -19,7 +19,8 @@ from flask import request
 from sqlalchemy import Select, and_, or_
 from sqlalchemy.orm import Session
 
-from kseg.web.api.errors import ApiError, plausible_id
+from kseg.web.api.errors import ApiError
+from kseg.web.owned import plausible_id
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200

@@ -42,11 +42,12 @@ from kseg.shared.store.galleries import (
 from kseg.shared.store.images import store_image
 from kseg.shared.store.models import Gallery, GalleryImage, Image, Job, Run, Schedule
 from kseg.web.api import paging
-from kseg.web.api.errors import ApiError, plausible_id
+from kseg.web.api.errors import ApiError
 from kseg.web.api.galleries import gallery_images_page
 from kseg.web.api.requests import TRUE
 from kseg.web.api.serialize import BASE, galleries_objs, jobs_objs, runs_objs
 from kseg.web.db import get_session
+from kseg.web.owned import find_owned, plausible_id
 from kseg.web.pages import present
 from kseg.web.pages.auth import current_owner, login_required, owner_id
 from kseg.web.pages.blueprint import bp, error_page
@@ -162,20 +163,14 @@ def _form_context() -> dict[str, Any]:
 
 def _own_gallery(gallery_id: str) -> Gallery:
     """The signed-in owner's gallery, or the 404 page (another owner's too)."""
-    if not plausible_id(gallery_id):
-        abort(404)
-    gallery = get_session().scalar(
-        select(Gallery).where(Gallery.id == gallery_id, Gallery.owner_id == owner_id())
-    )
+    gallery = find_owned(Gallery, gallery_id, owner_id())
     if gallery is None:
         abort(404)
     return gallery
 
 
 def _own_run(run_id: str) -> Run:
-    if not plausible_id(run_id):
-        abort(404)
-    run = get_session().scalar(select(Run).where(Run.id == run_id, Run.owner_id == owner_id()))
+    run = find_owned(Run, run_id, owner_id())
     if run is None:
         abort(404)
     return run
@@ -373,11 +368,7 @@ def too_large_page() -> Any:
     """The gallery page again, saying the upload was over the limit (413). Called from the
     error handler, before the view ran: signed out or not found is the plain 413 page."""
     gallery_id = str((request.view_args or {}).get("gallery_id", ""))
-    found = None
-    if current_owner() is not None and plausible_id(gallery_id):
-        found = get_session().scalar(
-            select(Gallery).where(Gallery.id == gallery_id, Gallery.owner_id == owner_id())
-        )
+    found = find_owned(Gallery, gallery_id, owner_id()) if current_owner() is not None else None
     if found is None:
         return error_page(413, "Too large", "The request is over the upload limit.")
     limit = present.human_bytes(_settings().max_upload_bytes)

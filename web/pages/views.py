@@ -34,9 +34,10 @@ from kseg.shared.store.models import Image, Job
 from kseg.shared.store.quotas import check_active_jobs
 from kseg.web import limits
 from kseg.web.api import paging
-from kseg.web.api.errors import ApiError, plausible_id
+from kseg.web.api.errors import ApiError
 from kseg.web.api.serialize import jobs_objs
 from kseg.web.db import get_session
+from kseg.web.owned import find_owned
 from kseg.web.pages import present
 from kseg.web.pages.auth import login_required, owner_id
 from kseg.web.pages.blueprint import bp
@@ -51,11 +52,7 @@ def _settings() -> Settings:
 
 
 def _own_image(image_id: str | None) -> Image | None:
-    if not image_id or not plausible_id(image_id):
-        return None
-    return get_session().scalar(
-        select(Image).where(Image.id == image_id, Image.owner_id == owner_id())
-    )
+    return find_owned(Image, image_id, owner_id())
 
 
 # ---------------------------------------------------------------- submit
@@ -187,9 +184,7 @@ def submit_post() -> Any:
 
 def _own_job(job_id: str) -> Job:
     """The signed-in owner's job, or 404 (another owner's too)."""
-    if not plausible_id(job_id):
-        abort(404)
-    row = get_session().scalar(select(Job).where(Job.id == job_id, Job.owner_id == owner_id()))
+    row = find_owned(Job, job_id, owner_id())
     if row is None:
         abort(404)
     return row
