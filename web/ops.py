@@ -23,6 +23,7 @@ from kseg.shared.store.db import get_engine, get_sessionmaker
 from kseg.shared.store.dispatch import queue_stats
 from kseg.shared.store.jobs import job_counts
 from kseg.shared.store.models import Job, WorkerHeartbeat, utcnow
+from kseg.web.apidoc import json_response, operation, query, ref
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,13 @@ def _why(exc: BaseException) -> str:
 
 
 @bp.get("/healthz")
+@operation(
+    "healthz",
+    "Liveness: 200 while the process serves",
+    tag="operations",
+    public=True,
+    responses={"200": json_response(ref("Health"), "Alive.")},
+)
 def healthz() -> Response:
     return jsonify({"status": "ok"})
 
@@ -98,6 +106,22 @@ def fresh_workers(settings: Settings) -> int:
 
 
 @bp.get("/readyz")
+@operation(
+    "readyz",
+    "Readiness: 200 when the database and the broker answer",
+    tag="operations",
+    description="With `?workers=1`, also 503 when no worker heart-beat recently.",
+    public=True,
+    parameters=[
+        query(
+            "workers", "1: also require a fresh worker heartbeat.", type="string", enum=["0", "1"]
+        )
+    ],
+    responses={
+        "200": json_response(ref("Ready"), "Ready."),
+        "503": json_response(ref("Ready"), "Not ready; each check says why."),
+    },
+)
 def readyz() -> tuple[Response, int]:
     """200 when the database and the broker answer, else 503 saying which failed. Worker
     heartbeats are reported; with ``?workers=1`` none being fresh is also a 503."""
@@ -229,6 +253,18 @@ def _on_register(state: BlueprintSetupState) -> None:
 
 
 @bp.get("/metrics")
+@operation(
+    "metrics",
+    "Prometheus metrics: jobs by status, queue depth, job durations",
+    tag="operations",
+    public=True,
+    responses={
+        "200": {
+            "description": "Prometheus text exposition format.",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        }
+    },
+)
 def metrics() -> Response:
     registry: CollectorRegistry = current_app.extensions["kseg_metrics_registry"]
     return Response(

@@ -48,9 +48,14 @@ from kseg.web.api.serialize import (
     runs_objs,
     schedule_obj,
 )
+from kseg.web.apidoc import json_request, json_response, operation, ref, upload_request
 from kseg.web.db import get_session
 from kseg.web.owned import find_owned, plausible_id
 from kseg.web.queue import commit_and_publish
+
+TAG = "galleries"
+LOCATION = {"Location": {"description": "URL of the new object.", "schema": {"type": "string"}}}
+DONE = {"204": {"description": "Done."}}
 
 
 def own_gallery(gallery_id: str) -> Gallery:
@@ -76,6 +81,16 @@ def _gallery_response(gallery: Gallery) -> Response:
 
 
 @bp.post("/galleries")
+@operation(
+    "createGallery",
+    "Create a gallery: a name and default segmentation parameters",
+    tag=TAG,
+    request_body=json_request("GalleryCreate"),
+    responses={
+        "201": {**json_response(ref("GalleryOut"), "Created: the gallery."), "headers": LOCATION}
+    },
+    errors=(400, 422),
+)
 def create_gallery_view() -> tuple[Response, int, dict[str, str]]:
     session = get_session()
     sub = validate(GalleryCreate, json_body())
@@ -86,6 +101,14 @@ def create_gallery_view() -> tuple[Response, int, dict[str, str]]:
 
 
 @bp.get("/galleries")
+@operation(
+    "listGalleries",
+    "List your galleries, newest first",
+    tag=TAG,
+    parameters=paging.PARAMETERS,
+    responses={"200": json_response(ref("GalleryList"), "A page of galleries.")},
+    errors=(400, 422),
+)
 def list_galleries() -> Response:
     page = paging.parse_page()
     session = get_session()
@@ -95,11 +118,28 @@ def list_galleries() -> Response:
 
 
 @bp.get("/galleries/<gallery_id>")
+@operation(
+    "getGallery",
+    "A gallery with its image count, schedule and newest run",
+    tag=TAG,
+    responses={"200": json_response(ref("GalleryOut"), "The gallery.")},
+    errors=(404,),
+)
 def get_gallery(gallery_id: str) -> Response:
     return _gallery_response(own_gallery(gallery_id))
 
 
 @bp.patch("/galleries/<gallery_id>")
+@operation(
+    "updateGallery",
+    "Rename a gallery and/or change its default parameters",
+    tag=TAG,
+    description="`params` is merged over the current defaults (JSON merge patch); "
+    '`"params": null` resets them to the contract\'s defaults.',
+    request_body=json_request("GalleryUpdate"),
+    responses={"200": json_response(ref("GalleryOut"), "The gallery.")},
+    errors=(400, 404, 422),
+)
 def patch_gallery(gallery_id: str) -> Response:
     """Rename and/or change the defaults; ``params`` is merged over the current ones (JSON
     merge patch: ``"params": null`` resets them to the contract's defaults)."""
@@ -118,6 +158,14 @@ def patch_gallery(gallery_id: str) -> Response:
 
 
 @bp.delete("/galleries/<gallery_id>")
+@operation(
+    "deleteGallery",
+    "Delete a gallery with its membership, schedule and runs",
+    tag=TAG,
+    description="The images and the jobs stay (the jobs lose `gallery_id` and `run_id`).",
+    responses=DONE,
+    errors=(404,),
+)
 def delete_gallery(gallery_id: str) -> tuple[str, int]:
     """Removes the gallery, its membership, schedule and runs; images and jobs stay."""
     session = get_session()
@@ -149,6 +197,17 @@ def _images_by_id(ids: list[str]) -> list[Image]:
 
 
 @bp.post("/galleries/<gallery_id>/images")
+@operation(
+    "addGalleryImages",
+    "Add images: upload them (parts `file`) or name uploaded ones",
+    tag=TAG,
+    description="Multipart: one or more parts `file`, uploaded all or nothing as with POST "
+    "/api/v1/images. JSON: `image_ids` of your images (an unknown id is a 404 and adds none). "
+    "Images already in the gallery stay in it once.",
+    request_body=upload_request("ImageUploadForm", "GalleryImagesJson"),
+    responses={"201": json_response(ref("ImageList"), "The images, in the order given.")},
+    errors=(400, 404, 413, 415, 422),
+)
 def add_gallery_images(gallery_id: str) -> tuple[Response, int]:
     """Multipart ``file`` parts (uploaded all or nothing) or JSON ``{"image_ids": [...]}``;
     images already in the gallery stay in it once."""
@@ -165,6 +224,14 @@ def add_gallery_images(gallery_id: str) -> tuple[Response, int]:
 
 
 @bp.get("/galleries/<gallery_id>/images")
+@operation(
+    "listGalleryImages",
+    "The gallery's images, newest added first, each with its newest job",
+    tag=TAG,
+    parameters=paging.PARAMETERS,
+    responses={"200": json_response(ref("GalleryImageList"), "A page of images.")},
+    errors=(400, 404, 422),
+)
 def list_gallery_images(gallery_id: str) -> Response:
     """Newest added first, each with the gallery's newest job for it."""
     page = paging.parse_page()
@@ -190,6 +257,13 @@ def gallery_images_page(
 
 
 @bp.delete("/galleries/<gallery_id>/images/<image_id>")
+@operation(
+    "removeGalleryImage",
+    "Take an image out of the gallery (the image itself stays)",
+    tag=TAG,
+    responses=DONE,
+    errors=(404,),
+)
 def remove_gallery_image(gallery_id: str, image_id: str) -> tuple[str, int]:
     """Takes the image out of the gallery; the image itself (and its jobs) stay."""
     session = get_session()
@@ -216,6 +290,18 @@ def _own_schedule(gallery: Gallery) -> Schedule:
 
 
 @bp.put("/galleries/<gallery_id>/schedule")
+@operation(
+    "putSchedule",
+    "Create or replace the gallery's reprocessing schedule",
+    tag=TAG,
+    description="The cron expression is matched on the wall clock of `timezone`. Around "
+    "daylight-saving changes a skipped local time runs shifted forward by the gap, and a "
+    "repeated one runs once, at its first occurrence. A bad cron expression or time zone is a "
+    "422.",
+    request_body=json_request("ScheduleIn"),
+    responses={"200": json_response(ref("ScheduleOut"), "The schedule, with `next_run_at`.")},
+    errors=(400, 404, 422),
+)
 def put_schedule(gallery_id: str) -> Response:
     """Create or replace the schedule; a bad cron expression or time zone is a 422."""
     session = get_session()
@@ -240,11 +326,25 @@ def put_schedule(gallery_id: str) -> Response:
 
 
 @bp.get("/galleries/<gallery_id>/schedule")
+@operation(
+    "getSchedule",
+    "The gallery's schedule (404 when it has none)",
+    tag=TAG,
+    responses={"200": json_response(ref("ScheduleOut"), "The schedule.")},
+    errors=(404,),
+)
 def get_schedule(gallery_id: str) -> Response:
     return jsonify(schedule_obj(_own_schedule(own_gallery(gallery_id))))
 
 
 @bp.delete("/galleries/<gallery_id>/schedule")
+@operation(
+    "deleteSchedule",
+    "Remove the gallery's schedule",
+    tag=TAG,
+    responses=DONE,
+    errors=(404,),
+)
 def remove_schedule(gallery_id: str) -> tuple[str, int]:
     session = get_session()
     gallery = own_gallery(gallery_id)
@@ -258,6 +358,18 @@ def remove_schedule(gallery_id: str) -> tuple[str, int]:
 
 
 @bp.post("/galleries/<gallery_id>/runs")
+@operation(
+    "createRun",
+    "Reprocess the gallery now: a job per image",
+    tag=TAG,
+    description="`params` are merged over the gallery's defaults. With `only_stale` (the "
+    "default), images that already have a succeeded result for the same parameters and the "
+    "current algorithm version get no job and count as `skipped`. The jobs are stored before "
+    "they are queued; an empty body is fine.",
+    request_body=json_request("RunCreate", required=False),
+    responses={"202": {**json_response(ref("RunOut"), "Accepted: the run."), "headers": LOCATION}},
+    errors=(400, 404, 422),
+)
 def create_run(gallery_id: str) -> tuple[Response, int, dict[str, str]]:
     """Reprocess the gallery now: a job per image (``only_stale`` skips current ones)."""
     session = get_session()
@@ -273,6 +385,14 @@ def create_run(gallery_id: str) -> tuple[Response, int, dict[str, str]]:
 
 
 @bp.get("/galleries/<gallery_id>/runs")
+@operation(
+    "listRuns",
+    "The gallery's runs, newest first",
+    tag=TAG,
+    parameters=paging.PARAMETERS,
+    responses={"200": json_response(ref("RunList"), "A page of runs.")},
+    errors=(400, 404, 422),
+)
 def list_runs(gallery_id: str) -> Response:
     page = paging.parse_page()
     session = get_session()
@@ -283,11 +403,26 @@ def list_runs(gallery_id: str) -> Response:
 
 
 @bp.get("/runs/<run_id>")
+@operation(
+    "getRun",
+    "A run: status and how many of its jobs are in each state",
+    tag=TAG,
+    responses={"200": json_response(ref("RunOut"), "The run.")},
+    errors=(404,),
+)
 def get_run(run_id: str) -> Response:
     return jsonify(runs_objs(get_session(), [_own_run(run_id)])[0])
 
 
 @bp.get("/runs/<run_id>/jobs")
+@operation(
+    "listRunJobs",
+    "The run's jobs, newest first (extension)",
+    tag=TAG,
+    parameters=paging.PARAMETERS,
+    responses={"200": json_response(ref("JobList"), "A page of jobs.")},
+    errors=(400, 404, 422),
+)
 def list_run_jobs(run_id: str) -> Response:
     page = paging.parse_page()
     session = get_session()

@@ -17,8 +17,11 @@ from kseg.web.api.blueprint import bp
 from kseg.web.api.errors import ApiError, not_found
 from kseg.web.api.requests import body_kind, file_parts, form_fields
 from kseg.web.api.serialize import image_obj
+from kseg.web.apidoc import header, json_response, operation, ref, upload_request
 from kseg.web.db import get_session
 from kseg.web.owned import find_owned
+
+IMAGE_ETAG = {"ETag": header("The original's SHA-256 (hex).")}
 
 
 def own_image(image_id: str) -> Image:
@@ -67,6 +70,16 @@ def store_uploads() -> list[Image]:
 
 
 @bp.post("/images")
+@operation(
+    "uploadImages",
+    "Upload one or more images (parts `file`)",
+    tag="images",
+    description="The same bytes uploaded twice by one owner give the same image id. All or "
+    "nothing: one unusable file rejects the whole request.",
+    request_body=upload_request("ImageUploadForm"),
+    responses={"201": json_response(ref("ImageList"), "The images, one per part, in order.")},
+    errors=(400, 413, 415, 422),
+)
 def upload_images() -> tuple[Response, int]:
     """All or nothing: one bad file rejects the request and stores none of them."""
     if body_kind() != "multipart":
@@ -81,6 +94,14 @@ def upload_images() -> tuple[Response, int]:
 
 
 @bp.get("/images")
+@operation(
+    "listImages",
+    "List your images, newest first (extension)",
+    tag="images",
+    parameters=paging.PARAMETERS,
+    responses={"200": json_response(ref("ImageList"), "A page of images.")},
+    errors=(400, 422),
+)
 def list_images() -> Response:
     page = paging.parse_page()
     session = get_session()
@@ -90,11 +111,28 @@ def list_images() -> Response:
 
 
 @bp.get("/images/<image_id>")
+@operation(
+    "getImage",
+    "Image metadata",
+    tag="images",
+    responses={"200": json_response(ref("ImageOut"), "The image.")},
+    errors=(404,),
+)
 def get_image(image_id: str) -> Response:
     return jsonify(image_obj(own_image(image_id)))
 
 
 @bp.delete("/images/<image_id>")
+@operation(
+    "deleteImage",
+    "Delete an image, every job on it and their results",
+    tag="images",
+    description="Also removes the image from its galleries. A job on it that a worker is still "
+    "running is dropped: the worker stores nothing. Uploading the same bytes again makes a new "
+    "image.",
+    responses={"204": {"description": "Deleted."}},
+    errors=(404,),
+)
 def remove_image(image_id: str) -> tuple[str, int]:
     """The image, every job on it and their results, and its place in galleries: ``204``."""
     session = get_session()
@@ -104,6 +142,20 @@ def remove_image(image_id: str) -> tuple[str, int]:
 
 
 @bp.get("/images/<image_id>/file")
+@operation(
+    "getImageFile",
+    "The original bytes as uploaded, with their content type",
+    tag="images",
+    responses={
+        "200": {
+            "description": "The original file.",
+            "headers": IMAGE_ETAG,
+            "content": {"image/*": {"schema": {"type": "string", "format": "binary"}}},
+        },
+        "304": {"description": "Not modified.", "headers": IMAGE_ETAG},
+    },
+    errors=(404,),
+)
 def image_file(image_id: str) -> Response:
     image = own_image(image_id)
     if request.if_none_match.contains_weak(image.sha256):

@@ -31,11 +31,13 @@ from kseg.web.api.requests import (
 )
 from kseg.web.api.schemas import JobSubmitJson
 from kseg.web.api.serialize import job_obj, jobs_objs, output_names
+from kseg.web.apidoc import header, json_response, operation, query, ref, upload_request
 from kseg.web.db import get_session
 from kseg.web.owned import find_owned
 from kseg.web.queue import commit_and_publish
 
 CACHE_FOREVER = "private, max-age=31536000, immutable"
+OUTPUT_ETAG = {"ETag": header("The output's id: an output never changes once stored.")}
 
 
 def _own_job(job_id: str) -> Job:
@@ -70,6 +72,24 @@ def _submission() -> tuple[Image, SegmentParams, bool]:
 
 
 @bp.post("/jobs")
+@operation(
+    "createJob",
+    "Submit a segmentation job",
+    tag="jobs",
+    description="Multipart: the image in part `file` and the parameters as form fields "
+    "(`outputs` comma-separated or repeated). JSON: `image_id` of an uploaded image plus "
+    "parameters. The job is stored before it is queued; when an identical job already "
+    "succeeded (same image, parameters, algorithm version) and `reuse` is true, the new job is "
+    "born `succeeded` with `reused_from` set.",
+    request_body=upload_request("JobSubmitForm", "JobSubmitJson"),
+    responses={
+        "202": {
+            **json_response(ref("JobOut"), "Accepted: the job object."),
+            "headers": {"Location": header("URL of the job.")},
+        }
+    },
+    errors=(400, 404, 413, 415, 422),
+)
 def create_job() -> tuple[Response, int, dict[str, str]]:
     session = get_session()
     settings = current_app.config["KSEG_SETTINGS"]
@@ -90,11 +110,41 @@ def create_job() -> tuple[Response, int, dict[str, str]]:
 
 
 @bp.get("/jobs/<job_id>")
+@operation(
+    "getJob",
+    "A job: status, progress, parameters and (when succeeded) result",
+    tag="jobs",
+    responses={"200": json_response(ref("JobOut"), "The job.")},
+    errors=(404,),
+)
 def get_job(job_id: str) -> Response:
     return jsonify(jobs_objs(get_session(), [_own_job(job_id)])[0])
 
 
 @bp.get("/jobs")
+@operation(
+    "listJobs",
+    "List your jobs, newest first",
+    tag="jobs",
+    parameters=[
+        query(
+            "status",
+            f"Only jobs in these states (comma-separated): {', '.join(JOB_STATUSES)}.",
+        ),
+        query(
+            "gallery_id",
+            "Only jobs made by this gallery's runs (an unknown or another owner's gallery is "
+            "a 404).",
+        ),
+        query(
+            "image_id",
+            "Only jobs on this image (an unknown or another owner's image is a 404).",
+        ),
+        *paging.PARAMETERS,
+    ],
+    responses={"200": json_response(ref("JobList"), "A page of jobs.")},
+    errors=(400, 404, 422),
+)
 def list_jobs() -> Response:
     page = paging.parse_page()
     stmt = select(Job).where(Job.owner_id == owner_id())
@@ -122,6 +172,15 @@ def list_jobs() -> Response:
 
 
 @bp.delete("/jobs/<job_id>")
+@operation(
+    "deleteJob",
+    "Cancel a queued/running job, or delete a finished one, and its results",
+    tag="jobs",
+    description="A queued or running job becomes `canceled` (its row stays); a finished job is "
+    "removed. Results shared with another job are kept for it.",
+    responses={"204": {"description": "Done."}},
+    errors=(404,),
+)
 def remove_job(job_id: str) -> tuple[str, int]:
     session = get_session()
     delete_job(session, _own_job(job_id))
@@ -130,6 +189,23 @@ def remove_job(job_id: str) -> tuple[str, int]:
 
 
 @bp.get("/jobs/<job_id>/outputs/<name>.png")
+@operation(
+    "getJobOutput",
+    "A result image (PNG); cacheable forever (it never changes)",
+    tag="jobs",
+    parameters=[
+        {"name": "If-None-Match", "in": "header", "required": False, "schema": {"type": "string"}}
+    ],
+    responses={
+        "200": {
+            "description": "The PNG.",
+            "headers": OUTPUT_ETAG,
+            "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
+        },
+        "304": {"description": "Not modified (If-None-Match matched).", "headers": OUTPUT_ETAG},
+    },
+    errors=(404,),
+)
 def job_output(job_id: str, name: str) -> Response:
     session = get_session()
     job = _own_job(job_id)

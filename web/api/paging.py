@@ -20,10 +20,23 @@ from sqlalchemy import Select, and_, or_
 from sqlalchemy.orm import Session
 
 from kseg.web.api.errors import ApiError
+from kseg.web.apidoc import query
 from kseg.web.owned import plausible_id
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
+# The OpenAPI parameters of every paged list.
+PARAMETERS = [
+    query(
+        "limit",
+        f"Page size, 1..{MAX_LIMIT} (default {DEFAULT_LIMIT}).",
+        type="integer",
+        minimum=1,
+        maximum=MAX_LIMIT,
+        default=DEFAULT_LIMIT,
+    ),
+    query("cursor", "Opaque: the `next` of the previous page. Newest first."),
+]
 
 
 @dataclass(frozen=True)
