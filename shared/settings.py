@@ -33,11 +33,14 @@ def _float(name: str, default: float) -> float:
         raise SystemExit(f"kseg: setting {name}={raw!r} is not a number") from exc
 
 
+TRUE = frozenset({"1", "true", "yes", "on"})  # how a setting, a form or a query says yes
+
+
 def _bool(name: str, default: bool) -> bool:
     raw = os.environ.get(name)
     if raw is None or raw.strip() == "":
         return default
-    return raw.strip().lower() in {"1", "true", "yes", "on"}
+    return raw.strip().lower() in TRUE
 
 
 def _str(name: str, default: str) -> str:

@@ -127,3 +127,22 @@ def test_each_layer_imports_only_downwards() -> None:
         if layer(target) != layer(module) and layer(target) not in ALLOWED[layer(module)]
     )
     assert upwards == []
+
+
+def test_api_and_pages_share_only_web_common() -> None:
+    """The JSON API and the HTML pages never import each other; what both need lives in
+    ``kseg.web.common``, which imports neither."""
+    surfaces = ("kseg.web.api", "kseg.web.pages")
+
+    def surface(module: str) -> str | None:
+        return next((s for s in (*surfaces, "kseg.web.common") if module.startswith(s)), None)
+
+    crossing = sorted(
+        f"{module} -> {target}"
+        for module, targets in import_graph().items()
+        for target in targets
+        if surface(module) is not None
+        and surface(target) in surfaces
+        and surface(target) != surface(module)
+    )
+    assert crossing == []

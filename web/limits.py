@@ -45,7 +45,7 @@ def _is_open() -> bool:
 
 
 def _on_breach(limit: RequestLimit) -> None:
-    # Retry-After for the error handlers (web.api.errors, the pages' 429 page).
+    # Retry-After for the error handlers (web.common.errors, the pages' 429 page).
     g.kseg_retry_after = max(1, int(limit.reset_at - time.time()))
 
 

@@ -17,13 +17,13 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Met
 from sqlalchemy import func, select, text
 
 from kseg.shared.messaging.celery_config import broker_dirs, celery_config
-from kseg.shared.settings import Settings
+from kseg.shared.settings import TRUE, Settings
 from kseg.shared.statuses import JOB_STATUSES, JobStatus
 from kseg.shared.store.db import get_engine, get_sessionmaker
 from kseg.shared.store.dispatch import queue_stats
 from kseg.shared.store.jobs import job_counts
 from kseg.shared.store.models import Job, WorkerHeartbeat, utcnow
-from kseg.web.apidoc import json_response, operation, query, ref
+from kseg.web.common.apidoc import json_response, operation, query, ref
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ def readyz() -> tuple[Response, int]:
     database = check_database(settings)
     broker = check_broker(settings)
     body: dict[str, Any] = {"database": database, "broker": broker}
-    workers_required = request.args.get("workers", "").strip().lower() in {"1", "true", "yes"}
+    workers_required = request.args.get("workers", "").strip().lower() in TRUE
     count: int | None = None
     if database == "ok":
         try:

@@ -40,7 +40,7 @@ def test_openapi_is_valid_public_and_complete(api: Api) -> None:
         for path, item in paths.items()
     }
     assert documented == routes
-    # Every operation comes from an @operation beside its view (web/apidoc.py).
+    # Every operation comes from an @operation beside its view (web/common/apidoc.py).
     undocumented = [
         f"{method.upper()} {path}"
         for path, item in paths.items()
@@ -205,7 +205,7 @@ def _codes_raised_in_source() -> set[str]:
 def test_every_error_code_is_listed_in_the_document_and_the_readme(api: Api) -> None:
     import re
 
-    from kseg.web.api.errors import _HTTP_MESSAGES, ERROR_CODES
+    from kseg.web.common.errors import _HTTP_MESSAGES, ERROR_CODES
     from tests.conftest import ROOT
 
     raised = _codes_raised_in_source() | {code for code, _ in _HTTP_MESSAGES.values()}

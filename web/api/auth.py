@@ -15,12 +15,12 @@ import logging
 
 from flask import current_app, g, request
 from flask import session as cookie_session
-from sqlalchemy.exc import IntegrityError
 
 from kseg.shared.settings import Settings
-from kseg.shared.store.auth import DEFAULT_OWNER, ensure_token, get_or_create_owner, use_token
-from kseg.web.api.errors import ApiError
+from kseg.shared.store.auth import DEFAULT_OWNER, ensure_token, use_token
 from kseg.web.browser_session import SESSION_ID, current_web_session
+from kseg.web.common.errors import ApiError
+from kseg.web.common.owned import default_owner_id
 from kseg.web.db import get_session
 from kseg.web.limits import auth_failed
 
@@ -53,22 +53,6 @@ def ensure_env_token() -> None:
         log.warning("could not register KSEG_API_TOKEN yet: %s", exc)
         return
     current_app.extensions[_ENSURED] = True
-
-
-def default_owner_id() -> str:
-    """The default owner's id (created on first use): everyone is that owner when
-    ``KSEG_AUTH_DISABLED`` is set, on the API and on the pages."""
-    session = get_session()
-    for attempt in range(2):
-        try:
-            owner = get_or_create_owner(session, DEFAULT_OWNER)
-            session.commit()
-            return owner.id
-        except IntegrityError:  # created concurrently by another request
-            session.rollback()
-            if attempt:
-                raise
-    raise AssertionError("unreachable")
 
 
 def authenticate() -> None:

@@ -9,7 +9,7 @@ from flask import Blueprint
 from flask.sansio.blueprints import BlueprintSetupState
 
 from kseg.web.api.auth import authenticate
-from kseg.web.api.errors import handle_any, register_app_handlers
+from kseg.web.common.errors import handle_any, register_app_handlers
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 bp.before_request(authenticate)

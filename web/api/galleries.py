@@ -11,7 +11,6 @@ from typing import Any
 from croniter import CroniterError
 from flask import Response, jsonify
 from sqlalchemy import delete, select
-from sqlalchemy.orm import Session
 
 from kseg.shared.errors import InvalidParameterError
 from kseg.shared.store.galleries import (
@@ -19,38 +18,37 @@ from kseg.shared.store.galleries import (
     create_gallery,
     delete_schedule,
     gallery_params,
-    latest_jobs,
     remove_image,
     set_schedule,
     start_run,
     update_gallery,
 )
-from kseg.shared.store.models import Gallery, GalleryImage, Image, Job, Run, Schedule
-from kseg.web.api import paging
+from kseg.shared.store.models import Gallery, Image, Job, Run, Schedule
 from kseg.web.api.auth import owner_id
 from kseg.web.api.blueprint import bp
-from kseg.web.api.errors import ApiError, not_found
 from kseg.web.api.images import store_uploads
 from kseg.web.api.requests import body_kind, json_body, json_object, validate
-from kseg.web.api.schemas import (
+from kseg.web.common import paging
+from kseg.web.common.apidoc import json_request, json_response, operation, ref, upload_request
+from kseg.web.common.errors import ApiError, not_found
+from kseg.web.common.owned import find_owned, plausible_id
+from kseg.web.common.schemas import (
     GalleryCreate,
     GalleryImagesJson,
     GalleryUpdate,
     RunCreate,
     ScheduleIn,
 )
-from kseg.web.api.serialize import (
+from kseg.web.common.serialize import (
     BASE,
     galleries_objs,
-    gallery_images_objs,
+    gallery_images_page,
     image_obj,
     jobs_objs,
     runs_objs,
     schedule_obj,
 )
-from kseg.web.apidoc import json_request, json_response, operation, ref, upload_request
 from kseg.web.db import get_session
-from kseg.web.owned import find_owned, plausible_id
 from kseg.web.queue import commit_and_publish
 
 TAG = "galleries"
@@ -237,23 +235,6 @@ def list_gallery_images(gallery_id: str) -> Response:
     page = paging.parse_page()
     items, cursor = gallery_images_page(get_session(), own_gallery(gallery_id), page)
     return jsonify({"items": items, "next": cursor})
-
-
-def gallery_images_page(
-    session: Session, gallery: Gallery, page: Any
-) -> tuple[list[dict[str, Any]], str | None]:
-    """One page of a gallery's images, newest added first, each with the gallery's newest
-    job for it (shared by the API and the gallery page)."""
-    stmt = (
-        select(Image, GalleryImage.added_at)
-        .join(GalleryImage, GalleryImage.image_id == Image.id)
-        .where(GalleryImage.gallery_id == gallery.id)
-    )
-    stmt = paging.apply(stmt, Image, page, at=GalleryImage.added_at, ident=Image.id)
-    rows = [(image, added_at) for image, added_at in session.execute(stmt)]
-    rows, cursor = paging.finish(rows, page, key=lambda row: (row[1], row[0].id))
-    newest = latest_jobs(session, gallery.id, [image.id for image, _ in rows])
-    return gallery_images_objs(session, rows, newest), cursor
 
 
 @bp.delete("/galleries/<gallery_id>/images/<image_id>")

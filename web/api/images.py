@@ -11,15 +11,15 @@ from kseg.shared.errors import ImageError
 from kseg.shared.store.db import fetch_blob
 from kseg.shared.store.images import delete_image, store_image
 from kseg.shared.store.models import Image
-from kseg.web.api import paging
 from kseg.web.api.auth import owner_id
 from kseg.web.api.blueprint import bp
-from kseg.web.api.errors import ApiError, not_found
 from kseg.web.api.requests import body_kind, file_parts, form_fields
-from kseg.web.api.serialize import image_obj
-from kseg.web.apidoc import header, json_response, operation, ref, upload_request
+from kseg.web.common import paging
+from kseg.web.common.apidoc import header, json_response, operation, ref, upload_request
+from kseg.web.common.errors import ApiError, not_found
+from kseg.web.common.owned import find_owned
+from kseg.web.common.serialize import image_obj
 from kseg.web.db import get_session
-from kseg.web.owned import find_owned
 
 IMAGE_ETAG = {"ETag": header("The original's SHA-256 (hex).")}
 

@@ -15,10 +15,8 @@ from kseg.shared.store.models import Image, Job, ResultOutput
 from kseg.shared.store.outputs import output_png
 from kseg.shared.store.quotas import check_active_jobs
 from kseg.web import limits
-from kseg.web.api import paging
 from kseg.web.api.auth import owner_id
 from kseg.web.api.blueprint import bp
-from kseg.web.api.errors import ApiError, not_found
 from kseg.web.api.galleries import own_gallery
 from kseg.web.api.images import own_image
 from kseg.web.api.requests import (
@@ -29,11 +27,13 @@ from kseg.web.api.requests import (
     parse_bool,
     validate,
 )
-from kseg.web.api.schemas import JobSubmitJson
-from kseg.web.api.serialize import job_obj, jobs_objs, output_names
-from kseg.web.apidoc import header, json_response, operation, query, ref, upload_request
+from kseg.web.common import paging
+from kseg.web.common.apidoc import header, json_response, operation, query, ref, upload_request
+from kseg.web.common.errors import ApiError, not_found
+from kseg.web.common.owned import find_owned
+from kseg.web.common.schemas import JobSubmitJson
+from kseg.web.common.serialize import job_obj, jobs_objs, output_names
 from kseg.web.db import get_session
-from kseg.web.owned import find_owned
 from kseg.web.queue import commit_and_publish
 
 CACHE_FOREVER = "private, max-age=31536000, immutable"

@@ -1,7 +1,7 @@
 """The OpenAPI 3.1 document, built from the app itself: the paths, methods and path parameters
 from its URL map, each operation from the ``@operation`` beside its view
-(:mod:`kseg.web.apidoc`), and the schemas from the pydantic models of
-:mod:`kseg.web.api.schemas` and :class:`kseg.shared.core.params.SegmentParams`
+(:mod:`kseg.web.common.apidoc`), and the schemas from the pydantic models of
+:mod:`kseg.web.common.schemas` and :class:`kseg.shared.core.params.SegmentParams`
 (``model_json_schema`` with a components ref template), so it describes exactly the routes
 the app serves and what the code validates and answers."""
 
@@ -15,9 +15,9 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from kseg.web.api.blueprint import bp
-from kseg.web.api.errors import ERROR_CODES
-from kseg.web.api.schemas import REQUEST_MODELS, RESPONSE_MODELS
-from kseg.web.apidoc import REF, json_response, operation, operation_of, path_param, ref
+from kseg.web.common.apidoc import REF, json_response, operation, operation_of, path_param, ref
+from kseg.web.common.errors import ERROR_CODES
+from kseg.web.common.schemas import REQUEST_MODELS, RESPONSE_MODELS
 
 DOCUMENTED_BLUEPRINTS = ("api", "ops")  # the HTML pages are not part of the API
 METHODS = ("get", "post", "put", "patch", "delete")

@@ -10,10 +10,10 @@ from pydantic import BaseModel, ValidationError
 from werkzeug.datastructures import FileStorage
 
 from kseg.shared.errors import InvalidParameterError
-from kseg.web.api.errors import ApiError
+from kseg.shared.settings import TRUE
+from kseg.web.common.errors import ApiError
 
 MULTIPART = "multipart/form-data"
-TRUE = {"1", "true", "yes", "on"}
 FALSE = {"0", "false", "no", "off"}
 
 

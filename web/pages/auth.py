@@ -29,7 +29,7 @@ from kseg.shared.settings import Settings
 from kseg.shared.store.auth import hash_token, owner_for_token
 from kseg.shared.store.models import ApiToken, Owner
 from kseg.web import browser_session
-from kseg.web.api.auth import default_owner_id
+from kseg.web.common.owned import default_owner_id
 from kseg.web.db import get_session
 from kseg.web.limits import auth_failed
 from kseg.web.pages.blueprint import bp

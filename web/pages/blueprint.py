@@ -12,7 +12,7 @@ from flask.sansio.blueprints import BlueprintSetupState
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
-from kseg.web.api.errors import handle_any
+from kseg.web.common.errors import handle_any
 from kseg.web.limits import retry_after
 from kseg.web.pages import present
 

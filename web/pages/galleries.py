@@ -4,8 +4,8 @@
 As on the other pages, every write is a CSRF-protected form post handled with the service
 functions the JSON API uses (:mod:`kseg.shared.store.galleries`,
 :func:`kseg.shared.store.images.store_image`), rows are committed before jobs are enqueued,
-and everything shown goes through the API's own serializers (:mod:`kseg.web.api.serialize`)
-and keyset paging (:mod:`kseg.web.api.paging`), so a page
+and everything shown goes through the API's own serializers (:mod:`kseg.web.common.serialize`)
+and keyset paging (:mod:`kseg.web.common.paging`), so a page
 shows what ``GET /api/v1/galleries/<id>`` answers. While a run is running the browser polls
 ``GET /api/v1/runs/<id>`` and ``GET /api/v1/galleries/<id>/images`` with the session cookie.
 """
@@ -26,7 +26,7 @@ from werkzeug.wrappers import Response
 
 from kseg.shared.core.params import OUTPUT_NAMES
 from kseg.shared.errors import ImageError, InvalidParameterError, QuotaExceededError
-from kseg.shared.settings import Settings
+from kseg.shared.settings import TRUE, Settings
 from kseg.shared.statuses import FINAL_STATUSES
 from kseg.shared.store.galleries import (
     add_images,
@@ -41,13 +41,17 @@ from kseg.shared.store.galleries import (
 )
 from kseg.shared.store.images import store_image
 from kseg.shared.store.models import Gallery, GalleryImage, Image, Job, Run, Schedule
-from kseg.web.api import paging
-from kseg.web.api.errors import ApiError
-from kseg.web.api.galleries import gallery_images_page
-from kseg.web.api.requests import TRUE
-from kseg.web.api.serialize import BASE, galleries_objs, jobs_objs, runs_objs
+from kseg.web.common import paging
+from kseg.web.common.errors import ApiError
+from kseg.web.common.owned import find_owned, plausible_id
+from kseg.web.common.serialize import (
+    BASE,
+    galleries_objs,
+    gallery_images_page,
+    jobs_objs,
+    runs_objs,
+)
 from kseg.web.db import get_session
-from kseg.web.owned import find_owned, plausible_id
 from kseg.web.pages import present
 from kseg.web.pages.auth import current_owner, login_required, owner_id
 from kseg.web.pages.blueprint import bp, error_page

@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from kseg.shared.core.params import OUTPUT_NAMES, SegmentParams
+from kseg.shared.settings import TRUE
 
 # ---------------------------------------------------------------- formatting (Jinja filters)
 
@@ -144,7 +145,7 @@ def form_from(args: Any, *, submitted: bool) -> dict[str, Any]:
     if submitted or "outputs" in args:
         values["outputs"] = [o for o in args.getlist("outputs") if o in OUTPUT_NAMES]
     if submitted:
-        values["reuse"] = args.get("reuse") in ("1", "on", "true", "yes")
+        values["reuse"] = args.get("reuse") in TRUE
     return values
 
 

@@ -33,11 +33,11 @@ from kseg.shared.store.jobs import delete_job, submit_job
 from kseg.shared.store.models import Image, Job
 from kseg.shared.store.quotas import check_active_jobs
 from kseg.web import limits
-from kseg.web.api import paging
-from kseg.web.api.errors import ApiError
-from kseg.web.api.serialize import jobs_objs
+from kseg.web.common import paging
+from kseg.web.common.errors import ApiError
+from kseg.web.common.owned import find_owned
+from kseg.web.common.serialize import jobs_objs
 from kseg.web.db import get_session
-from kseg.web.owned import find_owned
 from kseg.web.pages import present
 from kseg.web.pages.auth import login_required, owner_id
 from kseg.web.pages.blueprint import bp

@@ -24,7 +24,7 @@ from sqlalchemy.exc import (
 from werkzeug.exceptions import HTTPException
 
 from kseg.shared.errors import KsegError, QuotaExceededError
-from kseg.web.owned import plausible_id
+from kseg.web.common.owned import plausible_id
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Rows → the API's JSON objects (through the response models of :mod:`web.api.schemas`)."""
+"""Rows → the API's JSON objects (through the response models of :mod:`kseg.web.common.schemas`)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,12 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from kseg.shared.core.params import OUTPUT_NAMES
+from kseg.shared.store.galleries import latest_jobs
 from kseg.shared.store.models import Gallery, GalleryImage, Image, Job, ResultOutput, Run, Schedule
 from kseg.shared.store.runs import live_counts
 from kseg.shared.store.schedules import describe
-from kseg.web.api.schemas import (
+from kseg.web.common import paging
+from kseg.web.common.schemas import (
     GalleryImageOut,
     GalleryOut,
     ImageOut,
@@ -281,3 +283,20 @@ def gallery_images_objs(
         }
         out.append(GalleryImageOut.model_validate(data).model_dump(mode="json"))
     return out
+
+
+def gallery_images_page(
+    session: Session, gallery: Gallery, page: paging.Page
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of a gallery's images, newest added first, each with the gallery's newest
+    job for it (shared by the API and the gallery page)."""
+    stmt = (
+        select(Image, GalleryImage.added_at)
+        .join(GalleryImage, GalleryImage.image_id == Image.id)
+        .where(GalleryImage.gallery_id == gallery.id)
+    )
+    stmt = paging.apply(stmt, Image, page, at=GalleryImage.added_at, ident=Image.id)
+    rows = [(image, added_at) for image, added_at in session.execute(stmt)]
+    rows, cursor = paging.finish(rows, page, key=lambda row: (row[1], row[0].id))
+    newest = latest_jobs(session, gallery.id, [image.id for image, _ in rows])
+    return gallery_images_objs(session, rows, newest), cursor

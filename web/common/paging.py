@@ -19,9 +19,9 @@ from flask import request
 from sqlalchemy import Select, and_, or_
 from sqlalchemy.orm import Session
 
-from kseg.web.api.errors import ApiError
-from kseg.web.apidoc import query
-from kseg.web.owned import plausible_id
+from kseg.web.common.apidoc import query
+from kseg.web.common.errors import ApiError
+from kseg.web.common.owned import plausible_id
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200

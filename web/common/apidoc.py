@@ -8,7 +8,7 @@ route the app lacks or miss one it has.
 Why not flask-openapi3 or spectree: both validate requests from the view's signature and answer
 their own error bodies, while kseg's views parse multipart and JSON themselves to give the
 contract's ``{"error": {"code", "message"}}`` with a field-specific message. The schemas still
-come from the pydantic models (:mod:`kseg.web.api.schemas`).
+come from the pydantic models (:mod:`kseg.web.common.schemas`).
 """
 
 from __future__ import annotations
