@@ -12,6 +12,7 @@ default owner — only for a single-user local run.
 from __future__ import annotations
 
 import logging
+from typing import TypeVar
 
 from flask import current_app, g, request
 from flask import session as cookie_session
@@ -19,8 +20,8 @@ from flask import session as cookie_session
 from kseg.shared.settings import Settings
 from kseg.shared.store.auth import DEFAULT_OWNER, ensure_token, use_token
 from kseg.web.browser_session import SESSION_ID, current_web_session
-from kseg.web.common.errors import ApiError
-from kseg.web.common.owned import default_owner_id
+from kseg.web.common.errors import ApiError, not_found
+from kseg.web.common.owned import default_owner_id, find_owned
 from kseg.web.db import get_session
 from kseg.web.limits import auth_failed
 
@@ -113,3 +114,15 @@ def authenticate() -> None:
 
 def owner_id() -> str:
     return str(g.owner_id)
+
+
+T = TypeVar("T")
+
+
+def own(model: type[T], ident: str, what: str, listing: str | None = None) -> T:
+    """The token owner's ``model`` row with id ``ident``, or the contract's 404 naming ``what``
+    (another owner's row too)."""
+    row = find_owned(model, ident, owner_id())
+    if row is None:
+        raise not_found(what, ident, listing)
+    return row

@@ -24,14 +24,23 @@ from kseg.shared.store.galleries import (
     update_gallery,
 )
 from kseg.shared.store.models import Gallery, Image, Job, Run, Schedule
-from kseg.web.api.auth import owner_id
+from kseg.web.api.auth import own, owner_id
 from kseg.web.api.blueprint import bp
 from kseg.web.api.images import store_uploads
 from kseg.web.api.requests import body_kind, json_body, json_object, validate
 from kseg.web.common import paging
-from kseg.web.common.apidoc import json_request, json_response, operation, ref, upload_request
+from kseg.web.common.apidoc import (
+    delete_operation,
+    json_request,
+    json_response,
+    list_operation,
+    operation,
+    read_operation,
+    ref,
+    upload_request,
+)
 from kseg.web.common.errors import ApiError, not_found
-from kseg.web.common.owned import find_owned, plausible_id
+from kseg.web.common.owned import plausible_id
 from kseg.web.common.schemas import (
     GalleryCreate,
     GalleryImagesJson,
@@ -53,22 +62,14 @@ from kseg.web.queue import commit_and_publish
 
 TAG = "galleries"
 LOCATION = {"Location": {"description": "URL of the new object.", "schema": {"type": "string"}}}
-DONE = {"204": {"description": "Done."}}
 
 
 def own_gallery(gallery_id: str) -> Gallery:
-    """The token owner's gallery, or 404 (another owner's too)."""
-    gallery = find_owned(Gallery, gallery_id, owner_id())
-    if gallery is None:
-        raise not_found("gallery", gallery_id)
-    return gallery
+    return own(Gallery, gallery_id, "gallery")
 
 
 def _own_run(run_id: str) -> Run:
-    run = find_owned(Run, run_id, owner_id())
-    if run is None:
-        raise not_found("run", run_id, "GET /api/v1/galleries/<id>/runs")
-    return run
+    return own(Run, run_id, "run", "GET /api/v1/galleries/<id>/runs")
 
 
 def _gallery_response(gallery: Gallery) -> Response:
@@ -99,29 +100,25 @@ def create_gallery_view() -> tuple[Response, int, dict[str, str]]:
 
 
 @bp.get("/galleries")
-@operation(
+@list_operation(
     "listGalleries",
     "List your galleries, newest first",
     tag=TAG,
-    parameters=paging.PARAMETERS,
-    responses={"200": json_response(ref("GalleryList"), "A page of galleries.")},
+    model="GalleryList",
     errors=(400, 422),
 )
 def list_galleries() -> Response:
     page = paging.parse_page()
-    session = get_session()
     stmt = select(Gallery).where(Gallery.owner_id == owner_id())
-    rows, cursor = paging.fetch(session, stmt, Gallery, page)
-    return jsonify({"items": galleries_objs(session, rows), "next": cursor})
+    return paging.respond(stmt, Gallery, page, galleries_objs)
 
 
 @bp.get("/galleries/<gallery_id>")
-@operation(
+@read_operation(
     "getGallery",
     "A gallery with its image count, schedule and newest run",
     tag=TAG,
-    responses={"200": json_response(ref("GalleryOut"), "The gallery.")},
-    errors=(404,),
+    model="GalleryOut",
 )
 def get_gallery(gallery_id: str) -> Response:
     return _gallery_response(own_gallery(gallery_id))
@@ -156,13 +153,11 @@ def patch_gallery(gallery_id: str) -> Response:
 
 
 @bp.delete("/galleries/<gallery_id>")
-@operation(
+@delete_operation(
     "deleteGallery",
     "Delete a gallery with its membership, schedule and runs",
     tag=TAG,
     description="The images and the jobs stay (the jobs lose `gallery_id` and `run_id`).",
-    responses=DONE,
-    errors=(404,),
 )
 def delete_gallery(gallery_id: str) -> tuple[str, int]:
     """Removes the gallery, its membership, schedule and runs; images and jobs stay."""
@@ -222,13 +217,11 @@ def add_gallery_images(gallery_id: str) -> tuple[Response, int]:
 
 
 @bp.get("/galleries/<gallery_id>/images")
-@operation(
+@list_operation(
     "listGalleryImages",
     "The gallery's images, newest added first, each with its newest job",
     tag=TAG,
-    parameters=paging.PARAMETERS,
-    responses={"200": json_response(ref("GalleryImageList"), "A page of images.")},
-    errors=(400, 404, 422),
+    model="GalleryImageList",
 )
 def list_gallery_images(gallery_id: str) -> Response:
     """Newest added first, each with the gallery's newest job for it."""
@@ -238,12 +231,8 @@ def list_gallery_images(gallery_id: str) -> Response:
 
 
 @bp.delete("/galleries/<gallery_id>/images/<image_id>")
-@operation(
-    "removeGalleryImage",
-    "Take an image out of the gallery (the image itself stays)",
-    tag=TAG,
-    responses=DONE,
-    errors=(404,),
+@delete_operation(
+    "removeGalleryImage", "Take an image out of the gallery (the image itself stays)", tag=TAG
 )
 def remove_gallery_image(gallery_id: str, image_id: str) -> tuple[str, int]:
     """Takes the image out of the gallery; the image itself (and its jobs) stay."""
@@ -289,15 +278,7 @@ def put_schedule(gallery_id: str) -> Response:
     gallery = own_gallery(gallery_id)
     sub = validate(ScheduleIn, json_body())
     try:
-        schedule = set_schedule(
-            session,
-            gallery,
-            cron=sub.cron,
-            timezone=sub.timezone,
-            params=sub.params,
-            enabled=sub.enabled,
-            only_stale=sub.only_stale,
-        )
+        schedule = set_schedule(session, gallery, **dict(sub))
     except CroniterError:  # well-formed but never due, e.g. "0 0 30 2 *" (30 February)
         raise InvalidParameterError(
             f"cron: {sub.cron!r} never matches a date; check its day and month fields"
@@ -307,25 +288,15 @@ def put_schedule(gallery_id: str) -> Response:
 
 
 @bp.get("/galleries/<gallery_id>/schedule")
-@operation(
-    "getSchedule",
-    "The gallery's schedule (404 when it has none)",
-    tag=TAG,
-    responses={"200": json_response(ref("ScheduleOut"), "The schedule.")},
-    errors=(404,),
+@read_operation(
+    "getSchedule", "The gallery's schedule (404 when it has none)", tag=TAG, model="ScheduleOut"
 )
 def get_schedule(gallery_id: str) -> Response:
     return jsonify(schedule_obj(_own_schedule(own_gallery(gallery_id))))
 
 
 @bp.delete("/galleries/<gallery_id>/schedule")
-@operation(
-    "deleteSchedule",
-    "Remove the gallery's schedule",
-    tag=TAG,
-    responses=DONE,
-    errors=(404,),
-)
+@delete_operation("deleteSchedule", "Remove the gallery's schedule", tag=TAG)
 def remove_schedule(gallery_id: str) -> tuple[str, int]:
     session = get_session()
     gallery = own_gallery(gallery_id)
@@ -366,48 +337,26 @@ def create_run(gallery_id: str) -> tuple[Response, int, dict[str, str]]:
 
 
 @bp.get("/galleries/<gallery_id>/runs")
-@operation(
-    "listRuns",
-    "The gallery's runs, newest first",
-    tag=TAG,
-    parameters=paging.PARAMETERS,
-    responses={"200": json_response(ref("RunList"), "A page of runs.")},
-    errors=(400, 404, 422),
-)
+@list_operation("listRuns", "The gallery's runs, newest first", tag=TAG, model="RunList")
 def list_runs(gallery_id: str) -> Response:
     page = paging.parse_page()
-    session = get_session()
     gallery = own_gallery(gallery_id)
     stmt = select(Run).where(Run.gallery_id == gallery.id, Run.owner_id == owner_id())
-    rows, cursor = paging.fetch(session, stmt, Run, page)
-    return jsonify({"items": runs_objs(session, rows), "next": cursor})
+    return paging.respond(stmt, Run, page, runs_objs)
 
 
 @bp.get("/runs/<run_id>")
-@operation(
-    "getRun",
-    "A run: status and how many of its jobs are in each state",
-    tag=TAG,
-    responses={"200": json_response(ref("RunOut"), "The run.")},
-    errors=(404,),
+@read_operation(
+    "getRun", "A run: status and how many of its jobs are in each state", tag=TAG, model="RunOut"
 )
 def get_run(run_id: str) -> Response:
     return jsonify(runs_objs(get_session(), [_own_run(run_id)])[0])
 
 
 @bp.get("/runs/<run_id>/jobs")
-@operation(
-    "listRunJobs",
-    "The run's jobs, newest first (extension)",
-    tag=TAG,
-    parameters=paging.PARAMETERS,
-    responses={"200": json_response(ref("JobList"), "A page of jobs.")},
-    errors=(400, 404, 422),
-)
+@list_operation("listRunJobs", "The run's jobs, newest first (extension)", tag=TAG, model="JobList")
 def list_run_jobs(run_id: str) -> Response:
     page = paging.parse_page()
-    session = get_session()
     run = _own_run(run_id)
     stmt = select(Job).where(Job.run_id == run.id, Job.owner_id == owner_id())
-    rows, cursor = paging.fetch(session, stmt, Job, page)
-    return jsonify({"items": jobs_objs(session, rows), "next": cursor})
+    return paging.respond(stmt, Job, page, jobs_objs)

@@ -11,25 +11,29 @@ from kseg.shared.errors import ImageError
 from kseg.shared.store.db import fetch_blob
 from kseg.shared.store.images import delete_image, store_image
 from kseg.shared.store.models import Image
-from kseg.web.api.auth import owner_id
+from kseg.web.api.auth import own, owner_id
 from kseg.web.api.blueprint import bp
 from kseg.web.api.requests import body_kind, file_parts, form_fields
 from kseg.web.common import paging
-from kseg.web.common.apidoc import header, json_response, operation, ref, upload_request
-from kseg.web.common.errors import ApiError, not_found
-from kseg.web.common.owned import find_owned
-from kseg.web.common.serialize import image_obj
+from kseg.web.common.apidoc import (
+    delete_operation,
+    header,
+    json_response,
+    list_operation,
+    operation,
+    read_operation,
+    ref,
+    upload_request,
+)
+from kseg.web.common.errors import ApiError
+from kseg.web.common.serialize import image_obj, images_objs
 from kseg.web.db import get_session
 
 IMAGE_ETAG = {"ETag": header("The original's SHA-256 (hex).")}
 
 
 def own_image(image_id: str) -> Image:
-    """The token owner's image, or 404 (another owner's too)."""
-    image = find_owned(Image, image_id, owner_id())
-    if image is None:
-        raise not_found("image", image_id)
-    return image
+    return own(Image, image_id, "image")
 
 
 def store_uploads() -> list[Image]:
@@ -94,44 +98,33 @@ def upload_images() -> tuple[Response, int]:
 
 
 @bp.get("/images")
-@operation(
+@list_operation(
     "listImages",
     "List your images, newest first (extension)",
     tag="images",
-    parameters=paging.PARAMETERS,
-    responses={"200": json_response(ref("ImageList"), "A page of images.")},
+    model="ImageList",
     errors=(400, 422),
 )
 def list_images() -> Response:
     page = paging.parse_page()
-    session = get_session()
     stmt = select(Image).where(Image.owner_id == owner_id())
-    rows, cursor = paging.fetch(session, stmt, Image, page)
-    return jsonify({"items": [image_obj(image) for image in rows], "next": cursor})
+    return paging.respond(stmt, Image, page, images_objs)
 
 
 @bp.get("/images/<image_id>")
-@operation(
-    "getImage",
-    "Image metadata",
-    tag="images",
-    responses={"200": json_response(ref("ImageOut"), "The image.")},
-    errors=(404,),
-)
+@read_operation("getImage", "Image metadata", tag="images", model="ImageOut")
 def get_image(image_id: str) -> Response:
     return jsonify(image_obj(own_image(image_id)))
 
 
 @bp.delete("/images/<image_id>")
-@operation(
+@delete_operation(
     "deleteImage",
     "Delete an image, every job on it and their results",
     tag="images",
     description="Also removes the image from its galleries. A job on it that a worker is still "
     "running is dropped: the worker stores nothing. Uploading the same bytes again makes a new "
     "image.",
-    responses={"204": {"description": "Deleted."}},
-    errors=(404,),
 )
 def remove_image(image_id: str) -> tuple[str, int]:
     """The image, every job on it and their results, and its place in galleries: ``204``."""

@@ -15,7 +15,7 @@ from kseg.shared.store.models import Image, Job, ResultOutput
 from kseg.shared.store.outputs import output_png
 from kseg.shared.store.quotas import check_active_jobs
 from kseg.web import limits
-from kseg.web.api.auth import owner_id
+from kseg.web.api.auth import own, owner_id
 from kseg.web.api.blueprint import bp
 from kseg.web.api.galleries import own_gallery
 from kseg.web.api.images import own_image
@@ -28,9 +28,18 @@ from kseg.web.api.requests import (
     validate,
 )
 from kseg.web.common import paging
-from kseg.web.common.apidoc import header, json_response, operation, query, ref, upload_request
-from kseg.web.common.errors import ApiError, not_found
-from kseg.web.common.owned import find_owned
+from kseg.web.common.apidoc import (
+    delete_operation,
+    header,
+    json_response,
+    list_operation,
+    operation,
+    query,
+    read_operation,
+    ref,
+    upload_request,
+)
+from kseg.web.common.errors import ApiError
 from kseg.web.common.schemas import JobSubmitJson
 from kseg.web.common.serialize import job_obj, jobs_objs, output_names
 from kseg.web.db import get_session
@@ -41,10 +50,7 @@ OUTPUT_ETAG = {"ETag": header("The output's id: an output never changes once sto
 
 
 def _own_job(job_id: str) -> Job:
-    job = find_owned(Job, job_id, owner_id())
-    if job is None:
-        raise not_found("job", job_id)
-    return job
+    return own(Job, job_id, "job")
 
 
 def _submission() -> tuple[Image, SegmentParams, bool]:
@@ -110,19 +116,18 @@ def create_job() -> tuple[Response, int, dict[str, str]]:
 
 
 @bp.get("/jobs/<job_id>")
-@operation(
+@read_operation(
     "getJob",
     "A job: status, progress, parameters and (when succeeded) result",
     tag="jobs",
-    responses={"200": json_response(ref("JobOut"), "The job.")},
-    errors=(404,),
+    model="JobOut",
 )
 def get_job(job_id: str) -> Response:
     return jsonify(jobs_objs(get_session(), [_own_job(job_id)])[0])
 
 
 @bp.get("/jobs")
-@operation(
+@list_operation(
     "listJobs",
     "List your jobs, newest first",
     tag="jobs",
@@ -140,10 +145,8 @@ def get_job(job_id: str) -> Response:
             "image_id",
             "Only jobs on this image (an unknown or another owner's image is a 404).",
         ),
-        *paging.PARAMETERS,
     ],
-    responses={"200": json_response(ref("JobList"), "A page of jobs.")},
-    errors=(400, 404, 422),
+    model="JobList",
 )
 def list_jobs() -> Response:
     page = paging.parse_page()
@@ -166,20 +169,16 @@ def list_jobs() -> Response:
     image_id = request.args.get("image_id")
     if image_id:
         stmt = stmt.where(Job.image_id == own_image(image_id).id)
-    session = get_session()
-    rows, cursor = paging.fetch(session, stmt, Job, page)
-    return jsonify({"items": jobs_objs(session, rows), "next": cursor})
+    return paging.respond(stmt, Job, page, jobs_objs)
 
 
 @bp.delete("/jobs/<job_id>")
-@operation(
+@delete_operation(
     "deleteJob",
     "Cancel a queued/running job, or delete a finished one, and its results",
     tag="jobs",
     description="A queued or running job becomes `canceled` (its row stays); a finished job is "
     "removed. Results shared with another job are kept for it.",
-    responses={"204": {"description": "Done."}},
-    errors=(404,),
 )
 def remove_job(job_id: str) -> tuple[str, int]:
     session = get_session()

@@ -13,10 +13,12 @@ come from the pydantic models (:mod:`kseg.web.common.schemas`).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from kseg.shared.core.params import OUTPUT_NAMES
+from kseg.web.common.paging import DEFAULT_LIMIT, MAX_LIMIT
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -74,6 +76,20 @@ def query(name: str, description: str, **schema: Any) -> dict[str, Any]:
     }
 
 
+# The OpenAPI parameters of every paged list.
+PAGING = [
+    query(
+        "limit",
+        f"Page size, 1..{MAX_LIMIT} (default {DEFAULT_LIMIT}).",
+        type="integer",
+        minimum=1,
+        maximum=MAX_LIMIT,
+        default=DEFAULT_LIMIT,
+    ),
+    query("cursor", "Opaque: the `next` of the previous page. Newest first."),
+]
+
+
 def path_param(name: str) -> dict[str, Any]:
     description, schema = PATH_PARAMS.get(name, (f"{name}.", {"type": "string"}))
     return {
@@ -127,6 +143,54 @@ def operation(
         return view
 
     return mark
+
+
+def list_operation(
+    operation_id: str,
+    summary: str,
+    *,
+    tag: str,
+    model: str,
+    parameters: Iterable[dict[str, Any]] = (),
+    errors: Iterable[int] = (400, 404, 422),
+) -> Callable[[F], F]:
+    """A paged list (``limit``, ``cursor``) answering a page of ``model`` (``JobList``: jobs)."""
+    noun = re.findall(r"[A-Z][a-z]*", model.removesuffix("List"))[-1].lower()
+    what = noun[:-1] + "ies" if noun.endswith("y") else noun + "s"
+    return operation(
+        operation_id,
+        summary,
+        tag=tag,
+        parameters=[*parameters, *PAGING],
+        responses={"200": json_response(ref(model), f"A page of {what}.")},
+        errors=errors,
+    )
+
+
+def read_operation(operation_id: str, summary: str, *, tag: str, model: str) -> Callable[[F], F]:
+    """A read of one object by id (404 when it is not the owner's)."""
+    what = model.removesuffix("Out").lower()
+    return operation(
+        operation_id,
+        summary,
+        tag=tag,
+        responses={"200": json_response(ref(model), f"The {what}.")},
+        errors=(404,),
+    )
+
+
+def delete_operation(
+    operation_id: str, summary: str, *, tag: str, description: str | None = None
+) -> Callable[[F], F]:
+    """A deletion answering 204 (404 when it is not the owner's)."""
+    return operation(
+        operation_id,
+        summary,
+        tag=tag,
+        description=description,
+        responses={"204": {"description": "Done."}},
+        errors=(404,),
+    )
 
 
 def operation_of(view: Callable[..., Any]) -> dict[str, Any] | None:

@@ -15,28 +15,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import request
+from flask import Response, jsonify, request
 from sqlalchemy import Select, and_, or_
 from sqlalchemy.orm import Session
 
-from kseg.web.common.apidoc import query
 from kseg.web.common.errors import ApiError
 from kseg.web.common.owned import plausible_id
+from kseg.web.db import get_session
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
-# The OpenAPI parameters of every paged list.
-PARAMETERS = [
-    query(
-        "limit",
-        f"Page size, 1..{MAX_LIMIT} (default {DEFAULT_LIMIT}).",
-        type="integer",
-        minimum=1,
-        maximum=MAX_LIMIT,
-        default=DEFAULT_LIMIT,
-    ),
-    query("cursor", "Opaque: the `next` of the previous page. Newest first."),
-]
 
 
 @dataclass(frozen=True)
@@ -118,3 +106,15 @@ def fetch(
     """One page of ``model`` rows from ``stmt``, newest first, and the next cursor."""
     rows = list(session.scalars(apply(stmt, model, page)).unique())
     return finish(rows, page)
+
+
+def respond(
+    stmt: Select[Any],
+    model: Any,
+    page: Page,
+    objs: Callable[[Session, list[Any]], list[dict[str, Any]]],
+) -> Response:
+    """The API's answer for one page: ``{"items": objs(session, rows), "next": cursor}``."""
+    session = get_session()
+    rows, cursor = fetch(session, stmt, model, page)
+    return jsonify({"items": objs(session, rows), "next": cursor})

@@ -64,6 +64,10 @@ def image_obj(image: Image) -> dict[str, Any]:
     return ImageOut.model_validate(_image_data(image)).model_dump(mode="json")
 
 
+def images_objs(_session: Session, images: Sequence[Image]) -> list[dict[str, Any]]:
+    return [image_obj(image) for image in images]
+
+
 def output_names(session: Session, result_ids: Iterable[str]) -> dict[str, list[str]]:
     """Names of the stored outputs of each result, in the contract's order (one query)."""
     ids = sorted(set(result_ids))
