@@ -8,44 +8,42 @@ run on PostgreSQL and Redis.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import TypeVar
+
+TRUE = frozenset({"1", "true", "yes", "on"})  # how a setting, a form or a query says yes
+T = TypeVar("T")
+
+
+def _env(name: str, default: T, parse: Callable[[str], T], kind: str) -> T:
+    """The setting ``name`` parsed, ``default`` when unset or blank; a bad value stops kseg
+    with a message naming the setting."""
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return parse(raw.strip())
+    except ValueError as exc:
+        raise SystemExit(f"kseg: setting {name}={raw!r} is not {kind}") from exc
 
 
 def _int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        return int(raw)
-    except ValueError as exc:
-        raise SystemExit(f"kseg: setting {name}={raw!r} is not an integer") from exc
+    return _env(name, default, int, "an integer")
 
 
 def _float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        return float(raw)
-    except ValueError as exc:
-        raise SystemExit(f"kseg: setting {name}={raw!r} is not a number") from exc
-
-
-TRUE = frozenset({"1", "true", "yes", "on"})  # how a setting, a form or a query says yes
+    return _env(name, default, float, "a number")
 
 
 def _bool(name: str, default: bool) -> bool:
-    raw = os.environ.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    return raw.strip().lower() in TRUE
+    return _env(name, default, lambda raw: raw.lower() in TRUE, "yes or no")
 
 
 def _str(name: str, default: str) -> str:
-    raw = os.environ.get(name)
-    return default if raw is None or raw.strip() == "" else raw.strip()
+    return _env(name, default, str, "text")
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from kseg.shared.cli.segment import (
+    add_outdir_argument,
     add_param_arguments,
     params_from_args,
     print_quietly_on_broken_pipe,
@@ -89,13 +90,9 @@ def _add_service_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="S",
         help="give up waiting after S seconds per job (default: wait as long as it takes)",
     )
-    parser.add_argument(
-        "-o",
-        "--outdir",
-        type=Path,
-        default=None,
-        metavar="OUTDIR",
-        help="directory for the PNGs and result.json (default: ./<image stem>-kseg/); with "
+    add_outdir_argument(
+        parser,
+        "directory for the PNGs and result.json (default: ./<image stem>-kseg/); with "
         "several jobs, each gets its own <image stem>-kseg/ inside OUTDIR",
     )
     parser.add_argument(

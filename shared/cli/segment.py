@@ -130,19 +130,14 @@ def add_param_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_outdir_argument(parser: argparse.ArgumentParser, help_text: str) -> None:
+    parser.add_argument("-o", "--outdir", type=Path, default=None, metavar="OUTDIR", help=help_text)
+
+
 def params_from_args(args: argparse.Namespace) -> SegmentParams:
     """The :class:`SegmentParams` of :func:`add_param_arguments`'s options; raises
     :class:`InvalidParameterError` with the service's own message for a bad value."""
-    return parse_params(
-        k=args.k,
-        k_min=args.k_min,
-        k_max=args.k_max,
-        normalize=args.normalize,
-        color_space=args.color_space,
-        outputs=args.outputs,
-        max_side=args.max_side,
-        seed=args.seed,
-    )
+    return parse_params(**{name: getattr(args, name) for name in SegmentParams.model_fields})
 
 
 def _configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -151,13 +146,9 @@ def _configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "image", metavar="IMAGE", help="image file (PNG, JPEG, GIF, WebP, TIFF, BMP)"
     )
     add_param_arguments(parser)
-    parser.add_argument(
-        "-o",
-        "--outdir",
-        type=Path,
-        default=None,
-        metavar="OUTDIR",
-        help="directory for the PNGs and result.json, created if missing "
+    add_outdir_argument(
+        parser,
+        "directory for the PNGs and result.json, created if missing "
         "(default: ./<image stem>-kseg/)",
     )
     parser.add_argument(

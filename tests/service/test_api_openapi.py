@@ -172,7 +172,8 @@ def test_live_app_conforms_to_its_schema(api: Api) -> None:
 def _codes_raised_in_source() -> set[str]:
     """Every error code the application's source answers with, found in its syntax tree:
     ``ApiError(status, "code", …)``, ``error_response(status, "code", …)``, ``not_found("x")``
-    (``x_not_found``), ``code = "…"`` of the error classes and the server's refusals."""
+    and ``own(Model, id, "x")`` (``x_not_found``), the ``code`` of the error classes and the
+    server's refusals."""
     import ast
 
     from kseg.web.serve import REFUSALS
@@ -191,12 +192,20 @@ def _codes_raised_in_source() -> set[str]:
                         codes.add(args[1].value)
                 elif name == "not_found" and args and isinstance(args[0], ast.Constant):
                     codes.add(f"{args[0].value}_not_found")
+                elif name == "own" and len(args) >= 3 and isinstance(args[2], ast.Constant):
+                    codes.add(f"{args[2].value}_not_found")
+            elif isinstance(node, ast.ClassDef):  # class E(KsegError, code="…")
+                codes.update(
+                    kw.value.value
+                    for kw in node.keywords
+                    if kw.arg == "code" and isinstance(kw.value, ast.Constant)
+                )
             elif (
                 isinstance(node, ast.Assign)
                 and any(getattr(t, "id", None) == "code" for t in node.targets)
                 and isinstance(node.value, ast.Constant)
                 and isinstance(node.value.value, str)
-                and path.parent.name in ("api", "shared")
+                and path.parent.name in ("api", "common", "shared")
             ):
                 codes.add(node.value.value)
     return codes
