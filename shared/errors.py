@@ -28,9 +28,6 @@ class KsegError(Exception):
         if code is not None:
             self.code = code
 
-    def to_dict(self) -> dict[str, str]:
-        return {"code": self.code, "message": self.message}
-
 
 class InvalidParameterError(KsegError, code="invalid_parameter", status=422):
     """A segmentation parameter is out of range or of the wrong kind."""

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from kseg.shared.core.params import SegmentParams, parse_params
 from kseg.shared.core.segment import ALGORITHM_VERSION
 from kseg.shared.errors import InvalidParameterError
+from kseg.shared.statuses import RunStatus
 from kseg.shared.store import jobs
 from kseg.shared.store.models import (
     Gallery,
@@ -182,7 +183,7 @@ def start_run(
         gallery_id=gallery.id,
         owner_id=gallery.owner_id,
         trigger=trigger,
-        status="running",
+        status=RunStatus.RUNNING,
         params=params.canonical(),
         params_key=key,
         only_stale=only_stale,

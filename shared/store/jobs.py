@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from kseg.shared.core.params import SegmentParams
 from kseg.shared.core.segment import ALGORITHM_VERSION, Segmentation
-from kseg.shared.statuses import ACTIVE_STATUSES, FINAL_STATUSES, JOB_STATUSES
+from kseg.shared.statuses import ACTIVE_STATUSES, FINAL_STATUSES, JOB_STATUSES, JobStatus
 from kseg.shared.store.db import binary_row, fetch_blob, pipelined
 from kseg.shared.store.models import (
     Image,
@@ -59,7 +59,7 @@ _REUSABLE = (
         _jobs.c.owner_id == bindparam("b_owner"),
         _jobs.c.image_id == bindparam("b_image"),
         _jobs.c.params_key == bindparam("b_key"),
-        _jobs.c.status == "succeeded",
+        _jobs.c.status == JobStatus.SUCCEEDED,
         _results.c.algorithm_version == ALGORITHM_VERSION,
     )
     .order_by(_jobs.c.finished_at.desc())
@@ -105,7 +105,7 @@ def submit_job(
         image_id=image.id,
         params=params.canonical(),
         params_key=key,
-        status="queued",
+        status=JobStatus.QUEUED,
         queue=queue,
         created_at=now,
         queued_at=now,
@@ -114,7 +114,7 @@ def submit_job(
     found = find_reusable_result(session, owner_id, image.id, key) if reuse else None
     if found is not None:
         source, result = found
-        job.status = "succeeded"
+        job.status = JobStatus.SUCCEEDED
         job.progress = 100
         job.stage = "reused"
         job.result_id = result.id
@@ -132,7 +132,7 @@ def submit_job(
 
 def _running_by(job_id: Any, worker: Any) -> Any:
     """The job is running and held by ``worker`` (values, or bind parameters)."""
-    return (Job.id == job_id) & (Job.status == "running") & (Job.worker == worker)
+    return (Job.id == job_id) & (Job.status == JobStatus.RUNNING) & (Job.worker == worker)
 
 
 @dataclass(frozen=True)
@@ -159,7 +159,7 @@ def _claimable(dead_workers: bool) -> Any:
     if dead_workers:
         lost = or_(lost, col.worker.in_(bindparam("b_dead", expanding=True)))
     return (col.id == bindparam("b_job_id")) & (
-        (col.status == "queued") | ((col.status == "running") & lost)
+        (col.status == JobStatus.QUEUED) | ((col.status == JobStatus.RUNNING) & lost)
     )
 
 
@@ -169,7 +169,7 @@ def _claim_statement(*, dead_workers: bool) -> Any:
         update(_jobs)
         .where(_claimable(dead_workers), col.attempts < bindparam("b_max"))
         .values(
-            status="running",
+            status=JobStatus.RUNNING,
             attempts=col.attempts + 1,
             worker=bindparam("b_worker"),
             stage="decode",
@@ -254,7 +254,7 @@ def claim_job(
         update(_jobs)
         .where(_claimable(bool(dead_workers)), _jobs.c.attempts >= bindparam("b_max"))
         .values(
-            status="failed",
+            status=JobStatus.FAILED,
             error_code="too_many_attempts",
             error_message=(
                 f"The job was started {attempts} times and its worker was lost each time "
@@ -303,7 +303,7 @@ _SUCCEED = (
     update(_jobs)
     .where(_running_by(bindparam("b_job_id"), bindparam("b_worker")))
     .values(
-        status="succeeded",
+        status=JobStatus.SUCCEEDED,
         progress=100,
         stage="done",
         result_id=bindparam("b_result_id"),
@@ -391,7 +391,7 @@ def fail_job(
         update(Job)
         .where(cond)
         .values(
-            status="failed",
+            status=JobStatus.FAILED,
             error_code=code,
             error_message=message,
             finished_at=utcnow(),
@@ -406,7 +406,7 @@ def release_job(session: Session, job_id: str, worker: str) -> bool:
     result = session.execute(
         update(Job)
         .where(_running_by(job_id, worker))
-        .values(status="queued", worker=None, queued_at=utcnow())
+        .values(status=JobStatus.QUEUED, worker=None, queued_at=utcnow())
         .execution_options(synchronize_session=False)
     )
     return result.rowcount == 1  # type: ignore[attr-defined]
@@ -424,7 +424,7 @@ def delete_job(session: Session, job: Job) -> str:
     canceled = session.execute(
         update(Job)
         .where(Job.id == job.id, Job.status.in_(ACTIVE_STATUSES))
-        .values(status="canceled", finished_at=utcnow(), worker=None)
+        .values(status=JobStatus.CANCELED, finished_at=utcnow(), worker=None)
         .execution_options(synchronize_session=False)
     )
     result_id = session.scalar(select(Job.result_id).where(Job.id == job.id))

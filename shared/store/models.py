@@ -29,6 +29,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from kseg.shared.statuses import JobStatus, RunStatus
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -190,7 +192,7 @@ class Job(Base):
     params: Mapped[dict[str, Any]] = mapped_column(JSON())
     # SHA-256 of the canonical params JSON: equal requests have equal keys.
     params_key: Mapped[str] = mapped_column(String(64))
-    status: Mapped[str] = mapped_column(String(16), default="queued")
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.QUEUED)
     #: ``interactive`` (submitted one by one) or ``batch`` (made by a gallery run).
     queue: Mapped[str] = mapped_column(String(16), default="interactive")
     progress: Mapped[int] = mapped_column(Integer, default=0)
@@ -359,7 +361,7 @@ class Run(Base):
     gallery_id: Mapped[str] = mapped_column(ForeignKey("galleries.id", ondelete="CASCADE"))
     owner_id: Mapped[str] = mapped_column(ForeignKey("owners.id", ondelete="CASCADE"))
     trigger: Mapped[str] = mapped_column(String(16))
-    status: Mapped[str] = mapped_column(String(16), default="running")
+    status: Mapped[str] = mapped_column(String(16), default=RunStatus.RUNNING)
     params: Mapped[dict[str, Any]] = mapped_column(JSON())
     params_key: Mapped[str] = mapped_column(String(64))
     only_stale: Mapped[bool] = mapped_column(Boolean, default=True)

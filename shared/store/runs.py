@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from kseg.shared.statuses import JOB_STATUSES
+from kseg.shared.statuses import JOB_STATUSES, JobStatus, RunStatus
 from kseg.shared.store.models import Job, Run, utcnow
 
 
@@ -45,14 +45,14 @@ def refresh_run(session: Session, run_id: str) -> Run | None:
         "succeeded": counts["succeeded"],
         "failed": failed,
     }
-    if run.status == "running" and counts["queued"] == 0 and counts["running"] == 0:
+    if run.status == RunStatus.RUNNING and counts["queued"] == 0 and counts["running"] == 0:
         processed = counts["succeeded"] + failed
         if failed == 0:
-            values["status"] = "succeeded"
+            values["status"] = RunStatus.SUCCEEDED
         elif counts["succeeded"] == 0 and processed > 0:
-            values["status"] = "failed"
+            values["status"] = RunStatus.FAILED
         else:
-            values["status"] = "partial"
+            values["status"] = RunStatus.PARTIAL
         values["finished_at"] = utcnow()
     session.execute(
         update(Run)
@@ -88,16 +88,16 @@ def live_counts(session: Session, run_ids: Sequence[str]) -> dict[str, dict[str,
     )
     for run_id, status, n, dispatched in rows:
         entry = counts[run_id]
-        key = "failed" if status == "canceled" else status
+        key = "failed" if status == JobStatus.CANCELED else status
         entry[key] = entry.get(key, 0) + int(n)
-        if status == "queued":
+        if status == JobStatus.QUEUED:
             entry["dispatched"] = int(dispatched)
     return counts
 
 
 def refresh_open_runs(session: Session, limit: int = 100) -> int:
     """Recount every still-running run (the sweeper's safety net); returns how many."""
-    ids = list(session.scalars(select(Run.id).where(Run.status == "running").limit(limit)))
+    ids = list(session.scalars(select(Run.id).where(Run.status == RunStatus.RUNNING).limit(limit)))
     for run_id in ids:
         refresh_run(session, run_id)
     return len(ids)

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
+from kseg.shared.statuses import JobStatus
 from kseg.shared.store.models import (
     Job,
     utcnow,
@@ -58,7 +59,7 @@ def sweep(
     old_dispatch = now - timedelta(seconds=queued_stale_after)
     stale = session.execute(
         select(Job.id, Job.queue, Job.dispatched_at)
-        .where(Job.status == "queued", Job.dispatched_at < old_dispatch)
+        .where(Job.status == JobStatus.QUEUED, Job.dispatched_at < old_dispatch)
         .order_by(Job.dispatched_at)
         .limit(limit)
     ).all()
@@ -70,7 +71,9 @@ def sweep(
             continue  # still waiting in the broker: not lost
         bumped = session.execute(
             update(Job)
-            .where(Job.id == job_id, Job.status == "queued", Job.dispatched_at == dispatched_at)
+            .where(
+                Job.id == job_id, Job.status == JobStatus.QUEUED, Job.dispatched_at == dispatched_at
+            )
             .values(dispatched_at=now)
             .execution_options(synchronize_session=False)
         )
@@ -82,17 +85,17 @@ def sweep(
     stalled = session.execute(
         select(Job.id, Job.queue, Job.attempts, Job.heartbeat_at)
         .where(
-            Job.status == "running",
+            Job.status == JobStatus.RUNNING,
             or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < old_beat),
         )
         .limit(limit)
     ).all()
     for job_id, queue, attempts, beat in stalled:
-        same = (Job.id == job_id) & (Job.status == "running")
+        same = (Job.id == job_id) & (Job.status == JobStatus.RUNNING)
         same &= Job.heartbeat_at.is_(None) if beat is None else Job.heartbeat_at == beat
         if attempts >= max_attempts:
             values: dict[str, Any] = {
-                "status": "failed",
+                "status": JobStatus.FAILED,
                 "error_code": "worker_lost",
                 "error_message": (
                     f"The worker running this job stopped {attempts} times; it will not be "
@@ -103,12 +106,17 @@ def sweep(
             }
         else:
             # Published again at once: it keeps its place in its window.
-            values = {"status": "queued", "worker": None, "queued_at": now, "dispatched_at": now}
+            values = {
+                "status": JobStatus.QUEUED,
+                "worker": None,
+                "queued_at": now,
+                "dispatched_at": now,
+            }
         moved = session.execute(
             update(Job).where(same).values(**values).execution_options(synchronize_session=False)
         )
         if moved.rowcount == 1:  # type: ignore[attr-defined]
-            if values["status"] == "failed":
+            if values["status"] == JobStatus.FAILED:
                 report.failed.append(job_id)
             else:
                 report.requeued_running.append(job_id)

@@ -8,7 +8,7 @@ from flask import Response, current_app, jsonify, request
 from sqlalchemy import select
 
 from kseg.shared.core.params import OUTPUT_NAMES, SegmentParams, parse_params
-from kseg.shared.statuses import JOB_STATUSES
+from kseg.shared.statuses import JOB_STATUSES, JobStatus
 from kseg.shared.store.images import store_image
 from kseg.shared.store.jobs import delete_job, submit_job
 from kseg.shared.store.models import Image, Job, ResultOutput
@@ -107,7 +107,7 @@ def create_job() -> tuple[Response, int, dict[str, str]]:
     names = output_names(session, [job.result_id] if job.result_id else [])
     body = job_obj(job, names.get(job.result_id or "", []))
     job_id = job.id
-    if job.status == "queued":
+    if job.status == JobStatus.QUEUED:
         # Broker down: the job stays queued, and the sweeper publishes it.
         commit_and_publish(session, "interactive")
     else:
@@ -214,7 +214,7 @@ def job_output(job_id: str, name: str) -> Response:
             "output_not_found",
             f"There is no output named {name!r}; outputs are {', '.join(OUTPUT_NAMES)}.",
         )
-    if job.status != "succeeded" or job.result_id is None:
+    if job.status != JobStatus.SUCCEEDED or job.result_id is None:
         raise ApiError(
             404,
             "output_not_found",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from kseg.shared.core.params import OUTPUT_NAMES
+from kseg.shared.statuses import JobStatus, RunStatus
 from kseg.shared.store.galleries import latest_jobs
 from kseg.shared.store.models import Gallery, GalleryImage, Image, Job, ResultOutput, Run, Schedule
 from kseg.shared.store.runs import live_counts
@@ -30,15 +31,6 @@ from kseg.web.common.schemas import (
 log = logging.getLogger(__name__)
 
 BASE = "/api/v1"
-
-
-def isoz(value: datetime | None) -> str | None:
-    """ISO 8601 in UTC with a ``Z`` suffix."""
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def output_url(job_id: str, name: str) -> str:
@@ -85,7 +77,7 @@ def output_names(session: Session, result_ids: Iterable[str]) -> dict[str, list[
 
 
 def _result(job: Job, names: list[str]) -> dict[str, Any] | None:
-    if job.status != "succeeded" or job.result is None:
+    if job.status != JobStatus.SUCCEEDED or job.result is None:
         return None
     meta = dict(job.result.meta or {})
     meta["outputs"] = {name: output_url(job.id, name) for name in names}
@@ -120,7 +112,7 @@ def job_obj(job: Job, names: list[str] | None = None) -> dict[str, Any]:
         "created_at": job.created_at,
         "started_at": job.started_at,
         "finished_at": job.finished_at,
-        "error": error if job.status == "failed" else None,
+        "error": error if job.status == JobStatus.FAILED else None,
         "result": None,
         "reused_from": job.reused_from,
         "gallery_id": job.gallery_id,
@@ -135,7 +127,7 @@ def job_obj(job: Job, names: list[str] | None = None) -> dict[str, Any]:
 
 def jobs_objs(session: Session, jobs: Sequence[Job]) -> list[dict[str, Any]]:
     names = output_names(
-        session, (j.result_id for j in jobs if j.status == "succeeded" and j.result_id)
+        session, (j.result_id for j in jobs if j.status == JobStatus.SUCCEEDED and j.result_id)
     )
     return [job_obj(job, names.get(job.result_id or "", [])) for job in jobs]
 
@@ -174,7 +166,7 @@ def run_obj(run: Run, live: dict[str, int] | None = None) -> dict[str, Any]:
 
 def runs_objs(session: Session, runs: Sequence[Run]) -> list[dict[str, Any]]:
     """Runs, those still running with their counters as their jobs are now (one query)."""
-    live = live_counts(session, [run.id for run in runs if run.status == "running"])
+    live = live_counts(session, [run.id for run in runs if run.status == RunStatus.RUNNING])
     return [run_obj(run, live.get(run.id)) for run in runs]
 
 
@@ -254,7 +246,7 @@ def galleries_objs(session: Session, galleries: Sequence[Gallery]) -> list[dict[
 
 
 def _latest_job(job: Job, names: list[str]) -> dict[str, Any]:
-    succeeded = job.status == "succeeded" and job.result_id is not None
+    succeeded = job.status == JobStatus.SUCCEEDED and job.result_id is not None
     outputs = {name: output_url(job.id, name) for name in names} if succeeded else {}
     return {
         "id": job.id,
@@ -275,7 +267,7 @@ def gallery_images_objs(
     """``(image, added_at)`` rows with the gallery's newest job of each image."""
     jobs = [latest[image.id] for image, _ in rows if image.id in latest]
     names = output_names(
-        session, (j.result_id for j in jobs if j.status == "succeeded" and j.result_id)
+        session, (j.result_id for j in jobs if j.status == JobStatus.SUCCEEDED and j.result_id)
     )
     out = []
     for image, added_at in rows:
