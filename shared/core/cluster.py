@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Literal
 
 import numpy as np
@@ -592,30 +593,12 @@ def fit_kmeans(
     if init is None:
         rng = np.random.default_rng(seed)
         xs, ws = _weighted_sample(x, w, sample_size, rng, at_least=k)
-        if xs is x:  # few points: seed and refine on all of them, no sampling
-            centers, labels, inertia, n_iter = _seeded_fit(
-                x,
-                w,
-                k,
-                n_init=n_init,
-                rng=rng,
-                max_iter=max_iter,
-                tol=tol,
-                tol_abs=tol_abs,
-                n_threads=n_threads,
-            )
-            return KMeansFit(centers, labels, inertia, n_iter)
-        init, _, _, _ = _seeded_fit(
-            xs,
-            ws,
-            k,
-            n_init=n_init,
-            rng=rng,
-            max_iter=seed_iter,
-            tol=tol,
-            tol_abs=tol_abs,
-            n_threads=n_threads,
+        seeded_fit = partial(
+            _seeded_fit, k=k, n_init=n_init, rng=rng, tol=tol, tol_abs=tol_abs, n_threads=n_threads
         )
+        if xs is x:  # few points: seed and refine on all of them, no sampling
+            return KMeansFit(*seeded_fit(x, w, max_iter=max_iter))
+        init, _, _, _ = seeded_fit(xs, ws, max_iter=seed_iter)
     n_coarse = 0
     if groups is not None:
         xg, wg = _summarise(x, w, groups)

@@ -22,11 +22,6 @@ from tests.service.test_api_common import (
 )
 
 
-@pytest.fixture(params=BACKENDS)
-def api(request: pytest.FixtureRequest, tmp_path: Path) -> Api:
-    return make_api(request, tmp_path, request.param)
-
-
 def count(api: Api, model: Any) -> int:
     """This owner's rows of ``model`` (the PostgreSQL database is shared by the tests)."""
     from kseg.shared.store.auth import owner_for_token

@@ -15,7 +15,6 @@ from sqlalchemy import func, select
 from kseg.shared.store.db import get_sessionmaker
 from kseg.shared.store.models import Image, Job
 from tests.service.test_api_common import (
-    BACKENDS,
     Api,
     assert_error,
     baby,
@@ -33,11 +32,6 @@ DEFAULTS = {
     "seed": 0,
 }
 FAST = {"k": 2, "outputs": ["labels", "recolor"]}
-
-
-@pytest.fixture(params=BACKENDS)
-def api(request: pytest.FixtureRequest, tmp_path: Path) -> Api:
-    return make_api(request, tmp_path, request.param)
 
 
 def create(api: Api, name: str = "holiday", **params: Any) -> dict[str, Any]:

@@ -10,7 +10,6 @@ import pytest
 
 from tests.conftest import wait_for
 from tests.service.test_api_common import (
-    BACKENDS,
     Api,
     assert_error,
     baby,
@@ -18,11 +17,6 @@ from tests.service.test_api_common import (
     tiny_png,
     weixin,
 )
-
-
-@pytest.fixture(params=BACKENDS)
-def api(request: pytest.FixtureRequest, tmp_path: Path) -> Api:
-    return make_api(request, tmp_path, request.param)
 
 
 def test_upload_answers_201_with_items(api: Api) -> None:

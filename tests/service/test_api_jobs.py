@@ -13,7 +13,6 @@ from sqlalchemy import select
 from kseg.shared.store.db import get_sessionmaker
 from kseg.shared.store.models import Job, Result
 from tests.service.test_api_common import (
-    BACKENDS,
     Api,
     assert_error,
     baby,
@@ -23,11 +22,6 @@ from tests.service.test_api_common import (
 )
 
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
-
-
-@pytest.fixture(params=BACKENDS)
-def api(request: pytest.FixtureRequest, tmp_path: Path) -> Api:
-    return make_api(request, tmp_path, request.param)
 
 
 def test_submit_answers_202_with_job_and_location(api: Api) -> None:

@@ -4,19 +4,13 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
 from openapi_spec_validator import validate
 
 from kseg.shared.core.params import SegmentParams
-from tests.service.test_api_common import BACKENDS, Api, make_api, tiny_png
-
-
-@pytest.fixture(params=BACKENDS)
-def api(request: pytest.FixtureRequest, tmp_path: Path) -> Api:
-    return make_api(request, tmp_path, request.param)
+from tests.service.test_api_common import Api, tiny_png
 
 
 def test_openapi_is_valid_public_and_complete(api: Api) -> None:
