@@ -81,9 +81,10 @@ def one_megapixel_photos() -> list[bytes]:
 
 
 class Service:
-    """web (waitress) + worker (2 processes) + beat, as child processes."""
+    """web (waitress) + worker (``concurrency`` processes, 2 by default) + beat, as child
+    processes; ``extra_env`` adds or overrides settings."""
 
-    def __init__(self, backend: str, workdir: Path) -> None:
+    def __init__(self, backend: str, workdir: Path, concurrency: int = 2, **extra_env: str) -> None:
         self.backend = backend
         self.workdir = workdir
         self.port = free_port()
@@ -95,12 +96,13 @@ class Service:
             KSEG_INSTANCE_DIR=str(workdir / "instance"),
             KSEG_PORT=str(self.port),
             KSEG_QUEUE=f"kseg-bench-{uuid.uuid4().hex[:8]}",
-            KSEG_WORKER_CONCURRENCY="2",
+            KSEG_WORKER_CONCURRENCY=str(concurrency),
             # Throughput, not limits, is measured: one owner submits hundreds of jobs a minute.
             KSEG_RATE_LIMIT_SUBMISSIONS="off",
             KSEG_QUOTA_ACTIVE_JOBS="0",
             PYTHONUNBUFFERED="1",
         )
+        env.update(extra_env)
         if backend == "redis":
             self.db_name = f"kseg_bench_{uuid.uuid4().hex[:8]}"
             self._pg(f'CREATE DATABASE "{self.db_name}"')

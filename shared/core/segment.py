@@ -163,7 +163,7 @@ def segment(
 
         n_threads = get_settings().threads_per_job()
     report = _Progress(progress)
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.thread_time()
     report("decode", 0.0)
     rgb = load_image(source, max_pixels=max_pixels)
     height, width = rgb.shape[:2]
@@ -212,6 +212,9 @@ def segment(
         "fit": _ms(t2 - t1),
         "render": _ms(t3 - t2),
         "total": _ms(t3 - t0),
+        # CPU time of the calling thread (not of OpenMP helpers): unlike wall time, it does
+        # not grow when other processes compete for the CPUs.
+        "cpu": _ms(time.thread_time() - cpu0),
     }
     report("render", 1.0)
     return Segmentation(
