@@ -10,6 +10,7 @@
  *   GET /api/v1/runs/<id>) and the thumbnail grid (polls GET /api/v1/galleries/<id>/images)
  *   update in place; a run page's image rows too (GET /api/v1/runs/<id>/jobs); "use my time
  *   zone"; forms with data-confirm ask first
+ * - account: copy buttons for a new token and its curl line
  */
 (function () {
   "use strict";
@@ -385,6 +386,29 @@
   }
 
   // Forms that delete something ask first.
+  // Copy buttons (the account page's new token and curl line): the clipboard, or the text
+  // selected for Ctrl-C where the clipboard is not offered.
+  $all("[data-copy]").forEach(function (button) {
+    var field = document.getElementById(button.getAttribute("data-copy"));
+    var status = $("[data-copy-status]");
+    var said = function (text) {
+      button.textContent = text;
+      if (status) { status.textContent = text; }
+      window.setTimeout(function () { button.textContent = "Copy"; }, 2000);
+    };
+    button.addEventListener("click", function () {
+      if (!field) { return; }
+      field.focus();
+      field.select();
+      if (navigator.clipboard && window.isSecureContext) {
+        navigator.clipboard.writeText(field.value).then(function () { said("Copied"); },
+          function () { said("Press Ctrl-C to copy"); });
+      } else {
+        said(document.execCommand && document.execCommand("copy") ? "Copied" : "Press Ctrl-C to copy");
+      }
+    });
+  });
+
   $all("form[data-confirm]").forEach(function (form) {
     form.addEventListener("submit", function (event) {
       if (!window.confirm(form.getAttribute("data-confirm"))) { event.preventDefault(); }
