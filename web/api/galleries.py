@@ -23,9 +23,11 @@ from kseg.shared.store.galleries import (
     remove_image,
     set_schedule,
     start_run,
+    tile_jobs,
     update_gallery,
 )
 from kseg.shared.store.models import Gallery, GalleryImage, Image, Job, Run, Schedule
+from kseg.shared.store.runs import live_counts, split_live_counts, with_live_counts
 from kseg.web.api import paging
 from kseg.web.api.auth import owner_id
 from kseg.web.api.blueprint import bp
@@ -45,6 +47,7 @@ from kseg.web.api.serialize import (
     gallery_images_objs,
     image_obj,
     jobs_objs,
+    run_obj,
     runs_objs,
     schedule_obj,
 )
@@ -185,8 +188,9 @@ def gallery_images_page(
     stmt = paging.apply(stmt, Image, page, at=GalleryImage.added_at, ident=Image.id)
     rows = [(image, added_at) for image, added_at in session.execute(stmt)]
     rows, cursor = paging.finish(rows, page, key=lambda row: (row[1], row[0].id))
-    newest = latest_jobs(session, gallery.id, [image.id for image, _ in rows])
-    return gallery_images_objs(session, rows, newest), cursor
+    ids = [image.id for image, _ in rows]
+    newest = latest_jobs(session, gallery.id, ids)
+    return gallery_images_objs(session, rows, newest, tile_jobs(session, gallery, ids)), cursor
 
 
 @bp.delete("/galleries/<gallery_id>/images/<image_id>")
@@ -289,9 +293,23 @@ def get_run(run_id: str) -> Response:
 
 @bp.get("/runs/<run_id>/jobs")
 def list_run_jobs(run_id: str) -> Response:
+    """A page of the run's jobs, and the run counted in the same statement (``run``)."""
     page = paging.parse_page()
-    session = get_session()
-    run = _own_run(run_id)
-    stmt = select(Job).where(Job.run_id == run.id, Job.owner_id == owner_id())
-    rows, cursor = paging.fetch(session, stmt, Job, page)
-    return jsonify({"items": jobs_objs(session, rows), "next": cursor})
+    run, items, cursor = run_jobs_page(get_session(), _own_run(run_id), owner_id(), page)
+    return jsonify({"items": items, "next": cursor, "run": run})
+
+
+def run_jobs_page(
+    session: Session, run: Run, owner: str, page: paging.Page
+) -> tuple[dict[str, Any], list[dict[str, Any]], str | None]:
+    """The run object and one page of its jobs, read in one statement
+    (:func:`kseg.shared.store.runs.with_live_counts`): the counters agree with the rows while
+    jobs end (shared by the API and the run page)."""
+    stmt = paging.apply(select(Job).where(Job.run_id == run.id, Job.owner_id == owner), Job, page)
+    rows = session.execute(with_live_counts(stmt, run.id)).all()
+    if rows:
+        counters, state = split_live_counts(rows[0], 1)
+    else:  # no job on this page: nothing the counters could disagree with
+        counters, state = live_counts(session, [run.id])[run.id], None
+    jobs, cursor = paging.finish([row[0] for row in rows], page)
+    return run_obj(run, counters, state), jobs_objs(session, jobs), cursor

@@ -553,10 +553,13 @@ def _gallery_paths() -> dict[str, Any]:
             "get": {
                 "operationId": "listRunJobs",
                 "tags": tags,
-                "summary": "The run's jobs, newest first (extension)",
+                "summary": "The run's jobs, newest first, and the run (extension)",
+                "description": "A page of the run's jobs and, as `run`, the run object with "
+                "counters counted in the same statement, so that they agree with the jobs "
+                "listed.",
                 "parameters": PAGING,
                 "responses": {
-                    "200": json_body(ref("JobList"), "A page of jobs."),
+                    "200": json_body(ref("RunJobList"), "A page of jobs, and the run."),
                     **errors(400, 404, 422),
                 },
             },

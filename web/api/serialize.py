@@ -137,8 +137,12 @@ def jobs_objs(session: Session, jobs: Sequence[Job]) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------- galleries, schedules, runs
 
 
-def run_obj(run: Run, live: dict[str, int] | None = None) -> dict[str, Any]:
-    """A run; ``live`` (:func:`kseg.shared.store.runs.live_counts`) replaces its stored counters."""
+def run_obj(
+    run: Run, live: dict[str, int] | None = None, state: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """A run; ``live`` (:func:`kseg.shared.store.runs.live_counts`) replaces its stored
+    counters, and ``state`` (``status``, ``finished_at``) its status and end as read with them
+    (:func:`kseg.shared.store.runs.with_live_counts`)."""
     counters = {
         name: int(getattr(run, name) or 0)
         for name in ("total", "queued", "running", "succeeded", "failed", "skipped")
@@ -153,6 +157,7 @@ def run_obj(run: Run, live: dict[str, int] | None = None) -> dict[str, Any]:
         "status": run.status,
         "created_at": run.created_at,
         "finished_at": run.finished_at,
+        **(state or {}),
         "jobs": counters,
         "params": dict(run.params or {}),
         "only_stale": bool(run.only_stale),
@@ -264,20 +269,30 @@ def _latest_job(job: Job, names: list[str]) -> dict[str, Any]:
 
 
 def gallery_images_objs(
-    session: Session, rows: Sequence[tuple[Image, datetime]], latest: dict[str, Job]
+    session: Session,
+    rows: Sequence[tuple[Image, datetime]],
+    latest: dict[str, Job],
+    current: dict[str, Job] | None = None,
 ) -> list[dict[str, Any]]:
-    """``(image, added_at)`` rows with the gallery's newest job of each image."""
+    """``(image, added_at)`` rows with the gallery's newest job of each image and the job the
+    gallery shows for it (:func:`kseg.shared.store.galleries.tile_jobs`)."""
+    current = current or {}
     jobs = [latest[image.id] for image, _ in rows if image.id in latest]
+    jobs += [current[image.id] for image, _ in rows if image.id in current]
     names = output_names(
         session, (j.result_id for j in jobs if j.status == "succeeded" and j.result_id)
     )
+
+    def brief(job: Job | None) -> dict[str, Any] | None:
+        return _latest_job(job, names.get(job.result_id or "", [])) if job else None
+
     out = []
     for image, added_at in rows:
-        job = latest.get(image.id)
         data = {
             **_image_data(image),
             "added_at": added_at,
-            "latest_job": _latest_job(job, names.get(job.result_id or "", [])) if job else None,
+            "latest_job": brief(latest.get(image.id)),
+            "current_job": brief(current.get(image.id)),
         }
         out.append(GalleryImageOut.model_validate(data).model_dump(mode="json"))
     return out

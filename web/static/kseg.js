@@ -307,8 +307,9 @@
     }
   };
 
-  // Runs: the gallery page's run rows and the run page's progress.
+  // Runs: the gallery page's run rows. (The run page's progress comes with its rows, below.)
   $all("[data-live-run]").forEach(function (el) {
+    if (el.matches(".run-progress") && $("[data-run-jobs]")) { return; }
     poll(el.getAttribute("data-live-run"), function (run) {
       showRun(el, run);
       return run.status === "running";
@@ -321,7 +322,8 @@
       (status === "running" ? " " + (progress || 0) + " %" : "");
   };
 
-  // A gallery's grid: each image shows its newest job's recolor (or the original) and status.
+  // A gallery's grid: each image shows its current job's recolor (or the original) and
+  // status: the newest run's job, or the image's current result however it was made.
   var grid = $("[data-grid][data-watch-grid]");
   if (grid) {
     var gridLastLook = false;
@@ -329,7 +331,7 @@
       var active = false;
       page.items.forEach(function (item) {
         var tile = $("[data-image-id=\"" + item.id + "\"]", grid);
-        var job = item.latest_job;
+        var job = item.current_job;
         if (!tile || !job) { return; }
         if (!FINAL[job.status]) { active = true; }
         tile.setAttribute("data-status", job.status);
@@ -347,12 +349,14 @@
     }, 1000);
   }
 
-  // A run page's images: status and thumbnails while the run is running.
+  // A run page's counters and images while the run is running: one request answers both
+  // (GET /api/v1/runs/<id>/jobs counts the run in the same statement), so they agree.
   var runJobs = $("[data-run-jobs]");
   var runLive = $(".run-progress[data-live-run]");
   if (runJobs && runLive) {
     var lastLook = false;
     poll(runJobs.getAttribute("data-run-jobs"), function (page) {
+      if (page.run && runLive.hasAttribute("data-live-run")) { showRun(runLive, page.run); }
       page.items.forEach(function (job) {
         var row = $("[data-job-id=\"" + job.id + "\"]", runJobs);
         if (!row) { return; }
@@ -366,7 +370,7 @@
       if (lastLook) { return false; }
       lastLook = true;
       return true;
-    }, 1000);
+    }, 700);
   }
 
   // "Use mine": the browser's own time zone for a schedule.
