@@ -248,12 +248,13 @@
   var RUN_TEXT = { running: "Running", succeeded: "Succeeded", partial: "Partly failed", failed: "Failed" };
   var COUNTERS = ["succeeded", "failed", "running", "queued", "skipped"];
 
-  // Poll url every delay ms while handle(json) returns true; back off on errors, stop on
-  // 401/404 (signed out, or gone).
+  // Poll url (or call load, a function returning a promise) every delay ms while
+  // handle(json) returns true; back off on errors, stop on 401/404 (signed out, or gone).
   var poll = function (url, handle, delay) {
     var failures = 0;
+    var load = typeof url === "function" ? url : function () { return getJSON(url); };
     var tick = function () {
-      getJSON(url).then(function (data) {
+      load().then(function (data) {
         failures = 0;
         if (handle(data)) { window.setTimeout(tick, delay); }
       }).catch(function (err) {
@@ -307,9 +308,12 @@
     }
   };
 
-  // Runs: the gallery page's run rows. (The run page's progress comes with its rows, below.)
+  // Runs: the galleries' run rows. (The run page's progress comes with its rows, and a
+  // watched grid's run rows with its tiles, below.)
+  var grid = $("[data-grid][data-watch-grid]");
   $all("[data-live-run]").forEach(function (el) {
     if (el.matches(".run-progress") && $("[data-run-jobs]")) { return; }
+    if (el.matches(".runrow") && grid) { return; }
     poll(el.getAttribute("data-live-run"), function (run) {
       showRun(el, run);
       return run.status === "running";
@@ -323,11 +327,23 @@
   };
 
   // A gallery's grid: each image shows its current job's recolor (or the original) and
-  // status: the newest run's job, or the image's current result however it was made.
-  var grid = $("[data-grid][data-watch-grid]");
+  // status: the newest run's job, or the image's current result however it was made. The
+  // running runs' rows are asked for at the same moment and shown in the same step, so
+  // their counters and the tiles change together.
   if (grid) {
     var gridLastLook = false;
-    poll(grid.getAttribute("data-grid"), function (page) {
+    var loadGrid = function () {
+      var rows = $all(".runrow[data-live-run]");
+      var asks = [getJSON(grid.getAttribute("data-grid"))].concat(rows.map(function (row) {
+        return getJSON(row.getAttribute("data-live-run")).catch(function () { return null; });
+      }));
+      return Promise.all(asks).then(function (answers) {
+        return { page: answers[0], rows: rows, runs: answers.slice(1) };
+      });
+    };
+    poll(loadGrid, function (both) {
+      var page = both.page;
+      both.rows.forEach(function (row, i) { if (both.runs[i]) { showRun(row, both.runs[i]); } });
       var active = false;
       page.items.forEach(function (item) {
         var tile = $("[data-image-id=\"" + item.id + "\"]", grid);
@@ -346,7 +362,7 @@
       if (gridLastLook) { return false; }
       gridLastLook = true;
       return true;
-    }, 1000);
+    }, 700);
   }
 
   // A run page's counters and images while the run is running: one request answers both
