@@ -290,11 +290,26 @@ def sign_in_link(settings: Settings, base_url: str, owner: str | None = None) ->
     return f"{base_url.rstrip('/')}/login/{token}"
 
 
+def _owner_exists(settings: Settings, name: str) -> bool:
+    from sqlalchemy import select
+
+    from kseg.shared.store.db import session_scope
+    from kseg.shared.store.models import Owner
+
+    with session_scope(settings.database_url) as session:
+        return session.scalar(select(Owner.id).where(Owner.name == name)) is not None
+
+
 def cmd_login_link(args: argparse.Namespace) -> int:
     """``kseg login-link``: a fresh one-time sign-in link, e.g. after signing out."""
     settings = get_settings()
     if (code := _require_migrated(settings)) is not None:
         return code
+    if args.owner and not _owner_exists(settings, args.owner):
+        return _fail(
+            f"no owner {args.owner!r}; `kseg token list --all` shows the owners, "
+            f"`kseg token create {args.owner}` makes one"
+        )
     base = args.url or settings.service_url()
     print(sign_in_link(settings, base, args.owner))
     whose = f"owner {args.owner!r}" if args.owner else "the default owner"

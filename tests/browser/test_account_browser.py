@@ -144,3 +144,12 @@ def test_a_fresh_login_link_signs_in_after_signing_out(live: BrowserStack, page:
     expect(page.get_by_text("Signed in as default")).to_be_visible()
     page.goto("/account")
     expect(page.get_by_role("heading", name="Account", exact=True)).to_be_visible()
+
+
+def test_login_link_refuses_an_unknown_owner(live: BrowserStack) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "kseg.shared.cli", "login-link", "--owner", "nobody-here"],
+        env=live.stack.env, cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 1 and done.stdout == ""
+    assert "no owner 'nobody-here'" in done.stderr and "kseg token create" in done.stderr
