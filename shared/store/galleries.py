@@ -4,9 +4,10 @@ A run makes one job per gallery image (``only_stale`` skips images that already 
 succeeded result for the same parameters and the current algorithm version), and keeps its
 counters as its jobs end. Schedules are claimed by a compare-and-set on ``next_run_at`` (and
 ``FOR UPDATE SKIP LOCKED`` on PostgreSQL), so two beat processes never start the same slot
-twice, and a beat that was down across several slots starts one catch-up run, not a burst.
-A run's jobs are batch work: committed ``queued`` and handed to workers a window at a time by
-:mod:`shared.dispatch` (callers top the batch window up, commit, and publish).
+twice, and a beat that was down across several slots starts one catch-up run, not a burst;
+a slot whose run would skip every image records no run at all. A run's jobs are batch
+work: committed ``queued`` and handed to workers a window at a time by :mod:`shared.dispatch`
+(callers top the batch window up, commit, and publish).
 """
 
 from __future__ import annotations
@@ -362,10 +363,10 @@ def run_due_schedules(session: Session, *, now: datetime | None = None) -> list[
             # Nothing to do: no run is recorded (a `*/2` schedule would otherwise add a
             # "0 succeeded, 5 skipped" run every two minutes). Manual runs always record one.
             log.info(
-                "schedule of gallery %s, slot %s: all %d images up to date; no run recorded",
+                "schedule of gallery %s, slot %s: %s; no run recorded",
                 gallery.id,
                 slot,
-                len(plan.images),
+                f"all {len(plan.images)} images up to date" if plan.images else "no images",
             )
             continue
         start = start_run(
