@@ -158,7 +158,12 @@ def latest_jobs(
     return {job.image_id: job for job in rows}
 
 
-def tile_jobs(session: Session, gallery: Gallery, image_ids: Sequence[str]) -> dict[str, Job]:
+def tile_jobs(
+    session: Session,
+    gallery: Gallery,
+    image_ids: Sequence[str],
+    newest: dict[str, Job] | None = None,
+) -> dict[str, Job]:
     """For each of these images of the gallery, the job whose state and result its tile shows,
     agreeing with the gallery's newest run:
 
@@ -169,10 +174,12 @@ def tile_jobs(session: Session, gallery: Gallery, image_ids: Sequence[str]) -> d
       "already up to date" shows as done, not as "not run yet";
     - else the gallery's newest job (from an older run), if any.
 
-    Three queries for a page of images."""
+    ``newest``: :func:`latest_jobs` of these images, when the caller has it already. Three
+    queries for a page of images (and one for the jobs of current results made elsewhere)."""
     if not image_ids:
         return {}
-    newest = latest_jobs(session, gallery.id, image_ids)
+    if newest is None:
+        newest = latest_jobs(session, gallery.id, image_ids)
     last_run = session.execute(
         select(Run.id, Run.params_key)
         .where(Run.gallery_id == gallery.id)

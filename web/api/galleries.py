@@ -190,7 +190,8 @@ def gallery_images_page(
     rows, cursor = paging.finish(rows, page, key=lambda row: (row[1], row[0].id))
     ids = [image.id for image, _ in rows]
     newest = latest_jobs(session, gallery.id, ids)
-    return gallery_images_objs(session, rows, newest, tile_jobs(session, gallery, ids)), cursor
+    shown = tile_jobs(session, gallery, ids, newest)
+    return gallery_images_objs(session, rows, newest, shown), cursor
 
 
 @bp.delete("/galleries/<gallery_id>/images/<image_id>")
