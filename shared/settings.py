@@ -104,6 +104,11 @@ class Settings:
     rate_limit_storage_url: str = "memory://"
     #: ``KSEG_ACCESS_LOG``: the web app logs a line per request (``web.access_log``).
     access_log: bool = True
+    #: Where those lines go: a file (``KSEG_ACCESS_LOG=PATH``), or None for stdout.
+    access_log_file: Path | None = None
+    #: Whether ``KSEG_HOST`` or ``KSEG_PORT`` is set (then they, not ``instance/api_url``,
+    #: say where the local service is).
+    address_given: bool = False
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -111,14 +116,40 @@ class Settings:
         """Where ``kseg up`` keeps the token it prints (when ``KSEG_API_TOKEN`` is unset)."""
         return self.instance_dir / "api_token"
 
+    @property
+    def api_url_file(self) -> Path:
+        """Where ``kseg up`` keeps the URL it serves on, beside :attr:`api_token_file`, so that
+        ``kseg submit`` run here finds it on any port."""
+        return self.instance_dir / "api_url"
+
+    def listen_url(self) -> str:
+        """The web server ``KSEG_HOST``:``KSEG_PORT`` on this machine, as a URL (through
+        loopback when it listens on every address)."""
+        host = "127.0.0.1" if self.host in {"0.0.0.0", "::", "[::]", ""} else self.host
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
+
+    def saved_url(self) -> str | None:
+        """The URL ``kseg up`` last served on from this folder (:attr:`api_url_file`), if any."""
+        try:
+            text = self.api_url_file.read_text().strip().rstrip("/")
+        except OSError:
+            return None
+        return text if text.startswith(("http://", "https://")) else None
+
     def service_url(self) -> str:
-        """Where ``kseg submit`` and ``kseg fetch`` find the service: ``KSEG_URL``, else the
-        web server ``KSEG_HOST``:``KSEG_PORT`` on this machine (through loopback when it
-        listens on every address)."""
+        """Where ``kseg submit``, ``fetch`` and ``jobs`` find the service: ``KSEG_URL``; else
+        ``KSEG_HOST``:``KSEG_PORT`` when either is set; else the URL the ``kseg up`` of this
+        folder saved (:meth:`saved_url`, so a service on another port is found); else
+        http://127.0.0.1:8000."""
         if self.client_url:
             return self.client_url
-        host = "127.0.0.1" if self.host in {"0.0.0.0", "::", "[::]"} else self.host
-        return f"http://{host}:{self.port}"
+        if not self.address_given:
+            saved = self.saved_url()
+            if saved:
+                return saved
+        return self.listen_url()
 
     def threads_per_job(self, processes: int = 1) -> int:
         """Threads one segmentation may use when ``processes`` run side by side.
@@ -165,6 +196,7 @@ def load_settings() -> Settings:
         host=_str("KSEG_HOST", "127.0.0.1"),
         port=_int("KSEG_PORT", 8000),
         client_url=_str("KSEG_URL", "").rstrip("/") or None,
+        address_given=bool(_str("KSEG_HOST", "") or _str("KSEG_PORT", "")),
         api_token=os.environ.get("KSEG_API_TOKEN") or None,
         auth_disabled=_bool("KSEG_AUTH_DISABLED", False),
         secret_key=_str("KSEG_SECRET_KEY", ""),
@@ -199,8 +231,36 @@ def load_settings() -> Settings:
             "KSEG_RATE_LIMIT_STORAGE_URL",
             broker_url if broker_url.startswith(("redis://", "rediss://")) else "memory://",
         ),
-        access_log=_bool("KSEG_ACCESS_LOG", True),
+        access_log=access_log_setting(os.environ.get("KSEG_ACCESS_LOG")) is not False,
+        access_log_file=_access_log_file(os.environ.get("KSEG_ACCESS_LOG")),
     )
+
+
+#: ``KSEG_ACCESS_LOG`` values that turn the access log off, and those that turn it on where
+#: the command puts it by default (stdout for ``kseg web``, ``instance/access.log`` under
+#: ``kseg up``); ``stdout`` is stdout wherever; anything else is the path of a file.
+ACCESS_LOG_OFF = frozenset({"0", "false", "no", "off"})
+ACCESS_LOG_ON = frozenset({"", "1", "true", "yes", "on"})
+
+
+def access_log_setting(raw: str | None) -> bool | str | None:
+    """What ``KSEG_ACCESS_LOG`` says: False (off), None (unset or on: the command's default
+    place), ``"stdout"``, or a file's path."""
+    text = (raw or "").strip()
+    if text.lower() in ACCESS_LOG_OFF:
+        return False
+    if text.lower() in ACCESS_LOG_ON:
+        return None
+    if text.lower() == "stdout":
+        return "stdout"
+    return text
+
+
+def _access_log_file(raw: str | None) -> Path | None:
+    where = access_log_setting(raw)
+    if not isinstance(where, str) or where == "stdout":
+        return None
+    return Path(where).expanduser().resolve()
 
 
 def _rate(name: str, default: str) -> str:

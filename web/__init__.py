@@ -62,7 +62,7 @@ def create_app(
     access_log.redact_werkzeug_log()  # Flask's debug server logs request lines itself
     if settings.access_log:
         # Middleware around the whole app, so the same line comes from any WSGI server.
-        access_log.init_app(app)
+        access_log.init_app(app, settings.access_log_file)
     return app
 
 

@@ -2,7 +2,8 @@
 
 WSGI middleware (``app.wsgi_app``), so it works the same under any WSGI server — waitress,
 gunicorn, werkzeug's — and needs none of theirs. Each request ends with one line on the
-``kseg.access`` logger (stdout unless logging is configured for it), in the common log format
+``kseg.access`` logger (stdout, or the file ``KSEG_ACCESS_LOG`` names — ``kseg up`` names
+``instance/access.log`` — unless logging is configured for it), in the common log format
 plus the time taken::
 
     127.0.0.1 - - [23/Jan/2026:10:04:05 +0000] "GET /login/[redacted] HTTP/1.1" 302 189 4.1ms
@@ -17,10 +18,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import logging.handlers
 import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_plus
 
@@ -63,12 +66,19 @@ class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
         pass
 
 
-def configure_logger() -> None:
-    """Lines on stdout, once per process; unless logging was configured for ``kseg.access``
-    (a handler of its own), which then decides where they go."""
+def configure_logger(path: Path | None = None) -> None:
+    """Lines on stdout, or appended to the file ``path`` (``KSEG_ACCESS_LOG=PATH``; ``kseg up``
+    sends them to ``instance/access.log``), once per process; unless logging was configured
+    for ``kseg.access`` (a handler of its own), which then decides where they go."""
     if log.handlers:
         return
-    handler = _StdoutHandler()
+    handler: logging.Handler
+    if path is None:
+        handler = _StdoutHandler()
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Reopened when moved away (logrotate), as a long-running server's log should be.
+        handler = logging.handlers.WatchedFileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
@@ -77,9 +87,9 @@ def configure_logger() -> None:
     log.propagate = False
 
 
-def init_app(app: Flask) -> None:
-    """Log the requests of ``app`` (wraps its ``wsgi_app``)."""
-    configure_logger()
+def init_app(app: Flask, path: Path | None = None) -> None:
+    """Log the requests of ``app`` (wraps its ``wsgi_app``), on stdout or into ``path``."""
+    configure_logger(path)
     app.wsgi_app = AccessLog(app.wsgi_app)  # type: ignore[method-assign]
 
 

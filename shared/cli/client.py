@@ -49,8 +49,9 @@ Upload each IMAGE to a running kseg service as a job, show the jobs' progress, a
 result like `kseg segment` does: <name>.png per output and result.json, into
 ./<image stem>-kseg/. All images are submitted before the first is waited on, so the service's
 workers run them side by side. The service's URL comes from --url, KSEG_URL, or
-KSEG_HOST/KSEG_PORT (default http://127.0.0.1:8000); the token from --token or KSEG_API_TOKEN,
-else, for the service `kseg up` runs here, from the file it keeps (instance/api_token).
+KSEG_HOST/KSEG_PORT, else from the file the `kseg up` run here keeps (instance/api_url;
+default http://127.0.0.1:8000); the token from --token or KSEG_API_TOKEN, else, for that local
+service, from the file it keeps beside it (instance/api_token).
 """
 
 _JOBS_DESCRIPTION = """\
@@ -70,7 +71,8 @@ def _add_connection_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="URL",
         help="the service, e.g. http://127.0.0.1:8000 (default: KSEG_URL, else "
-        "http://KSEG_HOST:KSEG_PORT)",
+        "http://KSEG_HOST:KSEG_PORT when either is set, else the URL `kseg up` saved in "
+        "instance/api_url, else http://127.0.0.1:8000)",
     )
     parser.add_argument(
         "--token",
@@ -221,7 +223,8 @@ class _Pending:
 def _client(args: argparse.Namespace) -> Client:
     """The service and token of ``--url``/``--token``, else of the settings. With neither a
     token nor a URL given, the token ``kseg up`` keeps under ``instance/`` goes to the
-    local service it started (and to no other server)."""
+    local service it started (at the URL it keeps beside it, ``instance/api_url``, unless
+    ``KSEG_HOST``/``KSEG_PORT`` say otherwise), and to no other server."""
     settings = get_settings()
     token = args.token or settings.api_token
     local = args.url is None and settings.client_url is None

@@ -54,9 +54,12 @@ def web_command(settings: Settings) -> list[str]:
     return [sys.executable, "-m", "kseg.web.serve"]
 
 
-def worker_command(settings: Settings, queues: tuple[str, ...] | None = None) -> list[str]:
+def worker_command(
+    settings: Settings, queues: tuple[str, ...] | None = None, *, quiet: bool = False
+) -> list[str]:
     """``celery worker`` taking the classes of work ``queues`` (default: the settings'),
-    interactive first when it takes both."""
+    interactive first when it takes both. ``quiet`` (under ``kseg up``): no banner, and only
+    warnings and errors in its log."""
     from kseg.shared.messaging.celery_config import queue_name
 
     names = ",".join(queue_name(settings, cls) for cls in queues or settings.worker_queues)
@@ -67,19 +70,22 @@ def worker_command(settings: Settings, queues: tuple[str, ...] | None = None) ->
         f"--concurrency={settings.worker_concurrency}",
         "--without-gossip",
         "--without-mingle",
+        quiet=quiet,
     )
 
 
-def beat_command(settings: Settings) -> list[str]:
+def beat_command(settings: Settings, *, quiet: bool = False) -> list[str]:
     settings.instance_dir.mkdir(parents=True, exist_ok=True)
-    return _celery("beat", "-s", str(settings.instance_dir / "celerybeat-schedule"))
+    return _celery("beat", "-s", str(settings.instance_dir / "celerybeat-schedule"), quiet=quiet)
 
 
-def _celery(command: str, *args: str) -> list[str]:
-    """``celery -A kseg.worker.celery_app COMMAND --loglevel=INFO ARGS`` in this Python."""
+def _celery(command: str, *args: str, quiet: bool = False) -> list[str]:
+    """``celery -A kseg.worker.celery_app COMMAND --loglevel=INFO ARGS`` in this Python;
+    ``quiet``: ``celery --quiet`` (no banner) and ``--loglevel=WARNING``."""
+    level = "WARNING" if quiet else "INFO"
     return [
-        sys.executable, "-m", "celery", "-A", "kseg.worker.celery_app", command, "--loglevel=INFO",
-        *args,
+        sys.executable, "-m", "celery", "-A", "kseg.worker.celery_app",
+        *(["--quiet"] if quiet else []), command, f"--loglevel={level}", *args,
     ]  # fmt: skip
 
 
@@ -248,9 +254,15 @@ def _default_token(settings: Settings) -> str:
             if token and owner_for_token(session, token) is not None:
                 return token
         token = create_token(session, DEFAULT_OWNER, "kseg up")
-    path.write_text(token + "\n")
-    path.chmod(0o600)
+    _write_private(path, token)
     return token
+
+
+def _write_private(path: Any, text: str) -> None:
+    """``text`` and a newline into ``path``, readable by this user only."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text + "\n")
+    path.chmod(0o600)
 
 
 def _this_command() -> str:
@@ -267,14 +279,46 @@ def _this_command() -> str:
     return os.path.relpath(argv0)
 
 
-def _sign_in_link(settings: Settings) -> str | None:
-    """A one-time sign-in link for the web pages, where the web front end offers one."""
+def sign_in_link(settings: Settings, base_url: str, owner: str | None = None) -> str:
+    """A fresh one-time sign-in link to the pages at ``base_url`` for ``owner`` (default: the
+    default owner), minted in the database of ``settings``; it works once."""
     from kseg.shared.store.auth import DEFAULT_OWNER, create_token
     from kseg.shared.store.db import session_scope
 
     with session_scope(settings.database_url) as session:
-        token = create_token(session, DEFAULT_OWNER, "sign-in link", one_time=True)
-    return f"http://{settings.host}:{settings.port}/login/{token}"
+        token = create_token(session, owner or DEFAULT_OWNER, "sign-in link", one_time=True)
+    return f"{base_url.rstrip('/')}/login/{token}"
+
+
+def _owner_exists(settings: Settings, name: str) -> bool:
+    from sqlalchemy import select
+
+    from kseg.shared.store.db import session_scope
+    from kseg.shared.store.models import Owner
+
+    with session_scope(settings.database_url) as session:
+        return session.scalar(select(Owner.id).where(Owner.name == name)) is not None
+
+
+def cmd_login_link(args: argparse.Namespace) -> int:
+    """``kseg login-link``: a fresh one-time sign-in link, e.g. after signing out."""
+    settings = get_settings()
+    if (code := _require_migrated(settings)) is not None:
+        return code
+    if args.owner and not _owner_exists(settings, args.owner):
+        return _fail(
+            f"no owner {args.owner!r}; `kseg token list --all` shows the owners, "
+            f"`kseg token create {args.owner}` makes one"
+        )
+    base = args.url or settings.service_url()
+    print(sign_in_link(settings, base, args.owner))
+    whose = f"owner {args.owner!r}" if args.owner else "the default owner"
+    print(
+        f"kseg: a one-time sign-in link for {whose}; it works once (run `kseg login-link` "
+        "again for another)",
+        file=sys.stderr,
+    )
+    return 0
 
 
 #: ``kseg up`` restarts a child that exits: after 1 s, then 2, 4, … up to 30 s between tries.
@@ -336,17 +380,20 @@ class Supervisor:
     def __init__(self) -> None:
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         self.argv: dict[str, list[str]] = {}
+        self.env: dict[str, dict[str, str] | None] = {}
         self.started_at: dict[str, float] = {}
         self.backoff: dict[str, Backoff] = {}
         self.restart_at: dict[str, float] = {}  # children waiting out their delay
 
-    def start(self, name: str, argv: list[str]) -> None:
+    def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+        """Start child ``name`` (``env``: its environment; default: this one's)."""
         self.argv[name] = argv
+        self.env[name] = env
         self.backoff[name] = Backoff()
         self._spawn(name)
 
     def _spawn(self, name: str) -> None:
-        proc = subprocess.Popen(self.argv[name], start_new_session=True)
+        proc = subprocess.Popen(self.argv[name], env=self.env.get(name), start_new_session=True)
         self.children[name] = proc
         self.started_at[name] = time.monotonic()
         print(f"kseg: started {name} (pid {proc.pid})", file=sys.stderr, flush=True)
@@ -411,27 +458,112 @@ class Supervisor:
                 proc.wait(5)
 
 
-def _wait_healthy(settings: Settings, supervisor: Supervisor, stopping: dict[str, bool]) -> None:
+def _wait_ready(settings: Settings, supervisor: Supervisor, stopping: dict[str, bool]) -> bool:
+    """Wait until the web server answers and a worker heart-beats (``/readyz?workers=1``),
+    at most ``UP_READY_TIMEOUT`` s: the children's start-up lines then come before the
+    banner, not after it. False when not ready in time (or stopping, or a child died)."""
+    import urllib.error
     import urllib.request
 
-    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
-    deadline = time.monotonic() + 30
+    url = f"{settings.listen_url()}/readyz?workers=1"
+    deadline = time.monotonic() + UP_READY_TIMEOUT
     while time.monotonic() < deadline and not stopping["flag"] and not supervisor.dead():
         try:
-            with urllib.request.urlopen(f"http://{host}:{settings.port}/healthz", timeout=1):
-                return
-        except OSError:
+            with urllib.request.urlopen(url, timeout=2):
+                return True
+        except (OSError, urllib.error.HTTPError):
             time.sleep(0.2)
+    return False
 
 
-def cmd_up(_args: argparse.Namespace) -> int:
+#: How long ``kseg up`` waits for web and worker before it prints the banner anyway (s).
+UP_READY_TIMEOUT = 60.0
+
+
+def _up_env(settings: Settings, access_log: str | None) -> tuple[dict[str, str], str]:
+    """The web child's environment and where its access log goes, in words: the file
+    ``instance/access.log`` unless ``--access-log`` or ``KSEG_ACCESS_LOG`` says otherwise."""
+    from pathlib import Path
+
+    from kseg.shared.settings import access_log_setting
+
+    env = dict(os.environ)
+    given = access_log if access_log is not None else os.environ.get("KSEG_ACCESS_LOG")
+    where = access_log_setting(given)
+    if where is False:
+        env["KSEG_ACCESS_LOG"] = "0"
+        return env, "off"
+    if where == "stdout":
+        env["KSEG_ACCESS_LOG"] = "stdout"
+        return env, "stdout"
+    path = settings.instance_dir / "access.log" if where is None else Path(where).expanduser()
+    env["KSEG_ACCESS_LOG"] = str(path)
+    return env, _short_path(path)
+
+
+def _short_path(path: Any) -> str:
+    """``path`` relative to the working directory when it lies below it."""
+    from pathlib import Path
+
+    try:
+        return str(Path(path).relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def banner(
+    *,
+    url: str,
+    database: str,
+    broker: str,
+    access_log: str,
+    token: str,
+    link: str | None,
+    command: str,
+    ready: bool,
+) -> str:
+    """What ``kseg up`` prints once web and worker are up: where, how to sign in and to
+    submit; the last lines of its output until something happens."""
+    lines = [
+        "",
+        f"kseg is running at {url}",
+        f"  database:   {database}",
+        f"  broker:     {broker}",
+        f"  access log: {access_log}",
+        *(
+            []
+            if ready
+            else ["  note: no worker answered yet; jobs wait until one does (see the log above)"]
+        ),
+        f"  API token (default owner): {token}",
+        *(
+            [f"  sign in:    {link}   (works once; `{command} login-link` makes another)"]
+            if link
+            else []
+        ),
+        f"  account:    {url}/account   (create and revoke API tokens)",
+        f"  try: curl -H 'Authorization: Bearer {token}' -F file=@photo.jpg -F k=16 "
+        f"{url}/api/v1/jobs",
+        f"   or: {command} submit photo.jpg -k 16   (from this folder: no token needed)",
+        "Press Ctrl-C to stop.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
     settings = get_settings()
-    if cmd_migrate(_args) != 0:
+    if cmd_migrate(args) != 0:
         return 1
     try:
         token = _default_token(settings)
     except ValueError as exc:  # KSEG_API_TOKEN unusable: say why before starting anything
         return _fail(f"KSEG_API_TOKEN: {exc}")
+    url = settings.listen_url()
+    # Beside the token: `kseg submit` run here finds this service on whatever port it is.
+    _write_private(settings.api_url_file, url)
+    verbose = bool(getattr(args, "verbose", False))
+    web_env, access_log = _up_env(settings, getattr(args, "access_log", None))
     supervisor = Supervisor()
     stopping = {"flag": False}
 
@@ -440,35 +572,30 @@ def cmd_up(_args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    supervisor.start("web", web_command(settings))
-    supervisor.start("worker", worker_command(settings))
-    supervisor.start("beat", beat_command(settings))
-    url = f"http://{settings.host}:{settings.port}"
-    # The banner comes last, once the web server answers, so the logs do not bury it.
-    _wait_healthy(settings, supervisor, stopping)
+    supervisor.start("web", web_command(settings), web_env)
+    supervisor.start("worker", worker_command(settings, quiet=not verbose))
+    supervisor.start("beat", beat_command(settings, quiet=not verbose))
+    # The banner comes last, once web and worker are up, so their start-up lines do not bury
+    # it (nor, unless asked for, the access log: that goes to a file).
+    ready = _wait_ready(settings, supervisor, stopping)
     broker = "embedded (filesystem)" if settings.embedded_broker else _safe_url(settings.broker_url)
     link = None
     with contextlib.suppress(Exception):
-        link = _sign_in_link(settings)
-    print(
-        "\n".join(
-            [
-                "",
-                f"kseg is starting at {url}",
-                f"  database: {_safe_url(settings.database_url)}",
-                f"  broker:   {broker}",
-                f"  API token (default owner): {token}",
-                *([f"  sign in:  {link}"] if link else []),
-                f"  try: curl -H 'Authorization: Bearer {token}' -F file=@photo.jpg -F k=16 "
-                f"{url}/api/v1/jobs",
-                f"   or: {_this_command()} submit photo.jpg -k 16   (from this folder: no token "
-                "needed)",
-                "Press Ctrl-C to stop.",
-                "",
-            ]
-        ),
-        flush=True,
-    )
+        link = sign_in_link(settings, url)
+    if not stopping["flag"]:
+        print(
+            banner(
+                url=url,
+                database=_safe_url(settings.database_url),
+                broker=broker,
+                access_log=access_log,
+                token=token,
+                link=link,
+                command=_this_command(),
+                ready=ready,
+            ),
+            flush=True,
+        )
     code = 0
     try:
         # No restart once stopping: the flag is checked before each round.
@@ -512,9 +639,47 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser(
-        "up", help="migrate, then run web + worker + beat until Ctrl-C, restarting one that exits"
+        "up",
+        help="migrate, then run web + worker + beat until Ctrl-C, restarting one that exits",
+        description="Migrate the database, then run web, worker and beat until Ctrl-C, "
+        "restarting one that exits. Once web and a worker answer it prints where the service "
+        "is, a token and a one-time sign-in link: its last lines until something happens. The "
+        "web access log goes to instance/access.log; the URL is kept in instance/api_url "
+        "beside the token (instance/api_token), where `kseg submit` run here finds them.",
+    )
+    p.add_argument(
+        "--access-log",
+        metavar="WHERE",
+        default=None,
+        help="where the web access log goes: stdout, off, or a file (default: "
+        "KSEG_ACCESS_LOG if set, else instance/access.log)",
+    )
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="the worker's and beat's banners and INFO lines too (a line per task); by "
+        "default they log warnings and errors only",
     )
     p.set_defaults(func=cmd_up)
+    p = sub.add_parser(
+        "login-link",
+        help="print a fresh one-time sign-in link for the web pages",
+        description="Mint a one-time sign-in link in this service's database (as `kseg up` "
+        "prints one) and print it: for signing in again after signing out, or on another "
+        "browser. Each link works once.",
+    )
+    p.add_argument(
+        "--owner", metavar="NAME", default=None, help="whose link (default: the default owner)"
+    )
+    p.add_argument(
+        "--url",
+        metavar="URL",
+        default=None,
+        help="the service's address in the link (default: KSEG_URL, else KSEG_HOST/KSEG_PORT, "
+        "else the URL `kseg up` saved in instance/api_url, else http://127.0.0.1:8000)",
+    )
+    p.set_defaults(func=cmd_login_link)
     p = sub.add_parser("web", help="run the web server (waitress)")
     p.add_argument("--dev", action="store_true", help="Flask's debug server instead")
     p.set_defaults(func=cmd_web)

@@ -272,6 +272,11 @@ def revoke_token(session: Session, ident: str) -> tuple[TokenInfo, bool]:
         ids = ", ".join(token.id[:12] for token, _ in rows)
         raise TokenLookupError(f"{ident!r} matches several tokens ({ids}): give more of the id")
     token, owner_name = rows[0]
+    return _revoke(session, token, owner_name)
+
+
+def _revoke(session: Session, token: ApiToken, owner_name: str) -> tuple[TokenInfo, bool]:
+    """Revoke ``token`` and sign out the pages signed in with it (see :func:`revoke_token`)."""
     end_web_sessions_of_token(session, token.id)
     if token.revoked_at is not None:
         return _info(token, owner_name), False
@@ -284,3 +289,52 @@ def revoke_token(session: Session, ident: str) -> tuple[TokenInfo, bool]:
     )
     session.refresh(token)
     return _info(token, owner_name), done.rowcount == 1  # type: ignore[attr-defined]
+
+
+# ---------------------------------------------------------------- an owner's own tokens
+
+
+def owner_tokens(session: Session, owner_id: str) -> list[TokenInfo]:
+    """The live API tokens of one owner, newest first; one-time sign-in links are not listed
+    (they are spent at once, and ``kseg login-link`` makes them)."""
+    rows = session.execute(
+        select(ApiToken, Owner.name)
+        .join(Owner, ApiToken.owner_id == Owner.id)
+        .where(
+            ApiToken.owner_id == owner_id,
+            ApiToken.revoked_at.is_(None),
+            ApiToken.one_time.is_(False),
+        )
+        .order_by(ApiToken.created_at.desc(), ApiToken.id.desc())
+    ).all()
+    return [_info(token, name) for token, name in rows]
+
+
+def create_owner_token(session: Session, owner_id: str, label: str) -> tuple[TokenInfo, str]:
+    """A new API token for the owner ``owner_id``: its info and the token itself, which is
+    shown this once (only its hash is stored)."""
+    owner = session.get_one(Owner, owner_id)
+    token = new_token()
+    row = ApiToken(owner_id=owner.id, name=label, token_hash=hash_token(token))
+    session.add(row)
+    session.flush()
+    return _info(row, owner.name), token
+
+
+def revoke_owner_token(
+    session: Session, owner_id: str, token_id: str
+) -> tuple[TokenInfo, bool] | None:
+    """Revoke the token ``token_id`` of the owner ``owner_id`` (another owner's, or none:
+    None), as :func:`revoke_token` does: requests bearing it answer 401 from the commit on,
+    and the pages signed in with it are signed out."""
+    if not token_id or len(token_id) > 36:
+        return None
+    found = session.execute(
+        select(ApiToken, Owner.name)
+        .join(Owner, ApiToken.owner_id == Owner.id)
+        .where(ApiToken.id == token_id, ApiToken.owner_id == owner_id)
+    ).first()
+    if found is None:
+        return None
+    token, owner_name = found
+    return _revoke(session, token, owner_name)

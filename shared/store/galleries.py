@@ -4,13 +4,15 @@ A run makes one job per gallery image (``only_stale`` skips images that already 
 succeeded result for the same parameters and the current algorithm version), and keeps its
 counters as its jobs end. Schedules are claimed by a compare-and-set on ``next_run_at`` (and
 ``FOR UPDATE SKIP LOCKED`` on PostgreSQL), so two beat processes never start the same slot
-twice, and a beat that was down across several slots starts one catch-up run, not a burst.
-A run's jobs are batch work: committed ``queued`` and handed to workers a window at a time by
-:mod:`shared.dispatch` (callers top the batch window up, commit, and publish).
+twice, and a beat that was down across several slots starts one catch-up run, not a burst;
+a slot whose run would skip every image records no run at all. A run's jobs are batch
+work: committed ``queued`` and handed to workers a window at a time by :mod:`shared.dispatch`
+(callers top the batch window up, commit, and publish).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -22,7 +24,7 @@ from sqlalchemy.orm import Session
 from kseg.shared.core.params import SegmentParams, parse_params
 from kseg.shared.core.segment import ALGORITHM_VERSION
 from kseg.shared.errors import InvalidParameterError
-from kseg.shared.statuses import RunStatus
+from kseg.shared.statuses import ACTIVE_STATUSES, RunStatus
 from kseg.shared.store import jobs
 from kseg.shared.store.models import (
     Gallery,
@@ -37,6 +39,8 @@ from kseg.shared.store.models import (
 )
 from kseg.shared.store.runs import refresh_run
 from kseg.shared.store.schedules import next_slot, parse_timezone, validate_cron
+
+log = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------- galleries
 
@@ -154,6 +158,58 @@ def latest_jobs(
     return {job.image_id: job for job in rows}
 
 
+def tile_jobs(
+    session: Session,
+    gallery: Gallery,
+    image_ids: Sequence[str],
+    newest: dict[str, Job] | None = None,
+) -> dict[str, Job]:
+    """For each of these images of the gallery, the job whose state and result its tile shows,
+    agreeing with the gallery's newest run:
+
+    - the gallery's newest job for the image while it is queued or running;
+    - else, when the newest run made that job, it (or a current result computed since);
+    - else the image's current result (:func:`jobs.current_results`) for the parameters of the
+      newest run or the gallery's defaults, wherever it came from: what a run skips as
+      "already up to date" shows as done, not as "not run yet";
+    - else the gallery's newest job (from an older run), if any.
+
+    ``newest``: :func:`latest_jobs` of these images, when the caller has it already. Three
+    queries for a page of images (and one for the jobs of current results made elsewhere)."""
+    if not image_ids:
+        return {}
+    if newest is None:
+        newest = latest_jobs(session, gallery.id, image_ids)
+    last_run = session.execute(
+        select(Run.id, Run.params_key)
+        .where(Run.gallery_id == gallery.id)
+        .order_by(Run.created_at.desc(), Run.id.desc())
+        .limit(1)
+    ).first()
+    keys = [jobs.params_key(gallery_params(gallery))]
+    if last_run is not None and last_run.params_key:
+        keys.insert(0, last_run.params_key)
+    current_ids = jobs.current_results(session, gallery.owner_id, image_ids, keys)
+    known = {job.id: job for job in newest.values()}
+    missing = [job_id for job_id in current_ids.values() if job_id not in known]
+    if missing:
+        known.update(
+            (job.id, job) for job in session.scalars(select(Job).where(Job.id.in_(missing)))
+        )
+    shown: dict[str, Job] = {}
+    for image_id in image_ids:
+        made = newest.get(image_id)
+        current = known.get(current_ids.get(image_id, ""))
+        if made is not None and (made.status in ACTIVE_STATUSES or current is None):
+            shown[image_id] = made
+        elif made is not None and last_run is not None and made.run_id == last_run.id:
+            assert current is not None
+            shown[image_id] = current if current.created_at > made.created_at else made
+        elif current is not None:
+            shown[image_id] = current
+    return shown
+
+
 # ---------------------------------------------------------------- runs
 
 
@@ -164,8 +220,34 @@ class RunStart:
     job_ids: list[str] = field(default_factory=list)
 
 
-def _has_current_result(session: Session, owner_id: str, image_id: str, key: str) -> bool:
-    return jobs.find_reusable_result(session, owner_id, image_id, key) is not None
+@dataclass
+class RunPlan:
+    """What a run of a gallery would do: its images, oldest added first, and of those the
+    ones to segment (with ``only_stale``, those without a current result)."""
+
+    images: list[Image]
+    to_segment: list[Image]
+
+    @property
+    def skipped(self) -> int:
+        return len(self.images) - len(self.to_segment)
+
+
+def plan_run(session: Session, gallery: Gallery, key: str, *, only_stale: bool) -> RunPlan:
+    """The gallery's images and which a run with parameters ``key`` would segment. "Already
+    up to date" is :func:`jobs.current_results`, as the gallery's grid shows it."""
+    images = list(
+        session.scalars(
+            select(Image)
+            .join(GalleryImage, GalleryImage.image_id == Image.id)
+            .where(GalleryImage.gallery_id == gallery.id)
+            .order_by(GalleryImage.added_at, Image.id)
+        ).all()
+    )
+    if not only_stale:
+        return RunPlan(images, list(images))
+    current = jobs.current_results(session, gallery.owner_id, [i.id for i in images], [key])
+    return RunPlan(images, [image for image in images if image.id not in current])
 
 
 def start_run(
@@ -176,9 +258,13 @@ def start_run(
     params: SegmentParams,
     only_stale: bool,
     scheduled_for: datetime | None = None,
+    plan: RunPlan | None = None,
 ) -> RunStart:
-    """Create a run and one job per image; skipped images (``only_stale``) get no job."""
+    """Create a run and one job per image; skipped images (``only_stale``) get no job.
+    ``plan``: the :func:`plan_run` already made for these parameters."""
     key = jobs.params_key(params)
+    if plan is None:
+        plan = plan_run(session, gallery, key, only_stale=only_stale)
     run = Run(
         gallery_id=gallery.id,
         owner_id=gallery.owner_id,
@@ -192,17 +278,9 @@ def start_run(
     session.add(run)
     session.flush()
     start = RunStart(run)
-    images = session.scalars(
-        select(Image)
-        .join(GalleryImage, GalleryImage.image_id == Image.id)
-        .where(GalleryImage.gallery_id == gallery.id)
-        .order_by(GalleryImage.added_at, Image.id)
-    ).all()
-    run.total = len(images)
-    for image in images:
-        if only_stale and _has_current_result(session, gallery.owner_id, image.id, key):
-            run.skipped += 1
-            continue
+    run.total = len(plan.images)
+    run.skipped = plan.skipped
+    for image in plan.to_segment:
         # A run reprocesses: it computes afresh rather than reusing an older result.
         job = jobs.submit_job(session, gallery.owner_id, image, params, reuse=False, queue="batch")
         job.gallery_id = gallery.id
@@ -287,6 +365,17 @@ def run_due_schedules(session: Session, *, now: datetime | None = None) -> list[
         if gallery is None:
             continue
         params = parse_params(schedule.params) if schedule.params else gallery_params(gallery)
+        plan = plan_run(session, gallery, jobs.params_key(params), only_stale=schedule.only_stale)
+        if not plan.to_segment:
+            # Nothing to do: no run is recorded (a `*/2` schedule would otherwise add a
+            # "0 succeeded, 5 skipped" run every two minutes). Manual runs always record one.
+            log.info(
+                "schedule of gallery %s, slot %s: %s; no run recorded",
+                gallery.id,
+                slot,
+                f"all {len(plan.images)} images up to date" if plan.images else "no images",
+            )
+            continue
         start = start_run(
             session,
             gallery,
@@ -294,6 +383,7 @@ def run_due_schedules(session: Session, *, now: datetime | None = None) -> list[
             params=params,
             only_stale=schedule.only_stale,
             scheduled_for=slot,
+            plan=plan,
         )
         session.execute(
             update(Schedule)
@@ -341,6 +431,7 @@ def prune_results(session: Session, keep: int, *, limit: int = 500) -> int:
 
 __all__ = [
     "ALGORITHM_VERSION",
+    "RunPlan",
     "RunStart",
     "add_images",
     "create_gallery",
@@ -349,10 +440,12 @@ __all__ = [
     "gallery_params",
     "image_count",
     "latest_jobs",
+    "plan_run",
     "prune_results",
     "remove_image",
     "run_due_schedules",
     "set_schedule",
     "start_run",
+    "tile_jobs",
     "update_gallery",
 ]

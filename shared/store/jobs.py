@@ -85,6 +85,54 @@ def find_reusable_result(
     return None if job is None or result is None else (job, result)
 
 
+#: Image ids per query of :func:`current_results` (bind parameters stay well under limits).
+_CURRENT_CHUNK = 500
+
+
+def current_results(
+    session: Session, owner_id: str, image_ids: Sequence[str], keys: Sequence[str]
+) -> dict[str, str]:
+    """Each image's *current result*: ``{image id: job id}`` of its newest succeeded job of
+    this owner with parameters ``keys`` (any of them) whose result the current algorithm
+    version computed — what :func:`find_reusable_result` finds for one image, wherever the job
+    came from (a gallery run, a single submission, a reuse). An image without one is absent.
+
+    Gallery runs skip images that have one ("already up to date"), and a gallery's grid
+    shows it, so the two always agree. One query per 500 images."""
+    found: dict[str, str] = {}
+    ids, keys = list(dict.fromkeys(image_ids)), list(dict.fromkeys(keys))
+    if not ids or not keys:
+        return found
+    for start in range(0, len(ids), _CURRENT_CHUNK):
+        ranked = (
+            select(
+                Job.image_id.label("image_id"),
+                Job.id.label("job_id"),
+                func.row_number()
+                .over(
+                    partition_by=Job.image_id,
+                    order_by=(Job.finished_at.desc(), Job.id.desc()),
+                )
+                .label("rank"),
+            )
+            .join(Result, Job.result_id == Result.id)
+            .where(
+                Job.owner_id == owner_id,
+                Job.image_id.in_(ids[start : start + _CURRENT_CHUNK]),
+                Job.params_key.in_(keys),
+                Job.status == "succeeded",
+                Result.algorithm_version == ALGORITHM_VERSION,
+            )
+        ).subquery()
+        found.update(
+            (image_id, job_id)
+            for image_id, job_id in session.execute(
+                select(ranked.c.image_id, ranked.c.job_id).where(ranked.c.rank == 1)
+            )
+        )
+    return found
+
+
 def submit_job(
     session: Session,
     owner_id: str,
@@ -461,6 +509,7 @@ __all__ = [
     "JobLostError",
     "claim_job",
     "complete_job",
+    "current_results",
     "delete_job",
     "fail_job",
     "find_reusable_result",

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Select, case, func, select, true, update
+from sqlalchemy.orm import Session, aliased
 
 from kseg.shared.statuses import JOB_STATUSES, JobStatus, RunStatus
 from kseg.shared.store.models import Job, Run, utcnow
@@ -95,6 +95,58 @@ def live_counts(session: Session, run_ids: Sequence[str]) -> dict[str, dict[str,
     return counts
 
 
+#: The counters :func:`with_live_counts` adds, in this order, after the statement's columns.
+LIVE_COUNTERS = ("queued", "dispatched", "running", "succeeded", "failed")
+#: And the run's own state, after them.
+RUN_STATE = ("status", "finished_at")
+
+
+def with_live_counts(stmt: Select[Any], run_id: str) -> Select[Any]:
+    """``stmt`` (rows of the run's jobs selected from ``Job``, say a page of them) with the
+    run's live counters (:data:`LIVE_COUNTERS`, as :func:`live_counts` counts them) and its
+    status and end (:data:`RUN_STATE`) added to every row: one statement, so one snapshot of
+    the database — the counters a page shows agree with the rows it lists, even while the run
+    drains (two queries would see jobs end in between)."""
+    job = aliased(Job)
+    one = case((job.status.in_(("failed", "canceled")), 1), else_=0)
+    counts = (
+        select(
+            func.coalesce(func.sum(case((job.status == "queued", 1), else_=0)), 0).label("queued"),
+            func.coalesce(
+                func.sum(
+                    case(((job.status == "queued") & job.dispatched_at.is_not(None), 1), else_=0)
+                ),
+                0,
+            ).label("dispatched"),
+            func.coalesce(func.sum(case((job.status == "running", 1), else_=0)), 0).label(
+                "running"
+            ),
+            func.coalesce(func.sum(case((job.status == "succeeded", 1), else_=0)), 0).label(
+                "succeeded"
+            ),
+            func.coalesce(func.sum(one), 0).label("failed"),
+        )
+        .where(job.run_id == run_id)
+        .subquery("run_counts")
+    )
+    state = select(Run.status, Run.finished_at).where(Run.id == run_id).subquery("run_state")
+    return (
+        stmt.add_columns(*(counts.c[name] for name in LIVE_COUNTERS))
+        .add_columns(*(state.c[name] for name in RUN_STATE))
+        .join_from(Job, counts, true())
+        .join_from(Job, state, true())
+    )
+
+
+def split_live_counts(row: Sequence[Any], width: int) -> tuple[dict[str, int], dict[str, Any]]:
+    """The counters and the run's state of a row of :func:`with_live_counts` whose statement
+    had ``width`` columns of its own."""
+    extra = list(row[width:])
+    counters = {name: int(value or 0) for name, value in zip(LIVE_COUNTERS, extra, strict=False)}
+    state = dict(zip(RUN_STATE, extra[len(LIVE_COUNTERS) :], strict=False))
+    return counters, state
+
+
 def refresh_open_runs(session: Session, limit: int = 100) -> int:
     """Recount every still-running run (the sweeper's safety net); returns how many."""
     ids = list(session.scalars(select(Run.id).where(Run.status == RunStatus.RUNNING).limit(limit)))
@@ -103,4 +155,13 @@ def refresh_open_runs(session: Session, limit: int = 100) -> int:
     return len(ids)
 
 
-__all__ = ["live_counts", "refresh_open_runs", "refresh_run", "refresh_runs"]
+__all__ = [
+    "LIVE_COUNTERS",
+    "RUN_STATE",
+    "live_counts",
+    "refresh_open_runs",
+    "refresh_run",
+    "refresh_runs",
+    "split_live_counts",
+    "with_live_counts",
+]

@@ -467,3 +467,74 @@ def test_no_token_is_401(api: Api) -> None:
         assert_error(r, 401, "missing_token")
         assert r.headers["WWW-Authenticate"].startswith("Bearer")
     assert api.get(f"/api/v1/galleries/{gid}").status_code == 200
+
+
+def test_run_jobs_come_with_the_run_counted_in_the_same_statement(api: Api) -> None:
+    """``GET /runs/<id>/jobs`` answers ``run`` too, its counters and status read with the jobs
+    listed: they agree on every page, while the run drains and once it ended."""
+    gid = create(api)["id"]
+    add_by_upload(api, gid, 21, 22, 23)
+    run = api.post(f"/api/v1/galleries/{gid}/runs", json={"only_stale": False}).get_json()
+
+    def page(query: str = "") -> dict[str, Any]:
+        r = api.get(f"/api/v1/runs/{run['id']}/jobs{query}")
+        assert r.status_code == 200, r.get_json()
+        return dict(r.get_json())
+
+    def agrees(body: dict[str, Any]) -> dict[str, int]:
+        statuses = [item["status"] for item in body["items"]]
+        counts = body["run"]["jobs"]
+        for status in ("queued", "running", "succeeded"):
+            assert counts[status] == statuses.count(status), (status, body["run"])
+        assert counts["total"] == 3 and counts["skipped"] == 0
+        return dict(counts)
+
+    first = page()
+    assert first["run"]["id"] == run["id"] and first["run"]["status"] == "running"
+    assert agrees(first)["queued"] == 3
+    assert api.run_job(first["items"][0]["id"]) == "succeeded"
+    middle = page()
+    assert agrees(middle)["succeeded"] == 1 and middle["run"]["status"] == "running"
+    assert {k: v for k, v in middle["run"].items() if k != "jobs"} == {
+        k: v for k, v in api.get(f"/api/v1/runs/{run['id']}").get_json().items() if k != "jobs"
+    }
+    # A page of one still counts the whole run.
+    one = page("?limit=1")
+    assert len(one["items"]) == 1 and one["next"]
+    assert one["run"]["jobs"] == middle["run"]["jobs"]
+
+    for item in middle["items"][1:]:
+        assert api.run_job(item["id"]) == "succeeded"
+    last = page()
+    assert agrees(last)["succeeded"] == 3
+    assert last["run"]["status"] == "succeeded" and ISO_Z.match(last["run"]["finished_at"])
+    assert last["run"] == api.get(f"/api/v1/runs/{run['id']}").get_json()
+
+
+def test_an_image_up_to_date_from_a_single_submission_is_current_in_the_gallery(
+    api: Api,
+) -> None:
+    """An image segmented on its own with the gallery's parameters: runs skip it and the
+    gallery's ``current_job`` is that job (``latest_job`` stays the gallery's own: none)."""
+    gid = create(api)["id"]
+    solo = api.submit(tiny_png(31), "solo.png", k=2, outputs="labels,recolor").get_json()
+    assert api.run_job(solo["id"]) == "succeeded"
+    r = api.post(f"/api/v1/galleries/{gid}/images", json={"image_ids": [solo["image"]["id"]]})
+    assert r.status_code == 201, r.get_json()
+    (fresh,) = add_by_upload(api, gid, 32)
+
+    items = {i["id"]: i for i in api.get(f"/api/v1/galleries/{gid}/images").get_json()["items"]}
+    mine = items[solo["image"]["id"]]
+    assert mine["latest_job"] is None
+    assert mine["current_job"]["id"] == solo["id"]
+    assert mine["current_job"]["recolor_url"] == f"/api/v1/jobs/{solo['id']}/outputs/recolor.png"
+    assert items[fresh["id"]]["current_job"] is None
+
+    run = api.post(f"/api/v1/galleries/{gid}/runs", json={"only_stale": True}).get_json()
+    assert run["jobs"]["total"] == 2 and run["jobs"]["skipped"] == 1
+    (job,) = api.get(f"/api/v1/runs/{run['id']}/jobs").get_json()["items"]
+    assert job["image"]["id"] == fresh["id"]
+    items = {i["id"]: i for i in api.get(f"/api/v1/galleries/{gid}/images").get_json()["items"]}
+    assert items[solo["image"]["id"]]["current_job"]["id"] == solo["id"]
+    assert items[fresh["id"]]["current_job"]["id"] == job["id"]
+    assert items[fresh["id"]]["current_job"]["status"] == "queued"

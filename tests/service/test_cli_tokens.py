@@ -201,4 +201,4 @@ def test_a_revoked_kseg_api_token_stays_revoked(
                 proc.wait(10)
     assert proc.returncode == 1, (out, err)
     assert "KSEG_API_TOKEN" in err and "revoked" in err and "Traceback" not in err, err
-    assert "kseg is starting" not in out
+    assert "kseg is running" not in out and "API token" not in out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -222,3 +223,105 @@ def test_up_restarts_a_killed_child_and_keeps_the_others(tmp_path: Path) -> None
             except subprocess.TimeoutExpired:
                 proc.kill()
         log.close()
+
+
+# ---------------------------------------------------------------- `make run`'s output
+
+
+def test_make_run_installs_the_service_only_and_make_test_the_test_tools(tmp_path: Path) -> None:
+    """Each has its own stamp: `make run` after `make test` installs nothing more, `make test`
+    after `make run` still installs the test tools; pip's output goes to a log, not the screen."""
+    shutil.copy(ROOT / "Makefile", tmp_path / "Makefile")
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+
+    def plan(target: str) -> str:
+        done = subprocess.run(
+            ["make", "-n", "--no-print-directory", target],
+            cwd=tmp_path, capture_output=True, text=True, timeout=30, check=True,
+        )  # fmt: skip
+        return done.stdout
+
+    fresh = plan("run")
+    installs = [line for line in fresh.splitlines() if "pip install" in line]
+    assert installs and all("--quiet" in line and ">" in line for line in installs), fresh
+    assert "-e ." in fresh and "[test]" not in fresh, fresh
+    assert ".venv/bin/kseg up" in fresh
+
+    (tmp_path / ".venv").mkdir()
+    (tmp_path / ".venv" / ".installed-run").touch()  # as `make run` leaves it
+    assert "pip install" not in plan("run")
+    assert "-e '.[test]'" in plan("test"), "the test tools are not installed by `make run`"
+
+    (tmp_path / ".venv" / ".installed-test").touch()  # as `make test` leaves it
+    assert "pip install" not in plan("test")
+    assert "pip install" not in plan("run")
+
+
+def test_make_run_ends_with_the_banner_logs_requests_to_a_file_and_saves_its_url(
+    tmp_path: Path,
+) -> None:
+    """`make run` on a non-default port: the last lines on stdout are the banner, even after
+    requests and a job; the access log goes to instance/access.log; `kseg submit` run in the
+    same folder, with no port nor token given, finds the service through instance/api_url."""
+    port = free_port()
+    stamp = tmp_path / "installed"
+    stamp.touch()  # newer than pyproject.toml: make installs nothing (the test's venv is it)
+    out_path, err_path = tmp_path / "stdout.log", tmp_path / "stderr.log"
+    with out_path.open("w") as out, err_path.open("w") as err:
+        proc = subprocess.Popen(
+            ["make", "--no-print-directory", "run", f"RUN_STAMP={stamp}",
+             f"BIN={Path(sys.executable).parent}"],
+            env=_env(tmp_path, KSEG_PORT=str(port)), cwd=ROOT, stdout=out, stderr=err,
+            start_new_session=True,  # make and kseg up in one group, as a terminal has them
+        )  # fmt: skip
+    instance = tmp_path / "instance"
+    try:
+        token = wait_for(
+            lambda: (
+                (m := re.search(r"API token \(default owner\): (\S+)", out_path.read_text()))
+                and m.group(1)
+            ),
+            90,
+            interval=0.2,
+            what="the banner",
+        )
+        stdout = out_path.read_text()
+        assert f"kseg is running at http://127.0.0.1:{port}" in stdout
+        assert (instance / "api_url").read_text().strip() == f"http://127.0.0.1:{port}"
+
+        job_id = _submit_baby(port, token, 8)
+        assert wait_for(lambda: _final_status(port, token, job_id), 60, 0.1) == "succeeded"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/login", timeout=10):
+            pass
+        submitted = subprocess.run(
+            [sys.executable, "-m", "kseg.shared.cli", "submit", str(IMAGES / "weixin.jpg"),
+             "-k", "4", "-q", "-o", str(tmp_path / "out")],
+            env=_env(tmp_path), cwd=ROOT, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert submitted.returncode == 0, submitted.stderr
+        assert json.loads((tmp_path / "out" / "result.json").read_text())["k"] == 4
+
+        def logged() -> str | None:
+            text = (instance / "access.log").read_text()
+            return text if f'"GET /api/v1/jobs/{job_id} HTTP/1.1" 200' in text else None
+
+        access = wait_for(logged, 10, what="the access log's lines")
+        assert '"POST /api/v1/jobs HTTP/1.1" 202' in access
+        assert '"GET /login HTTP/1.1" 200' in access
+        assert token not in access
+
+        lines = [line for line in out_path.read_text().splitlines() if line.strip()]
+        assert lines[-1] == "Press Ctrl-C to stop.", lines[-15:]
+        start = max(i for i, line in enumerate(lines) if line.startswith("kseg is running at"))
+        assert len(lines) - start <= 12, lines[start:]
+        assert not any("make:" in line for line in lines), "make installed something"
+        for text in (out_path.read_text(), err_path.read_text()):
+            assert '"GET /' not in text and '"POST /' not in text, "access lines on the screen"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+    assert "kseg: stopping web, worker and beat" in err_path.read_text()

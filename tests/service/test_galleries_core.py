@@ -304,3 +304,90 @@ def test_one_corrupt_image_makes_the_run_partial(stack: Stack) -> None:
         ).all()
     assert [job.image_id for job in failed] == [victim]
     assert failed[0].error_code and failed[0].error_message
+
+
+def test_a_scheduled_tick_with_nothing_to_do_records_no_run(
+    pg_database: Callable[[str], str], tmp_path: Any
+) -> None:
+    """A `*/2` schedule whose images are all up to date adds no run at each tick (it used to
+    log "SUCCEEDED 2/2 done · 0 succeeded" every two minutes); a new image, or Run now, does
+    record one. An image's current result counts wherever it came from, a single submission
+    included: what the gallery's grid shows (`tile_jobs`) agrees with what runs skip."""
+    from tests.conftest import service_env, settings_from
+
+    url = pg_database("tick")
+    maker = get_sessionmaker(url)
+    settings = settings_from(service_env(url, "filesystem://", tmp_path / "instance"))
+    owner_id, gallery_id = make_gallery(maker, 2, outputs="recolor")
+    start = datetime(2026, 6, 1, 12, 0, 30, tzinfo=UTC)
+    with maker.begin() as session:
+        galleries.set_schedule(
+            session,
+            session.get_one(Gallery, gallery_id),
+            cron="*/2 * * * *",
+            timezone="UTC",
+            params=None,
+            now=start,
+        )
+
+    def run_jobs_of(run_id: str) -> None:
+        with maker() as session:
+            ids = list(session.scalars(select(Job.id).where(Job.run_id == run_id)))
+        assert ids
+        for job_id in ids:
+            assert run_job(job_id, settings=settings) == "succeeded"
+
+    def next_run_at() -> datetime:
+        with maker() as session:
+            schedule = session.scalar(select(Schedule).where(Schedule.gallery_id == gallery_id))
+            return schedule.next_run_at.replace(tzinfo=UTC)
+
+    assert tick(maker, start + timedelta(minutes=2)) == 1
+    (first,) = runs_of(maker, gallery_id)
+    assert (first.total, first.skipped) == (2, 0)
+    run_jobs_of(first.id)
+
+    # Every image is up to date: ticks claim their slots but record no run.
+    for minutes in (4, 6, 8):
+        assert tick(maker, start + timedelta(minutes=minutes)) == 0
+        assert next_run_at() == start.replace(second=0) + timedelta(minutes=minutes + 2)
+    assert [run.id for run in runs_of(maker, gallery_id)] == [first.id]
+
+    # A new image whose result came from a single submission with the same parameters is up
+    # to date too: no run, and its tile shows that result, not "not run yet".
+    with maker.begin() as session:
+        gallery = session.get_one(Gallery, gallery_id)
+        image, _ = image_store.store_image(session, owner_id, png(99), "99.png")
+        galleries.add_images(session, gallery, [image])
+        single = jobs.submit_job(session, owner_id, image, galleries.gallery_params(gallery))
+        single_id, image_id = single.id, image.id
+    assert run_job(single_id, settings=settings) == "succeeded"
+    assert tick(maker, start + timedelta(minutes=10)) == 0
+    with maker() as session:
+        gallery = session.get_one(Gallery, gallery_id)
+        shown = galleries.tile_jobs(
+            session, gallery, galleries.gallery_image_ids(session, gallery_id)
+        )
+        assert shown[image_id].id == single_id and shown[image_id].status == "succeeded"
+        assert {job.status for job in shown.values()} == {"succeeded"} and len(shown) == 3
+
+    # Run now still records a run, all skipped.
+    with maker.begin() as session:
+        gallery = session.get_one(Gallery, gallery_id)
+        manual = galleries.start_run(
+            session,
+            gallery,
+            trigger="manual",
+            params=galleries.gallery_params(gallery),
+            only_stale=True,
+        )
+        assert manual.job_ids == [] and (manual.run.total, manual.run.skipped) == (3, 3)
+
+    # An image with no current result: the next tick runs it alone.
+    with maker.begin() as session:
+        gallery = session.get_one(Gallery, gallery_id)
+        image, _ = image_store.store_image(session, owner_id, png(100), "100.png")
+        galleries.add_images(session, gallery, [image])
+    assert tick(maker, start + timedelta(minutes=12)) == 1
+    latest = runs_of(maker, gallery_id)[-1]
+    assert (latest.trigger, latest.total, latest.skipped) == ("schedule", 4, 3)

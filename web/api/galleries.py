@@ -23,13 +23,14 @@ from kseg.shared.store.galleries import (
     start_run,
     update_gallery,
 )
-from kseg.shared.store.models import Gallery, Image, Job, Run, Schedule
+from kseg.shared.store.models import Gallery, Image, Run, Schedule
 from kseg.web.api.auth import own, owner_id
 from kseg.web.api.blueprint import bp
 from kseg.web.api.images import store_uploads
 from kseg.web.api.requests import body_kind, json_body, json_object, validate
 from kseg.web.common import paging
 from kseg.web.common.apidoc import (
+    PAGING,
     delete_operation,
     json_request,
     json_response,
@@ -53,7 +54,7 @@ from kseg.web.common.serialize import (
     galleries_objs,
     gallery_images_page,
     image_obj,
-    jobs_objs,
+    run_jobs_page,
     runs_objs,
     schedule_obj,
 )
@@ -354,9 +355,18 @@ def get_run(run_id: str) -> Response:
 
 
 @bp.get("/runs/<run_id>/jobs")
-@list_operation("listRunJobs", "The run's jobs, newest first (extension)", tag=TAG, model="JobList")
+@operation(
+    "listRunJobs",
+    "The run's jobs, newest first, and the run (extension)",
+    tag=TAG,
+    description="A page of the run's jobs and, as `run`, the run object with counters counted "
+    "in the same statement, so that they agree with the jobs listed.",
+    parameters=PAGING,
+    responses={"200": json_response(ref("RunJobList"), "A page of jobs, and the run.")},
+    errors=(400, 404, 422),
+)
 def list_run_jobs(run_id: str) -> Response:
+    """A page of the run's jobs, and the run counted in the same statement (``run``)."""
     page = paging.parse_page()
-    run = _own_run(run_id)
-    stmt = select(Job).where(Job.run_id == run.id, Job.owner_id == owner_id())
-    return paging.respond(stmt, Job, page, jobs_objs)
+    run, items, cursor = run_jobs_page(get_session(), _own_run(run_id), owner_id(), page)
+    return jsonify({"items": items, "next": cursor, "run": run})

@@ -291,10 +291,20 @@ class LatestJob(BaseModel):
 
 
 class GalleryImageOut(ImageOut):
-    """An image of a gallery, with the gallery's newest job for it."""
+    """An image of a gallery, with the gallery's newest job for it and the job whose state
+    and result the gallery shows for it."""
 
     added_at: datetime = Field(description="When the image was added to the gallery.")
     latest_job: LatestJob | None
+    current_job: LatestJob | None = Field(
+        None,
+        description="The job the gallery's grid shows for the image (null: not segmented "
+        "yet), agreeing with the newest run: the gallery's newest job while it is queued or "
+        "running, or when the newest run made it; else the image's current result — its "
+        "newest succeeded job with the parameters of the newest run or the gallery's "
+        "defaults, from a run or a single submission alike (what a run skips as already up "
+        "to date); else `latest_job`.",
+    )
 
 
 class GalleryImageList(BaseModel):
@@ -348,6 +358,13 @@ class RunOut(BaseModel):
 class RunList(BaseModel):
     items: list[RunOut]
     next: str | None = Field(None, description="Cursor of the next page, or null.")
+
+
+class RunJobList(JobList):
+    """A page of a run's jobs and the run itself, counted in the same statement (one snapshot
+    of the database): its counters agree with the jobs listed, even while it runs."""
+
+    run: RunOut
 
 
 class ScheduleOut(BaseModel):
@@ -436,6 +453,7 @@ RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     ScheduleOut,
     RunOut,
     RunList,
+    RunJobList,
     Health,
     Ready,
     SegmentParams,

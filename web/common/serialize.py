@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -13,9 +13,9 @@ from sqlalchemy.orm import Session
 
 from kseg.shared.core.params import OUTPUT_NAMES
 from kseg.shared.statuses import JobStatus, RunStatus
-from kseg.shared.store.galleries import latest_jobs
+from kseg.shared.store.galleries import latest_jobs, tile_jobs
 from kseg.shared.store.models import Gallery, GalleryImage, Image, Job, ResultOutput, Run, Schedule
-from kseg.shared.store.runs import live_counts
+from kseg.shared.store.runs import live_counts, split_live_counts, with_live_counts
 from kseg.shared.store.schedules import describe
 from kseg.web.common import paging
 from kseg.web.common.schemas import (
@@ -31,6 +31,15 @@ from kseg.web.common.schemas import (
 log = logging.getLogger(__name__)
 
 BASE = "/api/v1"
+
+
+def isoz(value: datetime | None) -> str | None:
+    """ISO 8601 in UTC with a ``Z`` suffix."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def output_url(job_id: str, name: str) -> str:
@@ -135,8 +144,12 @@ def jobs_objs(session: Session, jobs: Sequence[Job]) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------- galleries, schedules, runs
 
 
-def run_obj(run: Run, live: dict[str, int] | None = None) -> dict[str, Any]:
-    """A run; ``live`` (:func:`kseg.shared.store.runs.live_counts`) replaces its stored counters."""
+def run_obj(
+    run: Run, live: dict[str, int] | None = None, state: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """A run; ``live`` (:func:`kseg.shared.store.runs.live_counts`) replaces its stored
+    counters, and ``state`` (``status``, ``finished_at``) its status and end as read with them
+    (:func:`kseg.shared.store.runs.with_live_counts`)."""
     counters = {
         name: int(getattr(run, name) or 0)
         for name in ("total", "queued", "running", "succeeded", "failed", "skipped")
@@ -151,6 +164,7 @@ def run_obj(run: Run, live: dict[str, int] | None = None) -> dict[str, Any]:
         "status": run.status,
         "created_at": run.created_at,
         "finished_at": run.finished_at,
+        **(state or {}),
         "jobs": counters,
         "params": dict(run.params or {}),
         "only_stale": bool(run.only_stale),
@@ -262,20 +276,30 @@ def _latest_job(job: Job, names: list[str]) -> dict[str, Any]:
 
 
 def gallery_images_objs(
-    session: Session, rows: Sequence[tuple[Image, datetime]], latest: dict[str, Job]
+    session: Session,
+    rows: Sequence[tuple[Image, datetime]],
+    latest: dict[str, Job],
+    current: dict[str, Job] | None = None,
 ) -> list[dict[str, Any]]:
-    """``(image, added_at)`` rows with the gallery's newest job of each image."""
+    """``(image, added_at)`` rows with the gallery's newest job of each image and the job the
+    gallery shows for it (:func:`kseg.shared.store.galleries.tile_jobs`)."""
+    current = current or {}
     jobs = [latest[image.id] for image, _ in rows if image.id in latest]
+    jobs += [current[image.id] for image, _ in rows if image.id in current]
     names = output_names(
         session, (j.result_id for j in jobs if j.status == JobStatus.SUCCEEDED and j.result_id)
     )
+
+    def brief(job: Job | None) -> dict[str, Any] | None:
+        return _latest_job(job, names.get(job.result_id or "", [])) if job else None
+
     out = []
     for image, added_at in rows:
-        job = latest.get(image.id)
         data = {
             **_image_data(image),
             "added_at": added_at,
-            "latest_job": _latest_job(job, names.get(job.result_id or "", [])) if job else None,
+            "latest_job": brief(latest.get(image.id)),
+            "current_job": brief(current.get(image.id)),
         }
         out.append(GalleryImageOut.model_validate(data).model_dump(mode="json"))
     return out
@@ -294,5 +318,23 @@ def gallery_images_page(
     stmt = paging.apply(stmt, Image, page, at=GalleryImage.added_at, ident=Image.id)
     rows = [(image, added_at) for image, added_at in session.execute(stmt)]
     rows, cursor = paging.finish(rows, page, key=lambda row: (row[1], row[0].id))
-    newest = latest_jobs(session, gallery.id, [image.id for image, _ in rows])
-    return gallery_images_objs(session, rows, newest), cursor
+    ids = [image.id for image, _ in rows]
+    newest = latest_jobs(session, gallery.id, ids)
+    shown = tile_jobs(session, gallery, ids, newest)
+    return gallery_images_objs(session, rows, newest, shown), cursor
+
+
+def run_jobs_page(
+    session: Session, run: Run, owner: str, page: paging.Page
+) -> tuple[dict[str, Any], list[dict[str, Any]], str | None]:
+    """The run object and one page of its jobs, read in one statement
+    (:func:`kseg.shared.store.runs.with_live_counts`): the counters agree with the rows while
+    jobs end (shared by the API and the run page)."""
+    stmt = paging.apply(select(Job).where(Job.run_id == run.id, Job.owner_id == owner), Job, page)
+    rows = session.execute(with_live_counts(stmt, run.id)).all()
+    if rows:
+        counters, state = split_live_counts(rows[0], 1)
+    else:  # no job on this page: nothing the counters could disagree with
+        counters, state = live_counts(session, [run.id])[run.id], None
+    jobs, cursor = paging.finish([row[0] for row in rows], page)
+    return run_obj(run, counters, state), jobs_objs(session, jobs), cursor

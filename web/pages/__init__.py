@@ -2,9 +2,9 @@
 plain JS.
 
 Modules: :mod:`.auth` (sign-in with a token or a one-time link, sign-out, the signed-in
-owner), :mod:`.views` (the pages), :mod:`.galleries` (the gallery list, a gallery, a run),
-:mod:`.present` (pure helpers that shape results for the templates: percentages, the k chart,
-parameter summaries).
+owner), :mod:`.account` (the owner's API tokens), :mod:`.views` (the pages),
+:mod:`.galleries` (the gallery list, a gallery, a run), :mod:`.present` (pure helpers that
+shape results for the templates: percentages, the k chart, parameter summaries).
 
 The pages use the JSON API from the browser only for reading (progress polling and images),
 authenticated by the session cookie (see :func:`web.api.auth.authenticate`); every write is a
@@ -18,7 +18,7 @@ from typing import Any
 from flask import request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from kseg.web.pages import auth, galleries, views  # the views register on bp
+from kseg.web.pages import account, auth, galleries, views  # the views register on bp
 from kseg.web.pages.blueprint import bp, error_page
 
 
@@ -32,4 +32,4 @@ def _too_large(_exc: RequestEntityTooLarge) -> Any:
     return error_page(413, "Too large", "The request is over the upload limit.")
 
 
-__all__ = ["auth", "bp", "error_page", "galleries", "views"]
+__all__ = ["account", "auth", "bp", "error_page", "galleries", "views"]

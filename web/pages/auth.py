@@ -1,6 +1,7 @@
 """Signing in to the pages: the API's owners and tokens, and a session kept on the server.
 
-A token pasted into the form, or a one-time link ``/login/<token>`` (``kseg up`` prints one),
+A token pasted into the form, or a one-time link ``/login/<token>`` (``kseg up`` prints one,
+``kseg login-link`` makes a fresh one),
 is exchanged for a server-side session (:mod:`web.browser_session`) whose id alone goes in the
 session cookie (signed, HttpOnly, SameSite=Lax); the token never does. Sign-out is a
 CSRF-protected POST that ends the session on the server, so a copy of the cookie taken
@@ -152,7 +153,8 @@ def login_link(token: str) -> Any:
         auth_failed()
         return _login_page(
             "This sign-in link is not valid any more: each link works once. "
-            "Sign in with your token below, or get a new link by restarting `kseg up`.",
+            "Get a fresh one by running `kseg login-link` where kseg runs (no restart "
+            "needed), or sign in with your token below.",
             403,
         )
     # The link is spent in the same commit as the session starts.

@@ -40,7 +40,7 @@ from kseg.shared.store.galleries import (
     update_gallery,
 )
 from kseg.shared.store.images import store_image
-from kseg.shared.store.models import Gallery, GalleryImage, Image, Job, Run, Schedule
+from kseg.shared.store.models import Gallery, GalleryImage, Image, Run, Schedule
 from kseg.web.common import paging
 from kseg.web.common.errors import ApiError
 from kseg.web.common.owned import find_owned, plausible_id
@@ -48,7 +48,7 @@ from kseg.web.common.serialize import (
     BASE,
     galleries_objs,
     gallery_images_page,
-    jobs_objs,
+    run_jobs_page,
     runs_objs,
 )
 from kseg.web.db import get_session
@@ -303,7 +303,9 @@ def _gallery_page(
     page, cursor = _page(GRID_PAGE)
     tiles, next_cursor = gallery_images_page(db, gallery, page)
     for tile in tiles:
-        job = tile["latest_job"]
+        # What the newest run agrees with: its job, or the image's current result however
+        # it was made (shared.galleries.tile_jobs); "not run yet" only without either.
+        job = tile["current_job"]
         tile["thumbnail"] = (job or {}).get("recolor_url") or tile["links"]["file"]
         tile["href"] = url_for("pages.job", job_id=job["id"]) if job else tile["links"]["file"]
 
@@ -324,7 +326,8 @@ def _gallery_page(
             {key: schedule[key] for key in SCHEDULE_DEFAULTS} if schedule else SCHEDULE_DEFAULTS
         )
     live = any(run["status"] == "running" for run in runs) or any(
-        tile["latest_job"] and tile["latest_job"]["status"] not in FINAL_STATUSES for tile in tiles
+        tile["current_job"] and tile["current_job"]["status"] not in FINAL_STATUSES
+        for tile in tiles
     )
     grid_query = {"limit": GRID_PAGE, "cursor": cursor} if cursor else {"limit": GRID_PAGE}
     settings = _settings()
@@ -563,11 +566,11 @@ def run(run_id: str) -> Any:
     row = _own_run(run_id)
     db = get_session()
     gallery = galleries_objs(db, [db.get_one(Gallery, row.gallery_id)])[0]
-    obj = _run_view(runs_objs(get_session(), [row])[0])
     page, cursor = _page(RUN_JOBS_PAGE)
-    stmt = select(Job).where(Job.run_id == row.id, Job.owner_id == owner_id())
-    rows, next_cursor = paging.fetch(db, stmt, Job, page)
-    items = jobs_objs(db, rows)
+    # The counters and the rows in one statement, as GET /api/v1/runs/<id>/jobs (which the
+    # page polls) answers them: they agree while the run drains.
+    run_data, items, next_cursor = run_jobs_page(db, row, owner_id(), page)
+    obj = _run_view(run_data)
     for item in items:
         item["thumbnail"] = present.thumbnail_url(item)
     jobs_query = {"limit": RUN_JOBS_PAGE, "cursor": cursor} if cursor else {"limit": RUN_JOBS_PAGE}

@@ -10,6 +10,7 @@
  *   GET /api/v1/runs/<id>) and the thumbnail grid (polls GET /api/v1/galleries/<id>/images)
  *   update in place; a run page's image rows too (GET /api/v1/runs/<id>/jobs); "use my time
  *   zone"; forms with data-confirm ask first
+ * - account: copy buttons for a new token and its curl line
  */
 (function () {
   "use strict";
@@ -247,12 +248,13 @@
   var RUN_TEXT = { running: "Running", succeeded: "Succeeded", partial: "Partly failed", failed: "Failed" };
   var COUNTERS = ["succeeded", "failed", "running", "queued", "skipped"];
 
-  // Poll url every delay ms while handle(json) returns true; back off on errors, stop on
-  // 401/404 (signed out, or gone).
+  // Poll url (or call load, a function returning a promise) every delay ms while
+  // handle(json) returns true; back off on errors, stop on 401/404 (signed out, or gone).
   var poll = function (url, handle, delay) {
     var failures = 0;
+    var load = typeof url === "function" ? url : function () { return getJSON(url); };
     var tick = function () {
-      getJSON(url).then(function (data) {
+      load().then(function (data) {
         failures = 0;
         if (handle(data)) { window.setTimeout(tick, delay); }
       }).catch(function (err) {
@@ -306,8 +308,12 @@
     }
   };
 
-  // Runs: the gallery page's run rows and the run page's progress.
+  // Runs: the galleries' run rows. (The run page's progress comes with its rows, and a
+  // watched grid's run rows with its tiles, below.)
+  var grid = $("[data-grid][data-watch-grid]");
   $all("[data-live-run]").forEach(function (el) {
+    if (el.matches(".run-progress") && $("[data-run-jobs]")) { return; }
+    if (el.matches(".runrow") && grid) { return; }
     poll(el.getAttribute("data-live-run"), function (run) {
       showRun(el, run);
       return run.status === "running";
@@ -320,15 +326,28 @@
       (status === "running" ? " " + (progress || 0) + " %" : "");
   };
 
-  // A gallery's grid: each image shows its newest job's recolor (or the original) and status.
-  var grid = $("[data-grid][data-watch-grid]");
+  // A gallery's grid: each image shows its current job's recolor (or the original) and
+  // status: the newest run's job, or the image's current result however it was made. The
+  // running runs' rows are asked for at the same moment and shown in the same step, so
+  // their counters and the tiles change together.
   if (grid) {
     var gridLastLook = false;
-    poll(grid.getAttribute("data-grid"), function (page) {
+    var loadGrid = function () {
+      var rows = $all(".runrow[data-live-run]");
+      var asks = [getJSON(grid.getAttribute("data-grid"))].concat(rows.map(function (row) {
+        return getJSON(row.getAttribute("data-live-run")).catch(function () { return null; });
+      }));
+      return Promise.all(asks).then(function (answers) {
+        return { page: answers[0], rows: rows, runs: answers.slice(1) };
+      });
+    };
+    poll(loadGrid, function (both) {
+      var page = both.page;
+      both.rows.forEach(function (row, i) { if (both.runs[i]) { showRun(row, both.runs[i]); } });
       var active = false;
       page.items.forEach(function (item) {
         var tile = $("[data-image-id=\"" + item.id + "\"]", grid);
-        var job = item.latest_job;
+        var job = item.current_job;
         if (!tile || !job) { return; }
         if (!FINAL[job.status]) { active = true; }
         tile.setAttribute("data-status", job.status);
@@ -343,15 +362,17 @@
       if (gridLastLook) { return false; }
       gridLastLook = true;
       return true;
-    }, 1000);
+    }, 700);
   }
 
-  // A run page's images: status and thumbnails while the run is running.
+  // A run page's counters and images while the run is running: one request answers both
+  // (GET /api/v1/runs/<id>/jobs counts the run in the same statement), so they agree.
   var runJobs = $("[data-run-jobs]");
   var runLive = $(".run-progress[data-live-run]");
   if (runJobs && runLive) {
     var lastLook = false;
     poll(runJobs.getAttribute("data-run-jobs"), function (page) {
+      if (page.run && runLive.hasAttribute("data-live-run")) { showRun(runLive, page.run); }
       page.items.forEach(function (job) {
         var row = $("[data-job-id=\"" + job.id + "\"]", runJobs);
         if (!row) { return; }
@@ -365,7 +386,7 @@
       if (lastLook) { return false; }
       lastLook = true;
       return true;
-    }, 1000);
+    }, 700);
   }
 
   // "Use mine": the browser's own time zone for a schedule.
@@ -385,6 +406,29 @@
   }
 
   // Forms that delete something ask first.
+  // Copy buttons (the account page's new token and curl line): the clipboard, or the text
+  // selected for Ctrl-C where the clipboard is not offered.
+  $all("[data-copy]").forEach(function (button) {
+    var field = document.getElementById(button.getAttribute("data-copy"));
+    var status = $("[data-copy-status]");
+    var said = function (text) {
+      button.textContent = text;
+      if (status) { status.textContent = text; }
+      window.setTimeout(function () { button.textContent = "Copy"; }, 2000);
+    };
+    button.addEventListener("click", function () {
+      if (!field) { return; }
+      field.focus();
+      field.select();
+      if (navigator.clipboard && window.isSecureContext) {
+        navigator.clipboard.writeText(field.value).then(function () { said("Copied"); },
+          function () { said("Press Ctrl-C to copy"); });
+      } else {
+        said(document.execCommand && document.execCommand("copy") ? "Copied" : "Press Ctrl-C to copy");
+      }
+    });
+  });
+
   $all("form[data-confirm]").forEach(function (form) {
     form.addEventListener("submit", function (event) {
       if (!window.confirm(form.getAttribute("data-confirm"))) { event.preventDefault(); }
