@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from kseg.shared.core.params import OUTPUT_NAMES
+from kseg.shared.core.thumbnail import THUMBNAIL_SIZES
 from kseg.shared.statuses import JOB_STATUSES
 from kseg.web.api.blueprint import bp
 from kseg.web.api.errors import ERROR_CODES
@@ -308,6 +309,7 @@ def _paths() -> dict[str, Any]:
             },
         },
         **_gallery_paths(),
+        **_thumbnail_paths(),
         "/api/v1/openapi.json": {
             "get": {
                 "operationId": "getOpenApi",
@@ -562,6 +564,89 @@ def _gallery_paths() -> dict[str, Any]:
             },
         },
     }
+
+
+# ---------------------------------------------------------------- thumbnails (issue 24)
+# One block, kept together: GET /api/v1/images/{image_id}/thumbnail and
+# GET /api/v1/jobs/{job_id}/outputs/{name}/thumbnail (web/api/thumbnails.py).
+
+
+def _thumbnail_paths() -> dict[str, Any]:
+    etag = {
+        "ETag": {
+            "description": "The stored thumbnail's id: it never changes once made.",
+            "schema": {"type": "string"},
+        }
+    }
+    size = {
+        "name": "size",
+        "in": "query",
+        "required": False,
+        "description": "The longer side in pixels (never enlarged): "
+        + " or ".join(map(str, THUMBNAIL_SIZES))
+        + f" (default {THUMBNAIL_SIZES[0]}).",
+        "schema": {"type": "integer", "enum": list(THUMBNAIL_SIZES)},
+    }
+    if_none_match = {
+        "name": "If-None-Match",
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string"},
+    }
+
+    def operation(operation_id: str, tag: str, summary: str, description: str) -> dict[str, Any]:
+        return {
+            "operationId": operation_id,
+            "tags": [tag],
+            "summary": summary,
+            "description": description
+            + " Made on the first request and stored; cacheable (`Cache-Control: private`, "
+            "a strong `ETag`, 304 to a matching `If-None-Match`).",
+            "parameters": [size, if_none_match],
+            "responses": {
+                "200": {
+                    "description": "The thumbnail.",
+                    "headers": etag,
+                    "content": {"image/webp": {"schema": {"type": "string", "format": "binary"}}},
+                },
+                "304": {"description": "Not modified (If-None-Match matched).", "headers": etag},
+                **errors(404, 422),
+            },
+        }
+
+    return {
+        "/api/v1/images/{image_id}/thumbnail": {
+            "parameters": [path_param("image_id", "Image id.")],
+            "get": operation(
+                "getImageThumbnail",
+                "images",
+                "A small WebP preview of the original (extension)",
+                "Oriented and flattened as it was segmented (transparency on white).",
+            ),
+        },
+        "/api/v1/jobs/{job_id}/outputs/{name}/thumbnail": {
+            "parameters": [
+                path_param("job_id", "Job id."),
+                {
+                    "name": "name",
+                    "in": "path",
+                    "required": True,
+                    "description": "Output name.",
+                    "schema": {"type": "string", "enum": list(OUTPUT_NAMES)},
+                },
+            ],
+            "get": operation(
+                "getJobOutputThumbnail",
+                "jobs",
+                "A small WebP preview of a result image (extension)",
+                "The `labels` map (machine-readable, nearly black) is shown painted in the "
+                "`color` output's palette. 404 until the job has succeeded.",
+            ),
+        },
+    }
+
+
+# ---------------------------------------------------------------- end of thumbnails (issue 24)
 
 
 def _error_responses() -> dict[str, Any]:
