@@ -6,6 +6,7 @@
  * - job page: polls GET /api/v1/jobs/<id> every 300 ms while queued or running, reloads
  *   when it ends; before/after slider
  * - history: live status of queued and running jobs
+ * - thumbnails: tiles swapped in live show the API's small thumbnails, not full-size files
  * - galleries: "add images" like the submit form; running runs' counters (polls
  *   GET /api/v1/runs/<id>) and the thumbnail grid (polls GET /api/v1/galleries/<id>/images)
  *   update in place; a run page's image rows too (GET /api/v1/runs/<id>/jobs); "use my time
@@ -28,6 +29,19 @@
       if (n >= units[i][1]) { return (n / units[i][1]).toFixed(1).replace(/\.0$/, "") + " " + units[i][0]; }
     }
     return n + " bytes";
+  }
+
+  // The thumbnail of a full-size image URL of the API (an original's .../file or an output's
+  // .../outputs/<name>.png) at size px: the same mapping as web/pages/present.py thumb().
+  var FULL_SIZE = /^(\/api\/v1\/images\/[^\/?#]+)\/file$|^(\/api\/v1\/jobs\/[^\/?#]+\/outputs\/[a-z]+)\.png$/;
+  function thumbOf(url, size) {
+    var match = FULL_SIZE.exec(url || "");
+    if (!match || !size) { return url; }
+    return (match[1] || match[2]) + "/thumbnail?size=" + size;
+  }
+  function showThumb(img, url) {
+    var src = thumbOf(url, img.getAttribute("data-thumb-size"));
+    if (src && img.getAttribute("src") !== src) { img.setAttribute("src", src); }
   }
 
   function getJSON(url) {
@@ -234,7 +248,7 @@
           if (FINAL[job.status]) {
             row.removeAttribute("data-live-job");
             var outputs = (job.result && job.result.outputs) || {};
-            if (outputs.recolor) { $("[data-thumb]", row).src = outputs.recolor; }
+            if (outputs.recolor) { showThumb($("[data-thumb]", row), outputs.recolor); }
           }
         }).catch(function () { /* try again next round */ });
       })).then(function () { window.setTimeout(pollRows, 1000); });
@@ -333,9 +347,7 @@
         if (!FINAL[job.status]) { active = true; }
         tile.setAttribute("data-status", job.status);
         jobBadge($("[data-badge]", tile), job.status, job.progress);
-        var img = $("[data-tile-img]", tile);
-        var src = job.recolor_url || item.links.file;
-        if (img.getAttribute("src") !== src) { img.setAttribute("src", src); }
+        showThumb($("[data-tile-img]", tile), job.recolor_url || item.links.file);
         $("[data-tile-link]", tile).setAttribute("href", "/jobs/" + job.id);
       });
       // Until no job is active and no run is left running, and one more look after that.
@@ -358,8 +370,7 @@
         row.setAttribute("data-status", job.status);
         jobBadge($("[data-badge]", row), job.status, job.progress);
         var recolor = job.result && job.result.outputs && job.result.outputs.recolor;
-        var img = $("[data-thumb]", row);
-        if (recolor && img.getAttribute("src") !== recolor) { img.setAttribute("src", recolor); }
+        if (recolor) { showThumb($("[data-thumb]", row), recolor); }
       });
       if (runLive.hasAttribute("data-live-run")) { return true; }
       if (lastLook) { return false; }
