@@ -279,7 +279,7 @@ def k_chart(k_scores: list[dict[str, Any]], chosen: int) -> Chart | None:
     )
     if not rows:
         return None
-    width, height, left, top, bottom, right = 640, 260, 44, 16, 40, 12
+    width, height, left, top, bottom, right = 640, 260, 52, 16, 40, 12
     plot_w, plot_h = width - left - right, height - top - bottom
     step = plot_w / len(rows)
     scores = [max(0.0, float(row.get("score") or 0.0)) for row in rows]
