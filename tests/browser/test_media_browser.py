@@ -298,6 +298,18 @@ def test_lightbox_keyboard_zoom_and_download(live: BrowserStack, page: Any) -> N
     page.keyboard.press("ArrowLeft")
     page.keyboard.press("ArrowLeft")
     assert viewer_state(page)["name"] == "recolor"
+    # The label map (0..k-1, nearly black) is shown brightened, and says so.
+    note = page.locator("[data-lightbox-note]")
+    expect(note).to_be_hidden()
+    for _ in range(3):
+        page.keyboard.press("ArrowLeft")
+    assert viewer_state(page)["name"] == "labels"
+    expect(note).to_be_visible()
+    shown = page.locator("[data-lightbox-img]").evaluate("i => getComputedStyle(i).filter")
+    assert shown == f"brightness({255 / 7:.2f})", shown  # k = 8: label 7 is white
+    for _ in range(3):
+        page.keyboard.press("ArrowRight")
+    assert viewer_state(page)["name"] == "recolor"
 
     # Focus stays in the dialog.
     for _ in range(8):

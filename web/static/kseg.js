@@ -278,6 +278,7 @@
       lbDownload.setAttribute("href", item.href);
       lbDownload.setAttribute("download", item.download || "");
       lightbox.setAttribute("data-current", item.name);
+      $("[data-lightbox-note]", lightbox).hidden = item.name !== "labels";
       lbStage.scrollLeft = 0;
       lbStage.scrollTop = 0;
       fitActual();
