@@ -127,3 +127,29 @@ def test_thumbnails_go_with_their_image_and_job(api: Api) -> None:
     assert stored_thumbnails(api) == before + 1  # the outputs' went with the result
     assert api.delete(f"/api/v1/images/{image_id}").status_code == 204
     assert stored_thumbnails(api) == before
+
+
+def test_requests_racing_for_one_thumbnail_keep_one(api: Api) -> None:
+    """Eight requests at once for a thumbnail nobody made yet: all answer it, with one ETag,
+    and one row is kept (INSERT … ON CONFLICT DO NOTHING, then the row read back)."""
+    import threading
+
+    image_id = api.upload((photo(seed=4), "race.jpg")).get_json()["items"][0]["id"]
+    before = stored_thumbnails(api)
+    start = threading.Barrier(8)
+    answers: list[tuple[int, str]] = []
+
+    def fetch() -> None:
+        client = api.app.test_client()
+        start.wait()
+        r = client.get(f"/api/v1/images/{image_id}/thumbnail?size=480", headers=api.headers())
+        answers.append((r.status_code, r.headers.get("ETag", "")))
+
+    threads = [threading.Thread(target=fetch) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(answers) == 8 and {status for status, _ in answers} == {200}, answers
+    assert len({etag for _, etag in answers}) == 1, answers
+    assert stored_thumbnails(api) == before + 1
