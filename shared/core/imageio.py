@@ -27,6 +27,7 @@ The pixel limit is checked from the header before any pixel is decoded.
 from __future__ import annotations
 
 import io
+import math
 import os
 import warnings
 from dataclasses import dataclass
@@ -76,6 +77,7 @@ def open_image(
     *,
     max_pixels: int | None = None,
     draft: bool = False,
+    reduce_to: int | None = None,
 ) -> Image.Image:
     """Open, size-check and fully decode an image with Pillow (first frame, EXIF-oriented).
 
@@ -85,6 +87,8 @@ def open_image(
             checked before decoding); ``None`` uses the ``max_image_pixels`` setting.
         draft: let a JPEG decode at 1/8 scale (every byte is still read, so damage is still
             found): for validating an upload, not for segmenting it.
+        reduce_to: let a JPEG decode at a reduced scale (1/2, 1/4 or 1/8) whose longer side
+            is still at least this many pixels (Pillow's draft mode): for thumbnails.
 
     Returns:
         A loaded ``PIL.Image.Image`` in its file's mode, orientation applied.
@@ -126,6 +130,12 @@ def open_image(
             image.seek(0)
         if draft and image.format == "JPEG":
             image.draft(image.mode, (max(1, image.width // 8), max(1, image.height // 8)))
+        elif reduce_to and image.format == "JPEG" and max(image.size) > reduce_to:
+            scale = reduce_to / max(image.size)
+            image.draft(
+                image.mode,
+                (max(1, math.ceil(image.width * scale)), max(1, math.ceil(image.height * scale))),
+            )
         image.load()
     except Image.DecompressionBombError as exc:
         raise ImageTooLargeError(f"the image is too large to decode safely: {exc}") from None

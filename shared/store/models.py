@@ -14,6 +14,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    CheckConstraint,
     DateTime,
     ForeignKey,
     Index,
@@ -375,3 +376,35 @@ class Run(Base):
     skipped: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+# ---------------------------------------------------------------- thumbnails (issue 24)
+
+
+class Thumbnail(Base):
+    """A small WebP preview of an original (``image_id``) or of an output (``output_id``) at
+    one of :data:`kseg.shared.core.thumbnail.THUMBNAIL_SIZES`, made on its first request and
+    kept: one row per object and size (the unique keys), gone with its object (the foreign
+    keys cascade). Its bytes never change, so its ``id`` is its ``ETag``.
+    """
+
+    __tablename__ = "thumbnails"
+    __table_args__ = (
+        UniqueConstraint("image_id", "size", name="uq_thumbnails_image_size"),
+        UniqueConstraint("output_id", "size", name="uq_thumbnails_output_size"),
+        CheckConstraint("(image_id IS NULL) <> (output_id IS NULL)", name="one_source"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    image_id: Mapped[str | None] = mapped_column(
+        ForeignKey("images.id", ondelete="CASCADE"), default=None
+    )
+    output_id: Mapped[str | None] = mapped_column(
+        ForeignKey("result_outputs.id", ondelete="CASCADE"), default=None
+    )
+    size: Mapped[int] = mapped_column(Integer)
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    content_type: Mapped[str] = mapped_column(String(32))
+    data: Mapped[bytes] = mapped_column(Blob(), deferred=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

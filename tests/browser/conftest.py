@@ -175,14 +175,15 @@ def sign_in(page: Any, token: str) -> None:
     page.wait_for_url(re.compile(r"/$"))
 
 
-def screenshot(page: Any, name: str) -> None:
-    """Save docs/screenshots/<name>.png, only when KSEG_SCREENSHOTS=1 (keeps the tree clean)."""
+def screenshot(page: Any, name: str, *, full_page: bool = True) -> None:
+    """Save docs/screenshots/<name>.png, only when KSEG_SCREENSHOTS=1 (keeps the tree clean);
+    ``full_page=False``: what the screen shows (a dialog, say)."""
     if os.environ.get("KSEG_SCREENSHOTS") != "1":
         return
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     target = SCREENSHOTS / f"{name}.png"
     tmp = target.with_suffix(".tmp.png")
-    page.screenshot(path=str(tmp), full_page=True)
+    page.screenshot(path=str(tmp), full_page=full_page)
     shutil.move(tmp, target)
 
 

@@ -111,7 +111,8 @@ def test_create_upload_run_and_see_the_grid_fill_in(live: BrowserStack, page: An
         """() => {
             const imgs = Array.from(document.querySelectorAll('[data-tile-img]'));
             return imgs.length === 3 && imgs.every(i =>
-                /\\/api\\/v1\\/jobs\\/[0-9a-f-]{36}\\/outputs\\/recolor\\.png$/.test(i.src)
+                /\\/api\\/v1\\/jobs\\/[0-9a-f-]{36}\\/outputs\\/recolor\\/thumbnail\\?size=480$/
+                    .test(i.src)
                 && i.complete && i.naturalWidth > 0);
         }""",
         timeout=90_000,
@@ -125,7 +126,8 @@ def test_create_upload_run_and_see_the_grid_fill_in(live: BrowserStack, page: An
     assert any(re.search(r"/api/v1/runs/[0-9a-f-]{36}$", url) for url in polled), polled
     assert any(f"/api/v1/galleries/{gallery_id}/images" in url for url in polled), polled
     srcs = tiles.locator("[data-tile-img]").evaluate_all("imgs => imgs.map(i => i.src)")
-    assert len(set(srcs)) == 3 and all(s.endswith("/outputs/recolor.png") for s in srcs), srcs
+    assert len(set(srcs)) == 3, srcs
+    assert all(s.endswith("/outputs/recolor/thumbnail?size=480") for s in srcs), srcs
 
     # The API agrees: the run succeeded with all three.
     run = live.api("GET", f"/api/v1/galleries/{gallery_id}/runs").json()["items"][0]
@@ -198,7 +200,7 @@ def test_a_run_page_follows_a_running_run(live: BrowserStack, page: Any) -> None
     expect(page.locator("[data-run-announce]")).to_have_text(re.compile("Succeeded|^$"))
     all_images_loaded(page, "[data-run-jobs] img")
     srcs = page.locator("[data-run-jobs] img").evaluate_all("imgs => imgs.map(i => i.src)")
-    assert all(s.endswith("/outputs/recolor.png") for s in srcs), srcs
+    assert all(s.endswith("/outputs/recolor/thumbnail?size=160") for s in srcs), srcs
     assert live.api("GET", f"/api/v1/galleries/{gallery_id}").json()["image_count"] == 4
 
 

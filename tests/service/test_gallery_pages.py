@@ -198,7 +198,8 @@ def test_add_several_images_and_remove_one(signed_in: Pages) -> None:
     assert "Added 3 images. Run the gallery to segment them." in body
     assert len(re.findall(r'class="tile" data-image-id=', body)) == 3
     for image_id in ids:
-        assert f'src="/api/v1/images/{image_id}/file"' in body  # the original while never run
+        # The original's thumbnail while never run.
+        assert f'src="/api/v1/images/{image_id}/thumbnail?size=480"' in body
     assert body.count("Not run yet") == 3
     assert "data-watch-grid" not in body  # nothing running: no polling
 
@@ -399,10 +400,10 @@ def test_run_now_creates_a_run_and_the_pages_follow_it(signed_in: Pages) -> None
 
     body = text(signed_in.client.get(f"/galleries/{gallery_id}"))
     for job in jobs:
-        assert f'src="/api/v1/jobs/{job["id"]}/outputs/recolor.png"' in body
+        assert f'src="/api/v1/jobs/{job["id"]}/outputs/recolor/thumbnail?size=480"' in body
         assert f'href="/jobs/{job["id"]}" data-tile-link' in body
     for image_id in ids:
-        assert f'src="/api/v1/images/{image_id}/file"' not in body
+        assert f'src="/api/v1/images/{image_id}/thumbnail?size=480"' not in body
     assert "data-watch-grid" not in body and "data-live-run" not in body
     assert ">Succeeded<" in body and "3/3 done" in body and "3 succeeded" in body
 
@@ -413,7 +414,7 @@ def test_run_now_creates_a_run_and_the_pages_follow_it(signed_in: Pages) -> None
 
     body = text(signed_in.client.get(f"/runs/{run['id']}"))
     assert ">Succeeded<" in body and "3/3 done" in body and "data-live-run" not in body
-    assert body.count("outputs/recolor.png") == 3
+    assert body.count("outputs/recolor/thumbnail?size=160") == 3
     listing = text(signed_in.client.get("/galleries"))
     assert "3 images" in listing and ">Succeeded<" in listing and "3/3 done" in listing
 

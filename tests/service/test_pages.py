@@ -672,7 +672,7 @@ def test_history_lists_newest_first_filters_and_pages(signed_in: Pages) -> None:
     page = text(signed_in.client.get("/jobs"))
     order = [page.index(f"img-{seed}.png") for seed in (2, 1, 0)]
     assert order == sorted(order)  # newest first
-    assert f"/api/v1/jobs/{ids[0]}/outputs/recolor.png" in page  # the thumbnail
+    assert f"/api/v1/jobs/{ids[0]}/outputs/recolor/thumbnail?size=160" in page  # its tile
     assert f'data-live-job="/api/v1/jobs/{ids[1]}"' in page  # still queued: watched live
 
     done = text(signed_in.client.get("/jobs?status=succeeded"))

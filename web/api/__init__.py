@@ -2,12 +2,13 @@
 
 Modules: :mod:`.auth` (bearer tokens), :mod:`.errors` (JSON errors), :mod:`.requests` (bodies),
 :mod:`.schemas` (pydantic models), :mod:`.serialize` (rows → JSON), :mod:`.paging` (cursors),
-and the views in :mod:`.jobs`, :mod:`.images`, :mod:`.galleries` and :mod:`.openapi`.
+and the views in :mod:`.jobs`, :mod:`.images`, :mod:`.galleries`, :mod:`.thumbnails` and
+:mod:`.openapi`.
 """
 
 from __future__ import annotations
 
-from kseg.web.api import galleries, images, jobs, openapi  # the views register on bp
+from kseg.web.api import galleries, images, jobs, openapi, thumbnails  # views register on bp
 from kseg.web.api.blueprint import bp
 
-__all__ = ["bp", "galleries", "images", "jobs", "openapi"]
+__all__ = ["bp", "galleries", "images", "jobs", "openapi", "thumbnails"]

@@ -113,3 +113,4 @@ def _on_register(state: BlueprintSetupState) -> None:
     app.jinja_env.filters["when"] = present.when
     app.jinja_env.filters["percent"] = present.percent
     app.jinja_env.filters["ms"] = present.ms
+    app.jinja_env.filters["thumb"] = present.thumb

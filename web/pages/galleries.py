@@ -194,7 +194,7 @@ def _page(limit: int) -> tuple[paging.Page, str | None]:
 
 
 def _covers(db: Session, gallery_ids: list[str]) -> dict[str, list[str]]:
-    """Up to four newest images of each gallery, as image URLs (one query)."""
+    """Up to four newest images of each gallery, as thumbnail URLs (one query)."""
     if not gallery_ids:
         return {}
     ranked = (
@@ -215,7 +215,9 @@ def _covers(db: Session, gallery_ids: list[str]) -> dict[str, list[str]]:
         .where(ranked.c.rank <= COVERS)
         .order_by(ranked.c.gallery_id, ranked.c.rank)
     ):
-        covers.setdefault(gallery_id, []).append(f"{BASE}/images/{image_id}/file")
+        covers.setdefault(gallery_id, []).append(
+            present.thumb(f"{BASE}/images/{image_id}/file", present.GRID_THUMB)
+        )
     return covers
 
 
@@ -306,7 +308,8 @@ def _gallery_page(
         # What the newest run agrees with: its job, or the image's current result however
         # it was made (shared.galleries.tile_jobs); "not run yet" only without either.
         job = tile["current_job"]
-        tile["thumbnail"] = (job or {}).get("recolor_url") or tile["links"]["file"]
+        full = (job or {}).get("recolor_url") or tile["links"]["file"]
+        tile["thumbnail"] = present.thumb(full, present.GRID_THUMB)
         tile["href"] = url_for("pages.job", job_id=job["id"]) if job else tile["links"]["file"]
 
     runs_page = paging.Page(RUNS_SHOWN, None)

@@ -280,7 +280,7 @@ def k_chart(k_scores: list[dict[str, Any]], chosen: int) -> Chart | None:
     )
     if not rows:
         return None
-    width, height, left, top, bottom, right = 640, 260, 44, 16, 40, 12
+    width, height, left, top, bottom, right = 640, 260, 52, 16, 40, 12
     plot_w, plot_h = width - left - right, height - top - bottom
     step = plot_w / len(rows)
     scores = [max(0.0, float(row.get("score") or 0.0)) for row in rows]
@@ -371,7 +371,26 @@ def human_bytes(n: int) -> str:
     return f"{n} bytes"
 
 
-def thumbnail_url(obj: dict[str, Any]) -> str:
-    """A job object's tile image: its recolor output when it has one, else the original."""
+#: Thumbnail sizes by what shows them (see kseg.shared.core.thumbnail): list rows' 56–72 px
+#: tiles, and the 150–240 px tiles of grids and covers, each at 2x pixel density.
+ROW_THUMB = 160
+GRID_THUMB = 480
+
+_FULL_SIZE = re.compile(r"(/api/v1/images/[^/?#]+)/file|(/api/v1/jobs/[^/?#]+/outputs/[a-z]+)\.png")
+
+
+def thumb(url: str, size: int = ROW_THUMB) -> str:
+    """The thumbnail of a full-size image URL of the API — an original's ``…/file`` or an
+    output's ``…/outputs/<name>.png`` — at ``size`` px; other URLs as they are. (kseg.js has
+    the same mapping for the images it swaps in.)"""
+    match = _FULL_SIZE.fullmatch(url)
+    if match is None:
+        return url
+    return f"{match.group(1) or match.group(2)}/thumbnail?size={size}"
+
+
+def thumbnail_url(obj: dict[str, Any], size: int = ROW_THUMB) -> str:
+    """A job object's tile image: a thumbnail of its recolor output when it has one, else of
+    the original."""
     outputs = (obj.get("result") or {}).get("outputs") or {}
-    return str(outputs.get("recolor") or f"/api/v1/images/{obj['image']['id']}/file")
+    return thumb(str(outputs.get("recolor") or f"/api/v1/images/{obj['image']['id']}/file"), size)

@@ -4,8 +4,11 @@
  * - submit form: drag and drop, chosen files listed, size limit checked before sending,
  *   k fixed/auto toggles its inputs
  * - job page: polls GET /api/v1/jobs/<id> every 300 ms while queued or running, reloads
- *   when it ends; before/after slider
+ *   when it ends; before/after slider; the lightbox: the original and outputs full size in
+ *   a modal dialog (←/→ or a swipe between them, 1:1 zoom panned by scrolling or dragging,
+ *   download; Esc closes; focus stays inside and goes back to the tile)
  * - history: live status of queued and running jobs
+ * - thumbnails: tiles swapped in live show the API's small thumbnails, not full-size files
  * - galleries: "add images" like the submit form; running runs' counters (polls
  *   GET /api/v1/runs/<id>) and the thumbnail grid (polls GET /api/v1/galleries/<id>/images)
  *   update in place; a run page's image rows too (GET /api/v1/runs/<id>/jobs); "use my time
@@ -29,6 +32,19 @@
       if (n >= units[i][1]) { return (n / units[i][1]).toFixed(1).replace(/\.0$/, "") + " " + units[i][0]; }
     }
     return n + " bytes";
+  }
+
+  // The thumbnail of a full-size image URL of the API (an original's .../file or an output's
+  // .../outputs/<name>.png) at size px: the same mapping as web/pages/present.py thumb().
+  var FULL_SIZE = /^(\/api\/v1\/images\/[^\/?#]+)\/file$|^(\/api\/v1\/jobs\/[^\/?#]+\/outputs\/[a-z]+)\.png$/;
+  function thumbOf(url, size) {
+    var match = FULL_SIZE.exec(url || "");
+    if (!match || !size) { return url; }
+    return (match[1] || match[2]) + "/thumbnail?size=" + size;
+  }
+  function showThumb(img, url) {
+    var src = thumbOf(url, img.getAttribute("data-thumb-size"));
+    if (src && img.getAttribute("src") !== src) { img.setAttribute("src", src); }
   }
 
   function getJSON(url) {
@@ -219,6 +235,131 @@
     move();
   });
 
+  /* ------------------------------------------------------------ job page: the lightbox */
+
+  var lightbox = $("[data-lightbox]");
+  var lightboxLinks = $all("[data-lightbox-item]");
+  if (lightbox && lightbox.showModal && lightboxLinks.length) {
+    var lbImg = $("[data-lightbox-img]", lightbox);
+    var lbStage = $("[data-lightbox-stage]", lightbox);
+    var lbTitle = $("[data-lightbox-title]", lightbox);
+    var lbZoom = $("[data-lightbox-zoom]", lightbox);
+    var lbDownload = $("[data-lightbox-download]", lightbox);
+    var lbItems = lightboxLinks.map(function (a) {
+      var thumb = $("img", a);
+      return {
+        href: a.getAttribute("href"),
+        name: thumb.getAttribute("data-output"),
+        alt: thumb.getAttribute("alt"),
+        download: a.getAttribute("data-download")
+      };
+    });
+    var lbIndex = 0;
+    var lbOpener = null;
+    var lbActual = false;
+
+    var fitActual = function () {
+      // One image pixel per screen pixel: CSS pixels are devicePixelRatio screen pixels.
+      lbImg.style.width = lbActual && lbImg.naturalWidth
+        ? (lbImg.naturalWidth / (window.devicePixelRatio || 1)) + "px" : "";
+    };
+    var setActual = function (on) {
+      lbActual = on;
+      lbZoom.setAttribute("aria-pressed", on ? "true" : "false");
+      lightbox.classList.toggle("is-actual", on);
+      fitActual();
+    };
+    var showItem = function (i) {
+      var n = lbItems.length;
+      lbIndex = ((i % n) + n) % n;
+      var item = lbItems[lbIndex];
+      lbImg.setAttribute("src", item.href);
+      lbImg.setAttribute("alt", item.alt || item.name);
+      lbTitle.textContent = item.name + " · " + (lbIndex + 1) + " / " + n;
+      lbDownload.setAttribute("href", item.href);
+      lbDownload.setAttribute("download", item.download || "");
+      lightbox.setAttribute("data-current", item.name);
+      $("[data-lightbox-note]", lightbox).hidden = item.name !== "labels";
+      lbStage.scrollLeft = 0;
+      lbStage.scrollTop = 0;
+      fitActual();
+      // The neighbours next, so that ←/→ show them at once.
+      [lbIndex + 1, lbIndex - 1].forEach(function (j) {
+        var next = lbItems[((j % n) + n) % n];
+        if (!next.preloaded) { next.preloaded = true; (new Image()).src = next.href; }
+      });
+    };
+    lbImg.addEventListener("load", fitActual);
+
+    lightboxLinks.forEach(function (a, i) {
+      a.addEventListener("click", function (event) {
+        if (event.button !== 0 || event.metaKey || event.ctrlKey || event.shiftKey || event.altKey) {
+          return;  // a new tab or a download, as the link says
+        }
+        event.preventDefault();
+        lbOpener = a;
+        setActual(false);
+        showItem(i);
+        lightbox.showModal();
+        $("[data-lightbox-close]", lightbox).focus();
+      });
+    });
+    lightbox.addEventListener("close", function () {
+      lbImg.removeAttribute("src");
+      if (lbOpener) { lbOpener.focus(); }
+    });
+    $("[data-lightbox-close]", lightbox).addEventListener("click", function () { lightbox.close(); });
+    $("[data-lightbox-prev]", lightbox).addEventListener("click", function () { showItem(lbIndex - 1); });
+    $("[data-lightbox-next]", lightbox).addEventListener("click", function () { showItem(lbIndex + 1); });
+    lbZoom.addEventListener("click", function () { setActual(!lbActual); });
+    // A click on the dark backdrop around the picture closes it.
+    lightbox.addEventListener("click", function (event) {
+      if (event.target === lightbox || (event.target === lbStage && !lbActual)) { lightbox.close(); }
+    });
+    lightbox.addEventListener("keydown", function (event) {
+      if (event.key === "ArrowRight" || event.key === "ArrowLeft") {
+        event.preventDefault();
+        showItem(lbIndex + (event.key === "ArrowRight" ? 1 : -1));
+      } else if (event.key === "Tab") {
+        // Focus stays in the dialog: from the last control to the first and back.
+        var controls = $all("button, a[href]", lightbox);
+        var first = controls[0];
+        var last = controls[controls.length - 1];
+        var inside = lightbox.contains(document.activeElement);
+        if (event.shiftKey && (document.activeElement === first || !inside)) {
+          event.preventDefault();
+          last.focus();
+        } else if (!event.shiftKey && (document.activeElement === last || !inside)) {
+          event.preventDefault();
+          first.focus();
+        }
+      }
+    });
+    // Touch: a swipe sideways shows the next or previous one (at 1:1 a finger pans instead);
+    // a mouse drags the picture around at 1:1.
+    var drag = null;
+    lbStage.addEventListener("pointerdown", function (event) {
+      drag = { x: event.clientX, y: event.clientY, left: lbStage.scrollLeft, top: lbStage.scrollTop,
+               type: event.pointerType };
+    });
+    lbStage.addEventListener("pointermove", function (event) {
+      if (drag && lbActual && drag.type === "mouse") {
+        lbStage.scrollLeft = drag.left - (event.clientX - drag.x);
+        lbStage.scrollTop = drag.top - (event.clientY - drag.y);
+      }
+    });
+    var endDrag = function (event) {
+      if (!drag) { return; }
+      var dx = event.clientX - drag.x;
+      var dy = event.clientY - drag.y;
+      var swiped = drag.type !== "mouse" && !lbActual && Math.abs(dx) > 50 && Math.abs(dx) > Math.abs(dy);
+      drag = null;
+      if (swiped) { showItem(lbIndex + (dx < 0 ? 1 : -1)); }
+    };
+    lbStage.addEventListener("pointerup", endDrag);
+    lbStage.addEventListener("pointercancel", function () { drag = null; });
+  }
+
   /* ------------------------------------------------------------ history: live rows */
 
   var live = $all("[data-live-job]");
@@ -235,7 +376,7 @@
           if (FINAL[job.status]) {
             row.removeAttribute("data-live-job");
             var outputs = (job.result && job.result.outputs) || {};
-            if (outputs.recolor) { $("[data-thumb]", row).src = outputs.recolor; }
+            if (outputs.recolor) { showThumb($("[data-thumb]", row), outputs.recolor); }
           }
         }).catch(function () { /* try again next round */ });
       })).then(function () { window.setTimeout(pollRows, 1000); });
@@ -352,9 +493,7 @@
         if (!FINAL[job.status]) { active = true; }
         tile.setAttribute("data-status", job.status);
         jobBadge($("[data-badge]", tile), job.status, job.progress);
-        var img = $("[data-tile-img]", tile);
-        var src = job.recolor_url || item.links.file;
-        if (img.getAttribute("src") !== src) { img.setAttribute("src", src); }
+        showThumb($("[data-tile-img]", tile), job.recolor_url || item.links.file);
         $("[data-tile-link]", tile).setAttribute("href", "/jobs/" + job.id);
       });
       // Until no job is active and no run is left running, and one more look after that.
@@ -379,8 +518,7 @@
         row.setAttribute("data-status", job.status);
         jobBadge($("[data-badge]", row), job.status, job.progress);
         var recolor = job.result && job.result.outputs && job.result.outputs.recolor;
-        var img = $("[data-thumb]", row);
-        if (recolor && img.getAttribute("src") !== recolor) { img.setAttribute("src", recolor); }
+        if (recolor) { showThumb($("[data-thumb]", row), recolor); }
       });
       if (runLive.hasAttribute("data-live-run")) { return true; }
       if (lastLook) { return false; }
