@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
+from kseg.shared.store.events import record_job_event
 from kseg.shared.store.models import (
     Job,
     utcnow,
@@ -110,6 +111,7 @@ def sweep(
         if moved.rowcount == 1:  # type: ignore[attr-defined]
             if values["status"] == "failed":
                 report.failed.append(job_id)
+                record_job_event(session, job_id, "failed", now)
             else:
                 report.requeued_running.append(job_id)
                 report.queues[job_id] = queue
