@@ -7,7 +7,7 @@ and the views in :mod:`.jobs`, :mod:`.images`, :mod:`.galleries` and :mod:`.open
 
 from __future__ import annotations
 
-from kseg.web.api import galleries, images, jobs, openapi  # the views register on bp
+from kseg.web.api import exports, galleries, images, jobs, openapi, webhooks  # views register
 from kseg.web.api.blueprint import bp
 
-__all__ = ["bp", "galleries", "images", "jobs", "openapi"]
+__all__ = ["bp", "exports", "galleries", "images", "jobs", "openapi", "webhooks"]

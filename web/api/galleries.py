@@ -14,6 +14,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from kseg.shared.errors import InvalidParameterError
+from kseg.shared.store.events import run_delivery
 from kseg.shared.store.galleries import (
     add_images,
     create_gallery,
@@ -48,6 +49,7 @@ from kseg.web.api.serialize import (
     runs_objs,
     schedule_obj,
 )
+from kseg.web.api.webhooks import wake, webhook_fields
 from kseg.web.db import get_session
 from kseg.web.owned import find_owned, plausible_id
 from kseg.web.queue import commit_and_publish
@@ -61,7 +63,7 @@ def own_gallery(gallery_id: str) -> Gallery:
     return gallery
 
 
-def _own_run(run_id: str) -> Run:
+def own_run(run_id: str) -> Run:
     run = find_owned(Run, run_id, owner_id())
     if run is None:
         raise not_found("run", run_id, "GET /api/v1/galleries/<id>/runs")
@@ -221,6 +223,7 @@ def put_schedule(gallery_id: str) -> Response:
     session = get_session()
     gallery = own_gallery(gallery_id)
     sub = validate(ScheduleIn, json_body())
+    hook_url, hook_events = webhook_fields(sub.webhook_url, sub.webhook_events)
     try:
         schedule = set_schedule(
             session,
@@ -230,6 +233,8 @@ def put_schedule(gallery_id: str) -> Response:
             params=sub.params,
             enabled=sub.enabled,
             only_stale=sub.only_stale,
+            webhook_url=hook_url,
+            webhook_events=hook_events,
         )
     except CroniterError:  # well-formed but never due, e.g. "0 0 30 2 *" (30 February)
         raise InvalidParameterError(
@@ -264,11 +269,22 @@ def create_run(gallery_id: str) -> tuple[Response, int, dict[str, str]]:
     gallery = own_gallery(gallery_id)
     sub = validate(RunCreate, json_body(optional=True))
     params = gallery_params(gallery, sub.params)
-    start = start_run(session, gallery, trigger="manual", params=params, only_stale=sub.only_stale)
+    hook_url, hook_events = webhook_fields(sub.webhook_url, sub.webhook_events)
+    start = start_run(
+        session,
+        gallery,
+        trigger="manual",
+        params=params,
+        only_stale=sub.only_stale,
+        webhook_url=hook_url,
+        webhook_events=hook_events,
+    )
     run = start.run
     body = runs_objs(session, [run])[0]
+    event = run_delivery(run)  # every image skipped: the run ended at once
     # Broker down: the jobs stay queued, and the sweeper publishes them.
     commit_and_publish(session, "batch")
+    wake([event])
     return jsonify(body), 202, {"Location": f"{BASE}/runs/{run.id}"}
 
 
@@ -284,14 +300,14 @@ def list_runs(gallery_id: str) -> Response:
 
 @bp.get("/runs/<run_id>")
 def get_run(run_id: str) -> Response:
-    return jsonify(runs_objs(get_session(), [_own_run(run_id)])[0])
+    return jsonify(runs_objs(get_session(), [own_run(run_id)])[0])
 
 
 @bp.get("/runs/<run_id>/jobs")
 def list_run_jobs(run_id: str) -> Response:
     page = paging.parse_page()
     session = get_session()
-    run = _own_run(run_id)
+    run = own_run(run_id)
     stmt = select(Job).where(Job.run_id == run.id, Job.owner_id == owner_id())
     rows, cursor = paging.fetch(session, stmt, Job, page)
     return jsonify({"items": jobs_objs(session, rows), "next": cursor})

@@ -308,6 +308,7 @@ def _paths() -> dict[str, Any]:
             },
         },
         **_gallery_paths(),
+        **_integration_paths(),
         "/api/v1/openapi.json": {
             "get": {
                 "operationId": "getOpenApi",
@@ -564,6 +565,146 @@ def _gallery_paths() -> dict[str, Any]:
     }
 
 
+# ---------------------------------------------------------------- issue 25: webhooks, exports,
+# palettes. Kept together in this one block (the module is about to be refactored): the
+# paths of web/api/webhooks.py and web/api/exports.py.
+
+ZIP_BODY = {"application/zip": {"schema": {"type": "string", "format": "binary"}}}
+ZIP_HEADERS = {
+    "Content-Disposition": {
+        "description": "attachment; filename=…zip",
+        "schema": {"type": "string"},
+    }
+}
+EXPORT_TEXT = (
+    "Streamed as it is written: `manifest.json` at the root (the jobs, their folders and "
+    "files), then per job a folder `<image filename stem>-<job id prefix>/` with "
+    "`result.json` (the job's `result` plus `job_id`, `status`, `params`, `image`, `error`) "
+    "and each rendered `<output>.png`. A job that did not succeed has only its "
+    "`result.json`."
+)
+PALETTE_FORMATS = {
+    "json": ("application/json", {"type": "array", "items": ref("PaletteColor")}),
+    "css": ("text/css", {"type": "string"}),
+    "gpl": ("text/plain", {"type": "string"}),
+    "ase": ("application/octet-stream", {"type": "string", "format": "binary"}),
+}
+
+
+def _integration_paths() -> dict[str, Any]:
+    job_id = path_param("job_id", "Job id.")
+    run_id = path_param("run_id", "Run id.")
+    return {
+        "/api/v1/webhooks/secret": {
+            "get": {
+                "operationId": "getWebhookSecret",
+                "tags": ["webhooks"],
+                "summary": "Your webhook signing secret (made on first use)",
+                "description": "Every delivery carries `Kseg-Signature: t=<unix seconds>,"
+                'v1=<hex HMAC-SHA256(secret, "<t>.<raw body>")>`; verify it and reject old '
+                "timestamps (see Webhooks in the README).",
+                "responses": {
+                    "200": json_body(ref("WebhookSecret"), "The secret."),
+                    **errors(),
+                },
+            }
+        },
+        "/api/v1/webhooks/secret/rotate": {
+            "post": {
+                "operationId": "rotateWebhookSecret",
+                "tags": ["webhooks"],
+                "summary": "Replace your webhook signing secret",
+                "description": "Attempts made from now on are signed with the new secret.",
+                "responses": {
+                    "200": json_body(ref("WebhookSecret"), "The new secret."),
+                    **errors(),
+                },
+            }
+        },
+        "/api/v1/webhooks/deliveries": {
+            "get": {
+                "operationId": "listWebhookDeliveries",
+                "tags": ["webhooks"],
+                "summary": "Your webhook deliveries, newest first, with their attempts",
+                "description": "A delivery is retried with backoff (5 s, 30 s, 2 min, 10 min, "
+                "1 h, 3 h, 6 h, 12 h) on a timeout or a non-2xx answer, then `failed`.",
+                "parameters": [
+                    {
+                        "name": "status",
+                        "in": "query",
+                        "required": False,
+                        "description": "Only deliveries in this state.",
+                        "schema": {"type": "string", "enum": ["pending", "succeeded", "failed"]},
+                    },
+                    *PAGING,
+                ],
+                "responses": {
+                    "200": json_body(ref("DeliveryList"), "A page of deliveries."),
+                    **errors(400, 422),
+                },
+            }
+        },
+        "/api/v1/jobs/{job_id}/export.zip": {
+            "parameters": [job_id],
+            "get": {
+                "operationId": "exportJob",
+                "tags": ["jobs"],
+                "summary": "The job's outputs and result.json as one ZIP",
+                "description": EXPORT_TEXT,
+                "responses": {
+                    "200": {"description": "The ZIP.", "headers": ZIP_HEADERS, "content": ZIP_BODY},
+                    **errors(404),
+                },
+            },
+        },
+        "/api/v1/runs/{run_id}/export.zip": {
+            "parameters": [run_id],
+            "get": {
+                "operationId": "exportRun",
+                "tags": ["galleries"],
+                "summary": "Every job of the run: outputs and result.json, as one ZIP",
+                "description": EXPORT_TEXT + " Images the run skipped (`only_stale`) are not "
+                "in it.",
+                "responses": {
+                    "200": {"description": "The ZIP.", "headers": ZIP_HEADERS, "content": ZIP_BODY},
+                    **errors(404),
+                },
+            },
+        },
+        "/api/v1/jobs/{job_id}/palette.{fmt}": {
+            "parameters": [
+                job_id,
+                {
+                    "name": "fmt",
+                    "in": "path",
+                    "required": True,
+                    "description": "json: `[{hex, rgb, name, fraction}]`; css: custom "
+                    "properties `--kseg-0: #rrggbb;` in `:root {}`; gpl: a GIMP palette; ase: "
+                    "an Adobe Swatch Exchange file.",
+                    "schema": {"type": "string", "enum": list(PALETTE_FORMATS)},
+                },
+            ],
+            "get": {
+                "operationId": "getJobPalette",
+                "tags": ["jobs"],
+                "summary": "The job's cluster colours as a palette file (label order)",
+                "responses": {
+                    "200": {
+                        "description": "The palette.",
+                        "content": {
+                            kind: {"schema": schema} for kind, schema in PALETTE_FORMATS.values()
+                        },
+                    },
+                    **errors(404),
+                },
+            },
+        },
+    }
+
+
+# ---------------------------------------------------------------- end of the issue 25 block
+
+
 def _error_responses() -> dict[str, Any]:
     out = {f"E{s}": json_body(ref("Error"), text) for s, text in ERROR_TEXT.items()}
     out["E401"]["headers"] = {
@@ -594,6 +735,7 @@ def _document() -> dict[str, Any]:
             {"name": "jobs"},
             {"name": "images"},
             {"name": "galleries"},
+            {"name": "webhooks"},
             {"name": "operations"},
         ],
         "security": [{"bearer": []}],
