@@ -70,6 +70,25 @@ def worker_command(settings: Settings, queues: tuple[str, ...] | None = None) ->
     )
 
 
+def webhooks_command(settings: Settings) -> list[str]:
+    """The webhook sender: a Celery worker on the webhooks queue only, whose
+    ``KSEG_WEBHOOK_CONCURRENCY`` threads wait on receivers (I/O, not CPU), so no worker that
+    segments ever waits on a slow receiver."""
+    from kseg.shared.messaging.celery_config import WEBHOOKS, queue_name
+
+    return _celery(
+        "worker",
+        "-Q",
+        queue_name(settings, WEBHOOKS),
+        "--pool=threads",
+        f"--concurrency={settings.webhook_concurrency}",
+        "--without-gossip",
+        "--without-mingle",
+        "-n",
+        "webhooks@%h",
+    )
+
+
 def beat_command(settings: Settings) -> list[str]:
     settings.instance_dir.mkdir(parents=True, exist_ok=True)
     return _celery("beat", "-s", str(settings.instance_dir / "celerybeat-schedule"))
@@ -125,6 +144,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if (code := _require_migrated(settings)) is not None:
         return code
     return _exec(worker_command(settings, queues))
+
+
+def cmd_webhooks(_args: argparse.Namespace) -> int:
+    settings = get_settings()
+    if (code := _require_migrated(settings)) is not None:
+        return code
+    return _exec(webhooks_command(settings))
 
 
 def cmd_beat(_args: argparse.Namespace) -> int:
@@ -294,6 +320,7 @@ _CHECK = {
     "the memory (the kernel's OOM killer shows as SIGKILL)",
     "beat": "that the broker (CELERY_BROKER_URL) and the database (DATABASE_URL) answer, and "
     "that KSEG_INSTANCE_DIR is writable (beat keeps its schedule there)",
+    "webhooks": "that the broker (CELERY_BROKER_URL) and the database (DATABASE_URL) answer",
 }
 
 
@@ -443,6 +470,7 @@ def cmd_up(_args: argparse.Namespace) -> int:
     supervisor.start("web", web_command(settings))
     supervisor.start("worker", worker_command(settings))
     supervisor.start("beat", beat_command(settings))
+    supervisor.start("webhooks", webhooks_command(settings))
     url = f"http://{settings.host}:{settings.port}"
     # The banner comes last, once the web server answers, so the logs do not bury it.
     _wait_healthy(settings, supervisor, stopping)
@@ -478,7 +506,7 @@ def cmd_up(_args: argparse.Namespace) -> int:
                 break
             time.sleep(0.2)
     finally:
-        print("kseg: stopping web, worker and beat…", file=sys.stderr, flush=True)
+        print("kseg: stopping web, worker, beat and webhooks…", file=sys.stderr, flush=True)
         supervisor.stop()
     return code
 
@@ -512,7 +540,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser(
-        "up", help="migrate, then run web + worker + beat until Ctrl-C, restarting one that exits"
+        "up",
+        help="migrate, then run web + worker + beat + webhooks until Ctrl-C, restarting one that "
+        "exits",
     )
     p.set_defaults(func=cmd_up)
     p = sub.add_parser("web", help="run the web server (waitress)")
@@ -535,6 +565,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_worker)
     p = sub.add_parser("beat", help="run Celery beat (the sweeper and schedules)")
     p.set_defaults(func=cmd_beat)
+    p = sub.add_parser(
+        "webhooks",
+        help="run the webhook sender (a worker of threads on the webhooks queue)",
+        description="Send webhook deliveries: a Celery worker of KSEG_WEBHOOK_CONCURRENCY "
+        "threads reading only the webhooks queue, so that segmentation workers never wait on "
+        "a slow receiver. `kseg up` runs one.",
+    )
+    p.set_defaults(func=cmd_webhooks)
     p = sub.add_parser("migrate", help="bring the database schema up to date")
     p.set_defaults(func=cmd_migrate)
 
