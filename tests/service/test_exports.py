@@ -182,3 +182,68 @@ def test_each_palette_format_parses_back_to_the_clusters(api: Api) -> None:
     assert_error(api.get(base + ".svg"), 404, "output_not_found")
     queued = api.submit(tiny_png(9), "q.png", k=2).get_json()
     assert_error(api.get(f"/api/v1/jobs/{queued['id']}/palette.json"), 404, "output_not_found")
+
+
+def test_cli_submit_webhook_and_fetch_zip(api: Api, tmp_path: Path) -> None:
+    """``kseg submit --webhook URL`` passes the URL on; ``kseg fetch --zip`` writes the job's
+    export.zip."""
+    from tests.conftest import serve_app
+    from tests.service.test_cli_client import kseg
+
+    server = serve_app(api.app)
+    try:
+        image = tmp_path / "cli photo.png"
+        image.write_bytes(tiny_png(11, 20))
+        hook = "http://127.0.0.1:9/kseg-hook"
+        connection = ["--url", server.base_url, "--token", api.token]
+        done = kseg(
+            "submit", str(image), "-k", "3", "--no-wait", "--webhook", hook,
+            "--webhook-events", "job.succeeded,job.failed", *connection, cwd=tmp_path,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        job_id = done.stdout.split("\t")[0]
+        job = api.get(f"/api/v1/jobs/{job_id}").get_json()
+        assert job["webhook_url"] == hook
+        assert job["webhook_events"] == ["job.succeeded", "job.failed"]
+        assert api.run_job(job_id) == "succeeded"
+        out = tmp_path / "zips"
+        done = kseg("fetch", job_id, "--zip", "-o", str(out), *connection, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        target = out / "cli photo-kseg.zip"
+        assert target.is_file(), sorted(p.name for p in out.iterdir())
+        archive = zipfile.ZipFile(target)
+        assert archive.namelist()[0] == "manifest.json"
+        check_job_folder(api, archive, api.get(f"/api/v1/jobs/{job_id}").get_json())
+        assert not list(out.glob(".*.part")), "no partial download left behind"
+    finally:
+        server.stop()
+
+
+def test_job_and_run_pages_offer_the_zip(api: Api) -> None:
+    """The job page and the run page link their export.zip, which the page's session cookie
+    may download (GET on the API with the cookie)."""
+    job = finished_job(api, seed=12)
+    from kseg.shared.store.auth import create_token, owner_for_token
+    from kseg.shared.store.db import session_scope
+
+    client = api.app.test_client()
+    # Sign the page client in as the API's owner, with a one-time link of that owner.
+    with session_scope(api.settings.database_url) as session:
+        owner = owner_for_token(session, api.token)
+        assert owner is not None
+        link = create_token(session, owner.name, "link", one_time=True)
+    assert client.get(f"/login/{link}").status_code in (302, 303)
+    page = client.get(f"/jobs/{job['id']}").get_data(as_text=True)
+    assert f'href="/api/v1/jobs/{job["id"]}/export.zip"' in page and "Download ZIP" in page
+    for fmt in ("json", "css", "gpl", "ase"):
+        assert f'href="/api/v1/jobs/{job["id"]}/palette.{fmt}"' in page
+    r = client.get(f"/api/v1/jobs/{job['id']}/export.zip")
+    assert r.status_code == 200 and r.mimetype == "application/zip"
+
+    gallery = api.post("/api/v1/galleries", json={"name": "pages"}).get_json()
+    image_id = job["image"]["id"]
+    api.post(f"/api/v1/galleries/{gallery['id']}/images", json={"image_ids": [image_id]})
+    run = api.post(f"/api/v1/galleries/{gallery['id']}/runs", json={"only_stale": False})
+    run_id = run.get_json()["id"]
+    page = client.get(f"/runs/{run_id}").get_data(as_text=True)
+    assert f'href="/api/v1/runs/{run_id}/export.zip"' in page and "Download ZIP" in page
