@@ -377,3 +377,32 @@ def test_events_filter_secret_rotation_and_giving_up(
     for got in receiver.events():
         check_signed(got, rotated)
     assert_error(api.get("/api/v1/webhooks/deliveries?status=nope"), 422, "invalid_parameter")
+
+
+def test_the_readme_receiver_accepts_a_signed_event_and_refuses_forged_or_old_ones() -> None:
+    """The README's 10-line receiver, run as written (with a secret filled in)."""
+    import re
+
+    from tests.conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    code = re.search(r"Flask, 10 lines\):\n\n```python\n(.*?)```", readme, re.S)
+    assert code is not None, "the README's receiver example"
+    lines = code.group(1).strip().splitlines()
+    assert len(lines) == 10
+    secret = "whsec_readme"
+    namespace: dict[str, Any] = {"__name__": "__main__"}  # a script, as it would run
+    exec(code.group(1).replace('b"whsec_..."', f'b"{secret}"'), namespace)
+    client = namespace["app"].test_client()
+    body = json.dumps({"id": "evt_1", "type": "job.succeeded", "data": {}}).encode()
+
+    def post(header: str, data: bytes = body) -> int:
+        headers = {"Kseg-Signature": header, "Content-Type": "application/json"}
+        return int(client.post("/kseg-hook", data=data, headers=headers).status_code)
+
+    now = int(time.time())
+    assert post(webhooks.sign(secret, body, now)) == 204
+    assert post(webhooks.sign("whsec_other", body, now)) == 400
+    assert post(webhooks.sign(secret, body, now), data=body + b" ") == 400
+    assert post(webhooks.sign(secret, body, now - 3600)) == 400, "a replay an hour later"
+    assert post("") == 400
