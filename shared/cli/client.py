@@ -144,8 +144,7 @@ def add_client_parsers(subparsers: Any) -> None:
         "--webhook",
         metavar="URL",
         default=None,
-        help="the service POSTs each job's final status there, signed (see the README, "
-        "Webhooks)",
+        help="the service POSTs each job's final status there, signed (see the README, Webhooks)",
     )
     p.add_argument(
         "--webhook-events",
