@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import exists, insert, or_, select, update
+from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -43,7 +43,7 @@ SWEEP_GRACE = timedelta(seconds=1)
 #: The sweep publishes a wake-up for one delivery at most this often (a sender that is down
 #: must not come back to a queue of thousands of copies).
 REWAKE_AFTER = timedelta(seconds=60)
-#: How long ``run.finished`` waits, when its jobs' events are still pending, before trying.
+#: How long ``run.finished`` waits past the soonest of its jobs' pending events.
 RUN_WAITS_FOR_JOBS = 1.0
 
 
@@ -136,22 +136,22 @@ def claim(
     if row is None:
         return None, None
     if row.type == "run.finished":
-        # After its jobs' events: a receiver hears of the run's end last.
-        jobs_pending = session.scalar(
-            select(
-                exists().where(
-                    D.run_id == row.object_id, D.status == "pending", D.type != "run.finished"
-                )
+        # After its jobs' events: a receiver hears of the run's end last. It waits (without
+        # counting an attempt) until the soonest of them is due, and a moment more.
+        soonest = session.scalar(
+            select(func.min(D.next_attempt_at)).where(
+                D.run_id == row.object_id, D.status == "pending", D.type != "run.finished"
             )
         )
-        if jobs_pending:
+        if soonest is not None:
+            wait = max(RUN_WAITS_FOR_JOBS, (soonest - now).total_seconds() + RUN_WAITS_FOR_JOBS)
             session.execute(
                 update(D)
                 .where(due)
-                .values(next_attempt_at=now + timedelta(seconds=RUN_WAITS_FOR_JOBS))
+                .values(next_attempt_at=now + timedelta(seconds=wait), woken_at=None)
                 .execution_options(synchronize_session=False)
             )
-            return None, RUN_WAITS_FOR_JOBS
+            return None, wait
     held = session.execute(
         update(D)
         .where(due)

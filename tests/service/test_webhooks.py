@@ -406,3 +406,46 @@ def test_the_readme_receiver_accepts_a_signed_event_and_refuses_forged_or_old_on
     assert post(webhooks.sign(secret, body, now), data=body + b" ") == 400
     assert post(webhooks.sign(secret, body, now - 3600)) == 400, "a replay an hour later"
     assert post("t=1,v1=00") == 400
+
+
+def test_a_schedule_gives_its_runs_and_their_jobs_the_webhook_and_run_finished_waits(
+    request: pytest.FixtureRequest, tmp_path: Path, receiver: Receiver
+) -> None:
+    """In-process: a scheduled run and its jobs carry the schedule's webhook; ``run.finished``
+    is not sent while a job event of the run is pending, and is once that one is
+    delivered."""
+    from datetime import timedelta
+
+    from kseg.shared.store import galleries
+    from kseg.shared.store import webhooks as store
+    from kseg.shared.store.db import get_sessionmaker
+    from kseg.shared.store.events import delivery_id
+    from kseg.shared.store.models import utcnow
+
+    api = make_api(request, tmp_path, "sqlite", KSEG_WEBHOOK_ALLOW_PRIVATE=1)
+    image = api.upload((tiny_png(8), "s.png")).get_json()["items"][0]
+    gallery = api.post("/api/v1/galleries", json={"name": "sched"}).get_json()
+    api.post(f"/api/v1/galleries/{gallery['id']}/images", json={"image_ids": [image["id"]]})
+    schedule = api.put(
+        f"/api/v1/galleries/{gallery['id']}/schedule",
+        json={"cron": "* * * * *", "webhook_url": receiver.url, "webhook_events": []},
+    ).get_json()
+    assert schedule["webhook_url"] == receiver.url and schedule["webhook_events"] is None
+    maker = get_sessionmaker(api.settings.database_url)
+    with maker.begin() as session:
+        [start] = galleries.run_due_schedules(session, now=utcnow() + timedelta(minutes=2))
+        run_id, [job_id] = start.run.id, start.job_ids
+    run = api.get(f"/api/v1/runs/{run_id}").get_json()
+    assert run["trigger"] == "schedule" and run["webhook_url"] == receiver.url
+    assert api.get(f"/api/v1/jobs/{job_id}").get_json()["webhook_url"] == receiver.url
+    assert api.run_job(job_id) == "succeeded"  # ends the run too
+    job_event, run_event = delivery_id(job_id, "job.succeeded"), delivery_id(run_id, "run.finished")
+
+    waited = store.deliver(run_event, api.settings)
+    assert not waited.sent and waited.retry_in is not None, "its job's event goes first"
+    assert store.deliver(job_event, api.settings).sent
+    later = utcnow() + timedelta(seconds=waited.retry_in + 1)
+    with maker.begin() as session:
+        claimed, _ = store.claim(session, run_event, lease=30, now=later)
+    assert claimed is not None and claimed.attempt == 1, "the wait counted no attempt"
+    assert json.loads(claimed.body)["data"]["status"] == "succeeded"

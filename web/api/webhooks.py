@@ -9,7 +9,6 @@ from flask import Response, current_app, jsonify, request
 from sqlalchemy import select
 
 from kseg.shared import webhooks
-from kseg.shared.messaging import publish
 from kseg.shared.settings import Settings
 from kseg.shared.store import webhooks as webhook_store
 from kseg.shared.store.models import WebhookDelivery
@@ -19,6 +18,9 @@ from kseg.web.api.blueprint import bp
 from kseg.web.api.errors import ApiError
 from kseg.web.api.schemas import DeliveryOut, WebhookSecret
 from kseg.web.db import get_session
+from kseg.web.queue import wake
+
+__all__ = ["wake", "webhook_fields"]
 
 DELIVERY_STATUSES = ("pending", "succeeded", "failed")
 
@@ -33,14 +35,6 @@ def webhook_fields(url: Any, events: Any) -> tuple[str | None, str | None]:
     settings: Settings = current_app.config["KSEG_SETTINGS"]
     checked = webhooks.check_url(str(url), allow_private=settings.webhook_allow_private)
     return checked, webhooks.parse_events(events)
-
-
-def wake(ids: list[str | None]) -> None:
-    """Wake the webhook senders up for deliveries a request's commit may have recorded (a
-    lost wake-up only waits for the webhook sweep)."""
-    wanted = [ident for ident in ids if ident]
-    if wanted:
-        publish.wake_deliveries(current_app.extensions["celery"], wanted)
 
 
 @bp.get("/webhooks/secret")
