@@ -110,7 +110,11 @@ def _split(url: str) -> tuple[str, str, int, str]:
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query
-    return parts.scheme, parts.hostname, port or (443 if parts.scheme == "https" else 80), path
+    try:  # an internationalised name, as DNS and the Host header want it
+        host = parts.hostname.encode("idna").decode("ascii")
+    except UnicodeError:
+        raise WebhookUrlRefused(f"webhook_url: {parts.hostname!r} is not a host name") from None
+    return parts.scheme, host, port or (443 if parts.scheme == "https" else 80), path
 
 
 def refused_address(address: str) -> str | None:
@@ -217,8 +221,10 @@ def post(
         target = resolve(url, allow_private=allow_private)
     except WebhookUrlRefused as exc:
         return Outcome(False, None, exc.message)
+    host = f"[{target.host}]" if ":" in target.host else target.host  # an IPv6 literal
+    default_port = 443 if target.scheme == "https" else 80
     all_headers = {
-        "Host": target.host if target.port in (80, 443) else f"{target.host}:{target.port}",
+        "Host": host if target.port == default_port else f"{host}:{target.port}",
         "Content-Type": "application/json",
         "User-Agent": USER_AGENT,
         **headers,

@@ -338,6 +338,10 @@ def test_send_time_check_refuses_a_private_address_without_connecting(
     assert receiver.events() == []
     outcome = webhooks.post(receiver.url, b"{}", {}, timeout=2, allow_private=True)
     assert outcome.ok and outcome.status == 200
+    [got] = receiver.received
+    host, port = receiver.server.server_address[:2]
+    assert got.headers["Host"] == f"{host}:{port}" and got.body == b"{}"
+    assert got.headers["User-Agent"] == webhooks.USER_AGENT
 
 
 def test_events_filter_secret_rotation_and_giving_up(
