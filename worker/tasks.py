@@ -195,6 +195,7 @@ def sweep_webhooks() -> int:
     settings = _settings()
     with get_worker_sessionmaker(settings.database_url).begin() as session:
         ids = webhook_store.wake_due(session)
+        webhook_store.prune(session)
     if ids:
         wake_deliveries(ids)
         log.info("webhooks: woke up %d due deliveries", len(ids))

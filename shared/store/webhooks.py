@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -43,6 +43,8 @@ SWEEP_GRACE = timedelta(seconds=1)
 #: The sweep publishes a wake-up for one delivery at most this often (a sender that is down
 #: must not come back to a queue of thousands of copies).
 REWAKE_AFTER = timedelta(seconds=60)
+#: Succeeded and failed deliveries are deleted after this long (by the webhook sweep).
+KEEP_FINISHED = timedelta(days=30)
 #: How long ``run.finished`` waits past the soonest of its jobs' pending events.
 RUN_WAITS_FOR_JOBS = 1.0
 
@@ -285,6 +287,21 @@ def wake_due(session: Session, *, now: datetime | None = None, limit: int = 500)
     )
 
 
+def prune(session: Session, *, now: datetime | None = None, limit: int = 1000) -> int:
+    """Delete deliveries finished more than :data:`KEEP_FINISHED` ago; returns how many."""
+    now = now or utcnow()
+    ids = list(
+        session.scalars(
+            select(D.id)
+            .where(D.status.in_(("succeeded", "failed")), D.finished_at < now - KEEP_FINISHED)
+            .limit(limit)
+        )
+    )
+    if ids:
+        session.execute(delete(D).where(D.id.in_(ids)))
+    return len(ids)
+
+
 # ---------------------------------------------------------------- reading
 
 
@@ -313,6 +330,7 @@ __all__ = [
     "delivery_data",
     "get_secret",
     "lease_seconds",
+    "prune",
     "record",
     "render_body",
     "rotate_secret",

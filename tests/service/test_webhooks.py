@@ -453,3 +453,24 @@ def test_a_schedule_gives_its_runs_and_their_jobs_the_webhook_and_run_finished_w
         claimed, _ = store.claim(session, run_event, lease=30, now=later)
     assert claimed is not None and claimed.attempt == 1, "the wait counted no attempt"
     assert json.loads(claimed.body)["data"]["status"] == "succeeded"
+
+
+def test_finished_deliveries_are_pruned_after_30_days(
+    request: pytest.FixtureRequest, tmp_path: Path, receiver: Receiver
+) -> None:
+    from datetime import timedelta
+
+    from kseg.shared.store import webhooks as store
+    from kseg.shared.store.db import get_sessionmaker
+    from kseg.shared.store.models import utcnow
+
+    api = make_api(request, tmp_path, "sqlite", KSEG_WEBHOOK_ALLOW_PRIVATE=1)
+    job = api.submit(tiny_png(13), "p.png", k=2, webhook_url=receiver.url).get_json()
+    assert api.run_job(job["id"]) == "succeeded"
+    [delivery] = api.get("/api/v1/webhooks/deliveries").get_json()["items"]
+    assert store.deliver(delivery["id"], api.settings).sent
+    maker = get_sessionmaker(api.settings.database_url)
+    with maker.begin() as session:
+        assert store.prune(session, now=utcnow() + timedelta(days=29)) == 0
+        assert store.prune(session, now=utcnow() + timedelta(days=31)) == 1
+    assert api.get("/api/v1/webhooks/deliveries").get_json()["items"] == []
