@@ -237,13 +237,17 @@ def deliver(delivery_id: str, settings: Settings) -> Attempt:
         webhooks.EVENT_ID_HEADER: claimed.event_id,
         webhooks.SIGNATURE_HEADER: webhooks.sign(claimed.secret, claimed.body, timestamp),
     }
-    outcome = webhooks.post(
-        claimed.url,
-        claimed.body,
-        headers,
-        timeout=settings.webhook_timeout,
-        allow_private=settings.webhook_allow_private,
-    )
+    try:
+        outcome = webhooks.post(
+            claimed.url,
+            claimed.body,
+            headers,
+            timeout=settings.webhook_timeout,
+            allow_private=settings.webhook_allow_private,
+        )
+    except Exception as exc:  # a bug, not the receiver's: still an attempt, recorded
+        log.exception("webhook %s: the POST failed unexpectedly", claimed.event_id)
+        outcome = webhooks.Outcome(False, None, f"{type(exc).__name__}: {exc}"[:500])
     with maker.begin() as session:
         retry_in = record(session, claimed, outcome, backoff=settings.webhook_backoff)
     log.info(
