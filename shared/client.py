@@ -17,6 +17,7 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from kseg.shared.statuses import FINAL_STATUSES
@@ -193,6 +194,36 @@ class Client:
     def download(self, path: str) -> bytes:
         """An output's bytes, by the path the job's result gives it."""
         return self.request("GET", path)
+
+    def save(self, path: str, target: Path, chunk: int = 1 << 20) -> int:
+        """Stream ``GET path`` into the file ``target`` (written whole or not at all: a
+        partial download never lies there); returns the bytes written. For exports, which
+        may be far larger than memory."""
+        headers = {"Accept": "application/zip, application/json"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        req = urllib.request.Request(self.base_url.rstrip("/") + path, headers=headers)
+        partial = target.with_name(f".{target.name}.part")
+        written = 0
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as response:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with partial.open("wb") as out:
+                    while block := response.read(chunk):
+                        out.write(block)
+                        written += len(block)
+            partial.replace(target)
+        except urllib.error.HTTPError as exc:
+            raise self._api_error(exc) from None
+        except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise ServiceUnreachable(
+                f"cannot reach kseg at {self.base_url} ({reason}); is the service running "
+                "(`kseg up`)? Point --url or KSEG_URL at it"
+            ) from None
+        finally:
+            partial.unlink(missing_ok=True)
+        return written
 
     def wait(
         self,

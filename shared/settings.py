@@ -46,6 +46,12 @@ def _str(name: str, default: str) -> str:
     return _env(name, default, str, "text")
 
 
+#: Seconds between the attempts of a webhook delivery that failed (a timeout or a non-2xx
+#: answer): 9 attempts over ~24 h, the first retries within seconds. The one place this
+#: schedule is written; ``KSEG_WEBHOOK_BACKOFF`` replaces it (tests shorten it).
+WEBHOOK_BACKOFF: tuple[float, ...] = (5, 30, 120, 600, 3600, 3 * 3600, 6 * 3600, 12 * 3600)
+
+
 @dataclass(frozen=True)
 class Settings:
     """A snapshot of the environment; build one with :func:`get_settings`."""
@@ -109,6 +115,16 @@ class Settings:
     #: Whether ``KSEG_HOST`` or ``KSEG_PORT`` is set (then they, not ``instance/api_url``,
     #: say where the local service is).
     address_given: bool = False
+    #: Webhooks (``shared.webhooks``, ``shared.store.webhooks``): ``KSEG_WEBHOOK_ALLOW_PRIVATE``
+    #: lets URLs resolve to loopback/private/link-local addresses (local development, tests);
+    #: the seconds between a delivery's attempts (``KSEG_WEBHOOK_BACKOFF``, comma-separated);
+    #: the seconds a receiver has to answer; threads of ``kseg webhooks``; how often beat
+    #: sends again deliveries whose wake-up was lost.
+    webhook_allow_private: bool = False
+    webhook_backoff: tuple[float, ...] = WEBHOOK_BACKOFF
+    webhook_timeout: float = 10.0
+    webhook_concurrency: int = 4
+    webhook_sweep_interval: float = 10.0
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -233,6 +249,11 @@ def load_settings() -> Settings:
         ),
         access_log=access_log_setting(os.environ.get("KSEG_ACCESS_LOG")) is not False,
         access_log_file=_access_log_file(os.environ.get("KSEG_ACCESS_LOG")),
+        webhook_allow_private=_bool("KSEG_WEBHOOK_ALLOW_PRIVATE", False),
+        webhook_backoff=_backoff("KSEG_WEBHOOK_BACKOFF"),
+        webhook_timeout=max(0.1, _float("KSEG_WEBHOOK_TIMEOUT", 10.0)),
+        webhook_concurrency=max(1, _int("KSEG_WEBHOOK_CONCURRENCY", 4)),
+        webhook_sweep_interval=max(0.1, _float("KSEG_WEBHOOK_SWEEP_INTERVAL", 10.0)),
     )
 
 
@@ -261,6 +282,24 @@ def _access_log_file(raw: str | None) -> Path | None:
     if not isinstance(where, str) or where == "stdout":
         return None
     return Path(where).expanduser().resolve()
+
+
+def _backoff(name: str) -> tuple[float, ...]:
+    """Seconds between a webhook delivery's attempts, e.g. ``5,30,120``; unset: the default
+    schedule (``WEBHOOK_BACKOFF``)."""
+    raw = _str(name, "")
+    if not raw:
+        return WEBHOOK_BACKOFF
+    try:
+        delays = tuple(float(part) for part in raw.split(",") if part.strip())
+    except ValueError:
+        delays = ()
+    if not delays or any(d < 0 for d in delays):
+        raise SystemExit(
+            f"kseg: setting {name}={raw!r}: give the seconds between attempts, comma-separated "
+            "(e.g. 5,30,120)"
+        )
+    return delays
 
 
 def _rate(name: str, default: str) -> str:

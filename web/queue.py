@@ -32,3 +32,11 @@ def commit_and_publish(session: Session, queue: str) -> bool:
     ids = top_up(session, queue)
     session.commit()  # the rows are the truth: committed before any message is published
     return publish.enqueue_jobs(current_app.extensions["celery"], ids, queue)
+
+
+def wake(delivery_ids: list[str | None]) -> None:
+    """After the commit: wake the webhook senders up for deliveries the request's transaction
+    may have recorded (a lost wake-up only waits for the webhook sweep)."""
+    wanted = [ident for ident in delivery_ids if ident]
+    if wanted:
+        publish.wake_deliveries(current_app.extensions["celery"], wanted)

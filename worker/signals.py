@@ -10,7 +10,7 @@ from typing import Any
 from celery.signals import worker_process_init, worker_ready, worker_shutdown
 from sqlalchemy import update
 
-from kseg.shared.messaging.celery_config import queue_class
+from kseg.shared.messaging.celery_config import WEBHOOKS, queue_class
 from kseg.shared.settings import QUEUE_CLASSES, get_settings
 from kseg.shared.store.db import dispose_all, get_beat_sessionmaker
 from kseg.shared.store.models import WorkerHeartbeat, utcnow
@@ -40,7 +40,12 @@ def _pool_of(consumer: Any) -> tuple[int, str]:
     except AttributeError:
         names = []
     classes = [queue_class(name) for name in names]
-    queues = [cls for cls in QUEUE_CLASSES if cls in classes] or list(settings.worker_queues)
+    queues = [cls for cls in QUEUE_CLASSES if cls in classes]
+    # A webhook sender (``kseg webhooks``) takes no class of work: its threads must not
+    # count in the dispatch windows.
+    if any(name.rpartition(".")[2] == WEBHOOKS for name in names):
+        queues.append(WEBHOOKS)
+    queues = queues or list(settings.worker_queues)
     return int(concurrency or settings.worker_concurrency), ",".join(queues)
 
 

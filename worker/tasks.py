@@ -10,11 +10,19 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from kseg.shared.messaging import publish
 from kseg.shared.messaging.app import settings_of
-from kseg.shared.messaging.celery_config import RUN_JOB_TASK, SCHEDULES_TASK, SWEEP_TASK
+from kseg.shared.messaging.celery_config import (
+    DELIVER_TASK,
+    RUN_JOB_TASK,
+    SCHEDULES_TASK,
+    SWEEP_TASK,
+    WEBHOOK_SWEEP_TASK,
+)
 from kseg.shared.settings import QUEUE_CLASSES, Settings
 from kseg.shared.store import dispatch, galleries, runner, runs
 from kseg.shared.store import sweep as sweep_mod
+from kseg.shared.store import webhooks as webhook_store
 from kseg.shared.store.db import get_beat_sessionmaker, get_worker_sessionmaker
+from kseg.shared.store.events import delivery_id
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +44,10 @@ def held_job_ids(queue: str) -> set[str] | None:
     return publish.held_job_ids(_celery(), queue)
 
 
+def wake_deliveries(ids: list[str], countdown: float = 0) -> bool:
+    return publish.wake_deliveries(_celery(), ids, countdown)
+
+
 @shared_task(
     name=RUN_JOB_TASK,
     bind=True,
@@ -51,7 +63,12 @@ def run_job(self, job_id: str, queue: str | None = None) -> str:  # type: ignore
     job at once with the core's error)."""
     settings = _settings()
     try:
-        outcome = runner.run_job(job_id, settings=settings, timeout_errors=(SoftTimeLimitExceeded,))
+        outcome = runner.run_job(
+            job_id,
+            settings=settings,
+            timeout_errors=(SoftTimeLimitExceeded,),
+            on_events=wake_deliveries,
+        )
     except runner.TRANSIENT_ERRORS as exc:
         countdown = min(2**self.request.retries, 60)
         log.warning("job %s: transient error, retry in %ss: %s", job_id, countdown, exc)
@@ -101,6 +118,8 @@ def sweep() -> dict[str, int]:
         )
     for queue in QUEUE_CLASSES:
         enqueue_jobs([i for i in report.to_enqueue if report.queues.get(i) == queue], queue)
+    if report.failed:  # their job.failed events, if they want them (the webhook sweep too)
+        wake_deliveries([delivery_id(i, "job.failed") for i in report.failed])
     # Windows that nothing topped up (a worker killed before it could, workers added).
     dispatched = {queue: _top_up(settings, queue) for queue in QUEUE_CLASSES}
     with maker.begin() as session:
@@ -146,3 +165,38 @@ def run_schedules() -> int:
     if started:
         log.info("schedules: started %d runs (%d jobs)", len(started), made)
     return len(started)
+
+
+#: A wake-up for a retry due within this many seconds is published with a countdown (the
+#: sender holds it until then); a later one is left to the webhook sweep, since the broker
+#: would redeliver a message held longer than its visibility timeout.
+COUNTDOWN_UP_TO = 300.0
+
+
+@shared_task(
+    name=DELIVER_TASK,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    ignore_result=True,
+)
+def deliver_webhook(delivery: str) -> bool:
+    """One attempt of a webhook delivery, if it is due and no other sender holds it (runs on
+    ``kseg webhooks``, never on a worker that segments). Returns whether it was sent."""
+    attempt = webhook_store.deliver(delivery, _settings())
+    if attempt.retry_in is not None and attempt.retry_in <= COUNTDOWN_UP_TO:
+        wake_deliveries([delivery], countdown=attempt.retry_in)
+    return attempt.sent
+
+
+@shared_task(name=WEBHOOK_SWEEP_TASK, ignore_result=True)
+def sweep_webhooks() -> int:
+    """Wake up deliveries that are due and whose wake-up was lost (a broker restart, a sender
+    killed mid-attempt whose claim has run out)."""
+    settings = _settings()
+    with get_worker_sessionmaker(settings.database_url).begin() as session:
+        ids = webhook_store.wake_due(session)
+        webhook_store.prune(session)
+    if ids:
+        wake_deliveries(ids)
+        log.info("webhooks: woke up %d due deliveries", len(ids))
+    return len(ids)

@@ -5,7 +5,7 @@ cascade). Their bytes are WebP, already compressed, so on PostgreSQL they are st
 TOAST compression, like the images and outputs (0003).
 
 Revision ID: 0009
-Revises: 0007 (the lead re-chains it after 0008 when merging)
+Revises: 0008
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from alembic import op
 import kseg.shared.store.models
 
 revision = "0009"
-down_revision = "0007"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 

@@ -139,6 +139,19 @@ def add_client_parsers(subparsers: Any) -> None:
         action="store_true",
         help="only submit: print each job's id and image, then exit (`kseg fetch` later)",
     )
+    p.add_argument(
+        "--webhook",
+        metavar="URL",
+        default=None,
+        help="the service POSTs each job's final status there, signed (see the README, Webhooks)",
+    )
+    p.add_argument(
+        "--webhook-events",
+        metavar="LIST",
+        default=None,
+        help="only these events, comma-separated: job.succeeded, job.failed, job.canceled "
+        "(default: all)",
+    )
     _add_service_arguments(p)
     p.set_defaults(func=run_submit)
 
@@ -147,6 +160,12 @@ def add_client_parsers(subparsers: Any) -> None:
         _FETCH_DESCRIPTION,
     )  # fmt: skip
     p.add_argument("job_ids", metavar="JOB_ID", nargs="+", help="ids of jobs to fetch")
+    p.add_argument(
+        "--zip",
+        action="store_true",
+        help="download each job's export.zip (every output PNG, result.json and a manifest) "
+        "as ./<image stem>-kseg.zip (in OUTDIR with -o) instead of unpacked files",
+    )
     _add_service_arguments(p)
     p.set_defaults(func=run_fetch)
 
@@ -251,7 +270,7 @@ def _say_retry(exc: ApiError, wait: float) -> None:
 def _outdirs(args: argparse.Namespace, pending: list[_Pending]) -> dict[str, Path]:
     """Each job's output directory: OUTDIR itself for one job, else <stem>-kseg/ in it
     (with the job id's start added where two images share a stem)."""
-    if len(pending) == 1 and args.outdir is not None:
+    if len(pending) == 1 and args.outdir is not None and not getattr(args, "zip", False):
         return {pending[0].job_id: args.outdir}
     base = args.outdir if args.outdir is not None else Path.cwd()
     stems = [p.stem for p in pending]
@@ -288,6 +307,16 @@ def _finish(
             f"{item.label}: job {item.job_id} {job['status']}: {error['message']} ({error['code']})"
         )
         return EXIT_JOB
+    if getattr(args, "zip", False):
+        target = outdir.with_name(outdir.name + ".zip")
+        try:
+            size = client.save(f"/api/v1/jobs/{job['id']}/export.zip", target)
+        except OSError as exc:
+            _fail(f"cannot write {target}: {exc.strerror or exc}")
+            return EXIT_JOB
+        if not args.quiet:
+            print_quietly_on_broken_pipe(f"{item.label}: {target} ({size:,} bytes)")
+        return EXIT_OK
     result = dict(job["result"] or {})
     urls: dict[str, str] = result.pop("outputs", {}) or {}
     outputs = {name: client.download(url) for name, url in urls.items()}
@@ -361,6 +390,9 @@ def run_submit(args: argparse.Namespace) -> int:
             )
             return EXIT_USAGE
     params["reuse"] = not args.no_reuse
+    if args.webhook:
+        params["webhook_url"] = args.webhook
+        params["webhook_events"] = args.webhook_events
     client = _client(args)
     pending: list[_Pending] = []
     try:

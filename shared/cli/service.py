@@ -74,6 +74,26 @@ def worker_command(
     )
 
 
+def webhooks_command(settings: Settings, *, quiet: bool = False) -> list[str]:
+    """The webhook sender: a Celery worker on the webhooks queue only, whose
+    ``KSEG_WEBHOOK_CONCURRENCY`` threads wait on receivers (I/O, not CPU), so no worker that
+    segments ever waits on a slow receiver."""
+    from kseg.shared.messaging.celery_config import WEBHOOKS, queue_name
+
+    return _celery(
+        "worker",
+        "-Q",
+        queue_name(settings, WEBHOOKS),
+        "--pool=threads",
+        f"--concurrency={settings.webhook_concurrency}",
+        "--without-gossip",
+        "--without-mingle",
+        "-n",
+        "webhooks@%h",
+        quiet=quiet,
+    )
+
+
 def beat_command(settings: Settings, *, quiet: bool = False) -> list[str]:
     settings.instance_dir.mkdir(parents=True, exist_ok=True)
     return _celery("beat", "-s", str(settings.instance_dir / "celerybeat-schedule"), quiet=quiet)
@@ -131,6 +151,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if (code := _require_migrated(settings)) is not None:
         return code
     return _exec(worker_command(settings, queues))
+
+
+def cmd_webhooks(_args: argparse.Namespace) -> int:
+    settings = get_settings()
+    if (code := _require_migrated(settings)) is not None:
+        return code
+    return _exec(webhooks_command(settings))
 
 
 def cmd_beat(_args: argparse.Namespace) -> int:
@@ -338,6 +365,7 @@ _CHECK = {
     "the memory (the kernel's OOM killer shows as SIGKILL)",
     "beat": "that the broker (CELERY_BROKER_URL) and the database (DATABASE_URL) answer, and "
     "that KSEG_INSTANCE_DIR is writable (beat keeps its schedule there)",
+    "webhooks": "that the broker (CELERY_BROKER_URL) and the database (DATABASE_URL) answer",
 }
 
 
@@ -575,6 +603,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     supervisor.start("web", web_command(settings), web_env)
     supervisor.start("worker", worker_command(settings, quiet=not verbose))
     supervisor.start("beat", beat_command(settings, quiet=not verbose))
+    supervisor.start("webhooks", webhooks_command(settings, quiet=not verbose))
     # The banner comes last, once web and worker are up, so their start-up lines do not bury
     # it (nor, unless asked for, the access log: that goes to a file).
     ready = _wait_ready(settings, supervisor, stopping)
@@ -605,7 +634,7 @@ def cmd_up(args: argparse.Namespace) -> int:
                 break
             time.sleep(0.2)
     finally:
-        print("kseg: stopping web, worker and beat…", file=sys.stderr, flush=True)
+        print("kseg: stopping web, worker, beat and webhooks…", file=sys.stderr, flush=True)
         supervisor.stop()
     return code
 
@@ -640,8 +669,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "up",
-        help="migrate, then run web + worker + beat until Ctrl-C, restarting one that exits",
-        description="Migrate the database, then run web, worker and beat until Ctrl-C, "
+        help="migrate, then run web + worker + beat + webhooks until Ctrl-C, restarting one "
+        "that exits",
+        description="Migrate the database, then run web, worker, beat and the webhook sender "
+        "until Ctrl-C, "
         "restarting one that exits. Once web and a worker answer it prints where the service "
         "is, a token and a one-time sign-in link: its last lines until something happens. The "
         "web access log goes to instance/access.log; the URL is kept in instance/api_url "
@@ -700,6 +731,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_worker)
     p = sub.add_parser("beat", help="run Celery beat (the sweeper and schedules)")
     p.set_defaults(func=cmd_beat)
+    p = sub.add_parser(
+        "webhooks",
+        help="run the webhook sender (a worker of threads on the webhooks queue)",
+        description="Send webhook deliveries: a Celery worker of KSEG_WEBHOOK_CONCURRENCY "
+        "threads reading only the webhooks queue, so that segmentation workers never wait on "
+        "a slow receiver. `kseg up` runs one.",
+    )
+    p.set_defaults(func=cmd_webhooks)
     p = sub.add_parser("migrate", help="bring the database schema up to date")
     p.set_defaults(func=cmd_migrate)
 

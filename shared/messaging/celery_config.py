@@ -22,6 +22,11 @@ from kseg.shared.settings import QUEUE_CLASSES, Settings
 RUN_JOB_TASK = "kseg.run_job"
 SWEEP_TASK = "kseg.sweep"
 SCHEDULES_TASK = "kseg.run_schedules"
+DELIVER_TASK = "kseg.deliver_webhook"
+WEBHOOK_SWEEP_TASK = "kseg.sweep_webhooks"
+#: The queue of the webhook senders (``kseg webhooks``): never read by a worker that runs
+#: segmentations, so a slow receiver holds no job up.
+WEBHOOKS = "webhooks"
 
 
 def queue_name(settings: Settings, queue: str) -> str:
@@ -64,6 +69,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         }
     elif settings.embedded_broker:
         transport = {"polling_interval": settings.broker_polling_interval}
+    webhooks = queue_name(settings, WEBHOOKS)
     return {
         "broker_url": settings.broker_url,
         "broker_transport_options": transport,
@@ -88,8 +94,18 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_enable_remote_control": not settings.embedded_broker,
         "broker_pool_limit": 10,
         "timezone": "UTC",
+        "task_routes": {
+            DELIVER_TASK: {"queue": webhooks},
+            WEBHOOK_SWEEP_TASK: {"queue": webhooks},
+        },
         "beat_schedule": {
             "kseg-sweep": {"task": SWEEP_TASK, "schedule": settings.sweep_interval},
             "kseg-schedules": {"task": SCHEDULES_TASK, "schedule": settings.schedule_tick},
+            "kseg-webhooks": {
+                "task": WEBHOOK_SWEEP_TASK,
+                "schedule": settings.webhook_sweep_interval,
+                # A sweep not taken by then is superseded by the next one.
+                "options": {"expires": max(1.0, settings.webhook_sweep_interval * 3)},
+            },
         },
     }

@@ -14,7 +14,7 @@ from typing import Any
 from celery import Celery
 
 from kseg.shared.messaging.app import settings_of
-from kseg.shared.messaging.celery_config import RUN_JOB_TASK, queue_name
+from kseg.shared.messaging.celery_config import DELIVER_TASK, RUN_JOB_TASK, WEBHOOKS, queue_name
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,33 @@ def enqueue_jobs(celery: Celery, job_ids: Iterable[str], queue: str) -> bool:
     return False
 
 
+def wake_deliveries(celery: Celery, delivery_ids: Iterable[str], countdown: float = 0) -> bool:
+    """Wake the webhook senders up for these deliveries (after ``countdown`` s); False when
+    the broker could not be reached. A lost wake-up only delays a delivery: the webhook
+    sweep publishes again what is due."""
+    name = queue_name(settings_of(celery), WEBHOOKS)
+    pending = list(delivery_ids)
+    for attempt in (1, 2):
+        try:
+            conn = _connection(celery)
+            while pending:
+                celery.send_task(
+                    DELIVER_TASK,
+                    args=[pending[0]],
+                    queue=name,
+                    connection=conn,
+                    retry=False,
+                    countdown=countdown or None,
+                )
+                pending.pop(0)
+            return True
+        except Exception as exc:
+            _drop_connection()
+            if attempt == 2:
+                log.warning("broker unavailable, webhook deliveries wait for the sweep: %s", exc)
+    return False
+
+
 def held_job_ids(celery: Celery, queue: str) -> set[str] | None:
     """The ids of the jobs whose messages wait in ``queue``'s broker queue (not those taken by
     a worker); None when the broker cannot tell (a transport without a look-in, or down).
@@ -91,4 +118,4 @@ def held_job_ids(celery: Celery, queue: str) -> set[str] | None:
         return None
 
 
-__all__ = ["enqueue_jobs", "held_job_ids"]
+__all__ = ["enqueue_jobs", "held_job_ids", "wake_deliveries"]

@@ -123,9 +123,11 @@ def binary_row(session: Session, stmt: Any, values: dict[str, Any]) -> Any:
         return cursor.fetchone()
 
 
-def pipelined(session: Session, steps: list[tuple[Any, list[dict[str, Any]]]]) -> int:
+def pipelined(
+    session: Session, steps: list[tuple[Any, list[dict[str, Any]]]], *, count: int = -1
+) -> int:
     """Run DML statements on PostgreSQL in one round trip, in the session's transaction, and
-    return the row count of the last one.
+    return the row count of step ``count`` (default: the last one).
 
     Each step is ``(statement, rows)``: one execution per row (an ``executemany`` for
     several). Parameters are bound as in :func:`binary_row`; every row of a step has the same
@@ -147,7 +149,7 @@ def pipelined(session: Session, steps: list[tuple[Any, list[dict[str, Any]]]]) -
                     cursor.execute(sql, params[0])
                 else:
                     cursor.executemany(sql, params)
-        return int(cursors[-1].rowcount)
+        return int(cursors[count].rowcount)
     except connection.dialect.loaded_dbapi.Error as exc:
         sql = ";\n".join(step[0] for step in prepared)
         raise DBAPIError.instance(

@@ -259,9 +259,13 @@ def start_run(
     only_stale: bool,
     scheduled_for: datetime | None = None,
     plan: RunPlan | None = None,
+    webhook_url: str | None = None,
+    webhook_events: str | None = None,
 ) -> RunStart:
     """Create a run and one job per image; skipped images (``only_stale``) get no job.
-    ``plan``: the :func:`plan_run` already made for these parameters."""
+    ``plan``: the :func:`plan_run` already made for these parameters. With ``webhook_url``,
+    the run's ``run.finished`` and its jobs' events go there (``webhook_events``: those
+    wanted, None: all)."""
     key = jobs.params_key(params)
     if plan is None:
         plan = plan_run(session, gallery, key, only_stale=only_stale)
@@ -274,6 +278,8 @@ def start_run(
         params_key=key,
         only_stale=only_stale,
         scheduled_for=scheduled_for,
+        webhook_url=webhook_url,
+        webhook_events=webhook_events,
     )
     session.add(run)
     session.flush()
@@ -282,7 +288,16 @@ def start_run(
     run.skipped = plan.skipped
     for image in plan.to_segment:
         # A run reprocesses: it computes afresh rather than reusing an older result.
-        job = jobs.submit_job(session, gallery.owner_id, image, params, reuse=False, queue="batch")
+        job = jobs.submit_job(
+            session,
+            gallery.owner_id,
+            image,
+            params,
+            reuse=False,
+            queue="batch",
+            webhook_url=webhook_url,
+            webhook_events=webhook_events,
+        )
         job.gallery_id = gallery.id
         job.run_id = run.id
         start.job_ids.append(job.id)
@@ -304,6 +319,8 @@ def set_schedule(
     enabled: bool = True,
     only_stale: bool = True,
     now: datetime | None = None,
+    webhook_url: str | None = None,
+    webhook_events: str | None = None,
 ) -> Schedule:
     """Create or replace the gallery's schedule; computes ``next_run_at``."""
     cron = validate_cron(cron)
@@ -320,6 +337,8 @@ def set_schedule(
     schedule.params = canonical
     schedule.enabled = bool(enabled)
     schedule.only_stale = bool(only_stale)
+    schedule.webhook_url = webhook_url
+    schedule.webhook_events = webhook_events
     schedule.next_run_at = upcoming if enabled else None
     schedule.updated_at = now
     session.flush()
@@ -384,6 +403,8 @@ def run_due_schedules(session: Session, *, now: datetime | None = None) -> list[
             only_stale=schedule.only_stale,
             scheduled_for=slot,
             plan=plan,
+            webhook_url=schedule.webhook_url,
+            webhook_events=schedule.webhook_events,
         )
         session.execute(
             update(Schedule)

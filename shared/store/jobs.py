@@ -23,6 +23,7 @@ from kseg.shared.core.params import SegmentParams
 from kseg.shared.core.segment import ALGORITHM_VERSION, Segmentation
 from kseg.shared.statuses import ACTIVE_STATUSES, FINAL_STATUSES, JOB_STATUSES, JobStatus
 from kseg.shared.store.db import binary_row, fetch_blob, pipelined
+from kseg.shared.store.events import JOB_EVENT_INSERTS, job_event_params, record_job_event
 from kseg.shared.store.models import (
     Image,
     Job,
@@ -141,11 +142,16 @@ def submit_job(
     *,
     reuse: bool = True,
     queue: str = "interactive",
+    webhook_url: str | None = None,
+    webhook_events: str | None = None,
 ) -> Job:
     """Create a job row of class ``queue``. With ``reuse``, an identical finished job's result
     is shared and the new job is born ``succeeded`` (``reused_from`` says which job computed
     it); otherwise the job is ``queued``, waiting for a place in its class's window: the
-    caller tops the window up (:func:`shared.dispatch.top_up`), commits, and publishes."""
+    caller tops the window up (:func:`shared.dispatch.top_up`), commits, and publishes.
+
+    With ``webhook_url``, its final status is POSTed there (``webhook_events``: the events
+    wanted, None: all); a job born succeeded records its event at once."""
     key = params_key(params)
     now = utcnow()
     job = Job(
@@ -157,6 +163,8 @@ def submit_job(
         queue=queue,
         created_at=now,
         queued_at=now,
+        webhook_url=webhook_url,
+        webhook_events=webhook_events,
     )
     job.image = image
     found = find_reusable_result(session, owner_id, image.id, key) if reuse else None
@@ -172,6 +180,8 @@ def submit_job(
         job.finished_at = now
     session.add(job)
     session.flush()
+    if webhook_url and job.status == "succeeded":
+        record_job_event(session, job.id, "succeeded", now)
     return job
 
 
@@ -197,6 +207,8 @@ class Claim:
     run_id: str | None = None
     #: The image's bytes, when the claim was asked to read them (``with_image``).
     image_data: bytes | None = None
+    #: Where the job's final status goes (None: no webhook).
+    webhook_url: str | None = None
 
 
 def _claimable(dead_workers: bool) -> Any:
@@ -229,7 +241,9 @@ def _claim_statement(*, dead_workers: bool) -> Any:
                 col.dispatched_at, bindparam("b_now", type_=col.dispatched_at.type)
             ),
         )
-        .returning(col.attempts, col.params, col.image_id, col.params_key, col.run_id)
+        .returning(
+            col.attempts, col.params, col.image_id, col.params_key, col.run_id, col.webhook_url
+        )
     )
 
 
@@ -281,7 +295,7 @@ def claim_job(
         if claimed is not None and with_image:
             data = fetch_blob(session, Image.data, id=claimed.image_id)
     if claimed is not None:
-        attempts, params, image_id, key, run_id = claimed
+        attempts, params, image_id, key, run_id, webhook_url = claimed
         return Claim(
             True,
             "claimed",
@@ -291,6 +305,7 @@ def claim_job(
             params_key=key,
             run_id=run_id,
             image_data=None if data is None else bytes(data),
+            webhook_url=webhook_url,
         )
     row = session.execute(select(Job.status, Job.attempts).where(Job.id == job_id)).first()
     if row is None:
@@ -314,6 +329,7 @@ def claim_job(
         {**values, "b_max": max_attempts},
     )
     if exhausted.rowcount == 1:  # type: ignore[attr-defined]
+        record_job_event(session, job_id, "failed", now)
         return Claim(False, "exhausted", attempts)
     return Claim(False, "busy", attempts)
 
@@ -404,21 +420,29 @@ def complete_job(
     }
     outputs = output_rows(result_id, seg.outputs) if seg.outputs else []
     succeed = {"b_job_id": job_id, "b_worker": worker, "b_result_id": result_id, "b_now": now}
+    # The webhook event goes with the status it tells of (skipped when the claim says the
+    # job has no webhook: most jobs).
+    event = claim is None or claim.webhook_url is not None
+    event_step = (JOB_EVENT_INSERTS["job.succeeded"], [job_event_params(job_id, "succeeded", now)])
     # Prebuilt Core statements on the session's connection, not ORM objects or ORM-enabled
     # statements: the worker never reads these rows back, and the ORM's bookkeeping cost more
     # CPU than the statements themselves (measured per job).
     connection = session.connection()
     try:
         if connection.dialect.name == "postgresql":
-            # All three in one round trip: between two jobs of this worker process.
-            steps = [(_INSERT_RESULT, [result_row])]
+            # All in one round trip: between two jobs of this worker process.
+            steps: list[tuple[Any, list[dict[str, Any]]]] = [(_INSERT_RESULT, [result_row])]
             steps += [(_INSERT_OUTPUTS, outputs)] if outputs else []
-            done = pipelined(session, [*steps, (_SUCCEED, [succeed])])
+            steps += [(_SUCCEED, [succeed])]
+            steps += [event_step] if event else []
+            done = pipelined(session, steps, count=len(steps) - 1 - int(event))
         else:
             connection.execute(_INSERT_RESULT, result_row)
             if outputs:
                 connection.execute(_INSERT_OUTPUTS, outputs)
             done = connection.execute(_SUCCEED, succeed).rowcount  # type: ignore[attr-defined]
+            if done == 1 and event:
+                connection.execute(event_step[0], event_step[1][0])
     except IntegrityError as exc:
         # The job row is gone (its result's foreign key fails) or already has a result set
         # (the unique job_id): either way this run's result is not wanted.
@@ -446,7 +470,10 @@ def fail_job(
         )
         .execution_options(synchronize_session=False)
     )
-    return result.rowcount == 1  # type: ignore[attr-defined]
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    record_job_event(session, job_id, "failed")
+    return True
 
 
 def release_job(session: Session, job_id: str, worker: str) -> bool:
@@ -480,6 +507,7 @@ def delete_job(session: Session, job: Job) -> str:
     if canceled.rowcount == 1:  # type: ignore[attr-defined]
         outcome = "canceled"
         session.execute(update(Job).where(Job.id == job.id).values(result_id=None))
+        record_job_event(session, job.id, "canceled")
     else:
         outcome = "deleted"
         session.execute(delete(Job).where(Job.id == job.id))

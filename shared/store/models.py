@@ -222,6 +222,10 @@ class Job(Base):
     started_at: Mapped[datetime | None] = mapped_column(default=None)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
     heartbeat_at: Mapped[datetime | None] = mapped_column(default=None)
+    #: Where its final status is POSTed (``shared.store.webhooks``); the events wanted,
+    #: comma-separated (None: all that apply).
+    webhook_url: Mapped[str | None] = mapped_column(Text, default=None)
+    webhook_events: Mapped[str | None] = mapped_column(String(200), default=None)
 
     image: Mapped[Image] = relationship(lazy="joined")
     result: Mapped[Result | None] = relationship(foreign_keys=[result_id], lazy="joined")
@@ -345,6 +349,9 @@ class Schedule(Base):
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     next_run_at: Mapped[datetime | None] = mapped_column(default=None)
     last_run_id: Mapped[str | None] = mapped_column(String(36), default=None)
+    #: Given to each run it starts.
+    webhook_url: Mapped[str | None] = mapped_column(Text, default=None)
+    webhook_events: Mapped[str | None] = mapped_column(String(200), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -374,6 +381,64 @@ class Run(Base):
     succeeded: Mapped[int] = mapped_column(Integer, default=0)
     failed: Mapped[int] = mapped_column(Integer, default=0)
     skipped: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+    #: ``run.finished`` goes there, and its jobs' events (which copy both).
+    webhook_url: Mapped[str | None] = mapped_column(Text, default=None)
+    webhook_events: Mapped[str | None] = mapped_column(String(200), default=None)
+
+
+# ---------------------------------------------------------------- webhooks (issue 25)
+
+
+class WebhookSecret(Base):
+    """An owner's signing secret (``Kseg-Signature``); made on first use, replaced by a
+    rotation."""
+
+    __tablename__ = "webhook_secrets"
+
+    owner_id: Mapped[str] = mapped_column(
+        ForeignKey("owners.id", ondelete="CASCADE"), primary_key=True
+    )
+    secret: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WebhookDelivery(Base):
+    """One event to POST to one URL, and how its attempts went: the outbox row the senders
+    claim (``shared.store.webhooks``). Made in the transaction that records the final status
+    it tells of; the broker only wakes a sender up."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        UniqueConstraint("object_id", "type", name="uq_webhook_deliveries_object_type"),
+        Index("ix_webhook_deliveries_owner_created", "owner_id", "created_at", "id"),
+        Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    event_id: Mapped[str] = mapped_column(String(40), unique=True)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("owners.id", ondelete="CASCADE"))
+    #: ``job.succeeded``, ``job.failed``, ``job.canceled`` or ``run.finished``.
+    type: Mapped[str] = mapped_column(String(32))
+    #: The job or run it tells of (no foreign key: the event outlives a deleted job).
+    object_id: Mapped[str] = mapped_column(String(36))
+    #: The run of a job event: ``run.finished`` waits for its jobs' events.
+    run_id: Mapped[str | None] = mapped_column(String(36), default=None, index=True)
+    url: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_status_code: Mapped[int | None] = mapped_column(Integer, default=None)
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    #: When the next attempt is due (None once succeeded or given up).
+    next_attempt_at: Mapped[datetime | None] = mapped_column(default=None)
+    #: A sender holds the delivery until then (its claim); a sender killed mid-attempt lets
+    #: it go by this time.
+    locked_until: Mapped[datetime | None] = mapped_column(default=None)
+    #: When the sweeper last published a wake-up for it.
+    woken_at: Mapped[datetime | None] = mapped_column(default=None)
+    #: The JSON body, rendered at the first attempt and sent unchanged by every later one.
+    body: Mapped[str | None] = mapped_column(Text, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
 

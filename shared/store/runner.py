@@ -23,6 +23,7 @@ from kseg.shared.errors import KsegError
 from kseg.shared.settings import Settings
 from kseg.shared.store import jobs
 from kseg.shared.store.db import get_beat_sessionmaker, get_worker_sessionmaker
+from kseg.shared.store.events import delivery_id, run_delivery
 from kseg.shared.store.models import Job
 
 log = logging.getLogger(__name__)
@@ -177,8 +178,12 @@ def run_job(
     worker: str | None = None,
     timeout_errors: tuple[type[BaseException], ...] = (),
     segment_fn: Callable[..., Any] | None = None,
+    on_events: Callable[[list[str]], None] | None = None,
 ) -> str:
     """Run job ``job_id`` to its end if it is this worker's to run.
+
+    ``on_events`` is called, after the commits, with the ids of the webhook deliveries the
+    job's end (and its run's) may have recorded, for the caller to wake the senders up.
 
     Returns the outcome: ``"succeeded"``, ``"failed"``, ``"finished"`` (already done: a
     duplicate message), ``"busy"`` (another live worker holds it), ``"exhausted"`` (attempts
@@ -217,7 +222,8 @@ def run_job(
     if not claim.claimed:
         log.info("job %s not run: %s", job_id, claim.reason)
         if claim.reason == "exhausted":
-            _refresh_run_of(settings, job_id)
+            run_event = _refresh_run_of(settings, job_id)
+            _announce(on_events, [delivery_id(job_id, "job.failed"), run_event])
         return claim.reason
     if data is None:  # the image row went with its job: nothing left to run
         return "missing"
@@ -226,8 +232,10 @@ def run_job(
     monitor = _Monitor(settings, job_id, worker)
     monitor.start()
     started = time.perf_counter()
+    outcome = "lost"
+    run_event = None
     try:
-        return _run_core(
+        outcome = _run_core(
             job_id,
             worker,
             settings,
@@ -239,29 +247,45 @@ def run_job(
             timeout_errors,
             started,
         )
+        return outcome
     finally:
         monitor.stop()
         if claim.run_id:
-            _refresh_run(settings, claim.run_id)
+            run_event = _refresh_run(settings, claim.run_id)
+        if claim.webhook_url and outcome in ("succeeded", "failed"):
+            _announce(on_events, [delivery_id(job_id, f"job.{outcome}"), run_event])
+        elif run_event:
+            _announce(on_events, [run_event])
 
 
-def _refresh_run_of(settings: Settings, job_id: str) -> None:
+def _announce(on_events: Callable[[list[str]], None] | None, ids: list[str | None]) -> None:
+    wanted = [ident for ident in ids if ident]
+    if on_events is not None and wanted:
+        try:
+            on_events(wanted)
+        except Exception:  # the webhook sweep wakes them up anyway
+            log.warning("could not announce webhook deliveries %s", wanted, exc_info=True)
+
+
+def _refresh_run_of(settings: Settings, job_id: str) -> str | None:
     """Recount the job's gallery run, if it belongs to one."""
     with get_worker_sessionmaker(settings.database_url)() as session:
         run_id = session.scalar(select(Job.run_id).where(Job.id == job_id))
-    if run_id:
-        _refresh_run(settings, run_id)
+    return _refresh_run(settings, run_id) if run_id else None
 
 
-def _refresh_run(settings: Settings, run_id: str) -> None:
-    """Recount a gallery run (ending it with its last job)."""
+def _refresh_run(settings: Settings, run_id: str) -> str | None:
+    """Recount a gallery run (ending it with its last job); the id of its ``run.finished``
+    delivery once it has ended and wants one."""
     from kseg.shared.store.runs import refresh_run
 
     try:
         with get_worker_sessionmaker(settings.database_url).begin() as session:
-            refresh_run(session, run_id)
+            run = refresh_run(session, run_id)
+            return run_delivery(run)
     except Exception:  # the sweeper recounts open runs too
         log.warning("could not refresh run %s", run_id, exc_info=True)
+        return None
 
 
 def _run_core(

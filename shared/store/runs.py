@@ -13,12 +13,14 @@ from sqlalchemy import Select, case, func, select, true, update
 from sqlalchemy.orm import Session, aliased
 
 from kseg.shared.statuses import JOB_STATUSES, JobStatus, RunStatus
+from kseg.shared.store.events import record_run_event
 from kseg.shared.store.models import Job, Run, utcnow
 
 
 def refresh_run(session: Session, run_id: str) -> Run | None:
     """Recount a run's jobs and, when none is active, end it: ``succeeded`` (no failures),
-    ``partial`` (some failed) or ``failed`` (every processed image failed)."""
+    ``partial`` (some failed) or ``failed`` (every processed image failed), recording its
+    ``run.finished`` webhook event."""
     # Lock the run row first (a no-op write: a row lock on PostgreSQL, the write lock on
     # SQLite), so that two workers finishing at once recount one after the other; otherwise
     # the one that counted first could write its stale counts last.
@@ -60,7 +62,11 @@ def refresh_run(session: Session, run_id: str) -> Run | None:
         .values(**values)
         .execution_options(synchronize_session=False)
     )
-    return session.get(Run, run_id, populate_existing=True)
+    run = session.get(Run, run_id, populate_existing=True)
+    if run is not None and "status" in values:
+        # Ended now: ``run.finished`` goes with it (after its last job's event).
+        record_run_event(session, run)
+    return run
 
 
 def refresh_runs(session: Session, run_ids: Sequence[str | None]) -> None:

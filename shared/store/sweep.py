@@ -12,6 +12,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from kseg.shared.statuses import JobStatus
+from kseg.shared.store.events import record_job_event
 from kseg.shared.store.models import (
     Job,
     utcnow,
@@ -118,6 +119,7 @@ def sweep(
         if moved.rowcount == 1:  # type: ignore[attr-defined]
             if values["status"] == JobStatus.FAILED:
                 report.failed.append(job_id)
+                record_job_event(session, job_id, "failed", now)
             else:
                 report.requeued_running.append(job_id)
                 report.queues[job_id] = queue

@@ -8,7 +8,15 @@ and the views in :mod:`.jobs`, :mod:`.images`, :mod:`.galleries`, :mod:`.thumbna
 
 from __future__ import annotations
 
-from kseg.web.api import galleries, images, jobs, openapi, thumbnails  # views register on bp
+from kseg.web.api import (  # the views register on bp
+    exports,
+    galleries,
+    images,
+    jobs,
+    openapi,
+    thumbnails,
+    webhooks,
+)
 from kseg.web.api.blueprint import bp
 
-__all__ = ["bp", "galleries", "images", "jobs", "openapi", "thumbnails"]
+__all__ = ["bp", "exports", "galleries", "images", "jobs", "openapi", "thumbnails", "webhooks"]

@@ -13,6 +13,7 @@ from flask import Response, jsonify
 from sqlalchemy import delete, select
 
 from kseg.shared.errors import InvalidParameterError
+from kseg.shared.store.events import run_delivery
 from kseg.shared.store.galleries import (
     add_images,
     create_gallery,
@@ -28,6 +29,7 @@ from kseg.web.api.auth import own, owner_id
 from kseg.web.api.blueprint import bp
 from kseg.web.api.images import store_uploads
 from kseg.web.api.requests import body_kind, json_body, json_object, validate
+from kseg.web.api.webhooks import wake, webhook_fields
 from kseg.web.common import paging
 from kseg.web.common.apidoc import (
     PAGING,
@@ -69,7 +71,7 @@ def own_gallery(gallery_id: str) -> Gallery:
     return own(Gallery, gallery_id, "gallery")
 
 
-def _own_run(run_id: str) -> Run:
+def own_run(run_id: str) -> Run:
     return own(Run, run_id, "run", "GET /api/v1/galleries/<id>/runs")
 
 
@@ -278,8 +280,19 @@ def put_schedule(gallery_id: str) -> Response:
     session = get_session()
     gallery = own_gallery(gallery_id)
     sub = validate(ScheduleIn, json_body())
+    hook_url, hook_events = webhook_fields(sub.webhook_url, sub.webhook_events)
     try:
-        schedule = set_schedule(session, gallery, **dict(sub))
+        schedule = set_schedule(
+            session,
+            gallery,
+            cron=sub.cron,
+            timezone=sub.timezone,
+            params=sub.params,
+            enabled=sub.enabled,
+            only_stale=sub.only_stale,
+            webhook_url=hook_url,
+            webhook_events=hook_events,
+        )
     except CroniterError:  # well-formed but never due, e.g. "0 0 30 2 *" (30 February)
         raise InvalidParameterError(
             f"cron: {sub.cron!r} never matches a date; check its day and month fields"
@@ -329,11 +342,22 @@ def create_run(gallery_id: str) -> tuple[Response, int, dict[str, str]]:
     gallery = own_gallery(gallery_id)
     sub = validate(RunCreate, json_body(optional=True))
     params = gallery_params(gallery, sub.params)
-    start = start_run(session, gallery, trigger="manual", params=params, only_stale=sub.only_stale)
+    hook_url, hook_events = webhook_fields(sub.webhook_url, sub.webhook_events)
+    start = start_run(
+        session,
+        gallery,
+        trigger="manual",
+        params=params,
+        only_stale=sub.only_stale,
+        webhook_url=hook_url,
+        webhook_events=hook_events,
+    )
     run = start.run
     body = runs_objs(session, [run])[0]
+    event = run_delivery(run)  # every image skipped: the run ended at once
     # Broker down: the jobs stay queued, and the sweeper publishes them.
     commit_and_publish(session, "batch")
+    wake([event])
     return jsonify(body), 202, {"Location": f"{BASE}/runs/{run.id}"}
 
 
@@ -351,7 +375,7 @@ def list_runs(gallery_id: str) -> Response:
     "getRun", "A run: status and how many of its jobs are in each state", tag=TAG, model="RunOut"
 )
 def get_run(run_id: str) -> Response:
-    return jsonify(runs_objs(get_session(), [_own_run(run_id)])[0])
+    return jsonify(runs_objs(get_session(), [own_run(run_id)])[0])
 
 
 @bp.get("/runs/<run_id>/jobs")
@@ -368,5 +392,5 @@ def get_run(run_id: str) -> Response:
 def list_run_jobs(run_id: str) -> Response:
     """A page of the run's jobs, and the run counted in the same statement (``run``)."""
     page = paging.parse_page()
-    run, items, cursor = run_jobs_page(get_session(), _own_run(run_id), owner_id(), page)
+    run, items, cursor = run_jobs_page(get_session(), own_run(run_id), owner_id(), page)
     return jsonify({"items": items, "next": cursor, "run": run})

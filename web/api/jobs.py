@@ -9,9 +9,10 @@ from sqlalchemy import select
 
 from kseg.shared.core.params import OUTPUT_NAMES, SegmentParams, parse_params
 from kseg.shared.statuses import JOB_STATUSES, JobStatus
+from kseg.shared.store.events import delivery_id, job_delivery, run_delivery
 from kseg.shared.store.images import store_image
 from kseg.shared.store.jobs import delete_job, submit_job
-from kseg.shared.store.models import Image, Job, ResultOutput
+from kseg.shared.store.models import Image, Job, ResultOutput, Run
 from kseg.shared.store.outputs import output_png
 from kseg.shared.store.quotas import check_active_jobs
 from kseg.web import limits
@@ -27,6 +28,7 @@ from kseg.web.api.requests import (
     parse_bool,
     validate,
 )
+from kseg.web.api.webhooks import wake, webhook_fields
 from kseg.web.common import paging
 from kseg.web.common.apidoc import (
     delete_operation,
@@ -53,13 +55,14 @@ def _own_job(job_id: str) -> Job:
     return own(Job, job_id, "job")
 
 
-def _submission() -> tuple[Image, SegmentParams, bool]:
+def _submission() -> tuple[Image, SegmentParams, bool, tuple[str | None, str | None]]:
     session = get_session()
     settings = current_app.config["KSEG_SETTINGS"]
     if body_kind() == "multipart":
         part = file_parts(many=False)[0]
         fields = form_fields()
         reuse = parse_bool("reuse", fields.pop("reuse", None))
+        hook = webhook_fields(fields.pop("webhook_url", None), fields.pop("webhook_events", None))
         params = parse_params(fields)  # before storing anything: a bad k stores no image
         image, created = store_image(
             session,
@@ -70,11 +73,14 @@ def _submission() -> tuple[Image, SegmentParams, bool]:
             max_stored_bytes=settings.quota_stored_bytes,
         )
         # A first upload has no finished job to reuse: skip looking for one.
-        return image, params, reuse and not created
+        return image, params, reuse and not created, hook
     body: dict[str, Any] = json_object()
     sub = validate(JobSubmitJson, body)
-    params = parse_params(sub.model_dump(exclude={"image_id", "reuse"}))
-    return own_image(sub.image_id), params, sub.reuse
+    hook = webhook_fields(sub.webhook_url, sub.webhook_events)
+    params = parse_params(
+        sub.model_dump(exclude={"image_id", "reuse", "webhook_url", "webhook_events"})
+    )
+    return own_image(sub.image_id), params, sub.reuse, hook
 
 
 @bp.post("/jobs")
@@ -101,8 +107,16 @@ def create_job() -> tuple[Response, int, dict[str, str]]:
     settings = current_app.config["KSEG_SETTINGS"]
     with limits.submissions(owner_id()):
         check_active_jobs(session, owner_id(), 1, settings.quota_active_jobs)
-        image, params, reuse = _submission()
-        job = submit_job(session, owner_id(), image, params, reuse=reuse)
+        image, params, reuse, (hook_url, hook_events) = _submission()
+        job = submit_job(
+            session,
+            owner_id(),
+            image,
+            params,
+            reuse=reuse,
+            webhook_url=hook_url,
+            webhook_events=hook_events,
+        )
     # The answer is built before the commit, which would expire the rows it reads.
     names = output_names(session, [job.result_id] if job.result_id else [])
     body = job_obj(job, names.get(job.result_id or "", []))
@@ -111,7 +125,9 @@ def create_job() -> tuple[Response, int, dict[str, str]]:
         # Broker down: the job stays queued, and the sweeper publishes it.
         commit_and_publish(session, "interactive")
     else:
+        event = job_delivery(job)  # born succeeded (reused): its event is due now
         session.commit()
+        wake([event])
     return jsonify(body), 202, {"Location": f"/api/v1/jobs/{job_id}"}
 
 
@@ -182,8 +198,16 @@ def list_jobs() -> Response:
 )
 def remove_job(job_id: str) -> tuple[str, int]:
     session = get_session()
-    delete_job(session, _own_job(job_id))
-    session.commit()
+    job = _own_job(job_id)
+    run_id = job.run_id
+    if delete_job(session, job) == "canceled":
+        events = [delivery_id(job_id, "job.canceled")]
+        if run_id:
+            events.append(run_delivery(session.get(Run, run_id)))
+        session.commit()
+        wake(events)
+    else:
+        session.commit()
     return "", 204
 
 

@@ -104,6 +104,7 @@ def build_document(app: Flask) -> dict[str, Any]:
             {"name": "jobs"},
             {"name": "images"},
             {"name": "galleries"},
+            {"name": "webhooks"},
             {"name": "operations"},
         ],
         "security": [{"bearer": []}],

@@ -17,6 +17,7 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
+from kseg.shared.core.palette import FORMATS as PALETTE_FORMATS
 from kseg.shared.core.params import OUTPUT_NAMES
 from kseg.web.common.paging import DEFAULT_LIMIT, MAX_LIMIT
 
@@ -34,6 +35,11 @@ PATH_PARAMS: dict[str, tuple[str, dict[str, Any]]] = {
     "gallery_id": ("Gallery id.", {"type": "string"}),
     "run_id": ("Run id.", {"type": "string"}),
     "name": ("Output name.", {"type": "string", "enum": list(OUTPUT_NAMES)}),
+    "fmt": (
+        "json: `[{hex, rgb, name, fraction}]`; css: custom properties `--kseg-0: #rrggbb;` in "
+        "`:root {}`; gpl: a GIMP palette; ase: an Adobe Swatch Exchange file.",
+        {"type": "string", "enum": list(PALETTE_FORMATS)},
+    ),
 }
 
 

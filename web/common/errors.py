@@ -65,6 +65,10 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "invalid_image": (422, "the bytes are not an image kseg can segment"),
     "empty_file": (422, "the file is empty"),
     "corrupt_image": (422, "the image is truncated or damaged"),
+    "webhook_url_refused": (
+        422,
+        "a webhook URL that is malformed, does not resolve, or resolves to a non-public address",
+    ),
     "rate_limited": (429, "too many requests or failed sign-ins in a window; see Retry-After"),
     "quota_exceeded": (
         429,

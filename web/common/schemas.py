@@ -18,6 +18,25 @@ from kseg.shared.statuses import JobStatus, RunStatus
 
 RunTrigger = Literal["schedule", "manual"]
 QueueClass = Literal["interactive", "batch"]
+EventType = Literal["job.succeeded", "job.failed", "job.canceled", "run.finished"]
+DeliveryStatus = Literal["pending", "succeeded", "failed"]
+
+WEBHOOK_URL_HELP = (
+    "An http(s) URL POSTed a signed event on each final status (see Webhooks in the README). "
+    "Its host must resolve to public addresses (else 422 `webhook_url_refused`)."
+)
+WEBHOOK_EVENTS_HELP = (
+    "The events wanted (default: all that apply): job.succeeded, job.failed, job.canceled, "
+    "run.finished."
+)
+
+
+def _webhook_url() -> Any:
+    return Field(None, max_length=2048, description=WEBHOOK_URL_HELP)
+
+
+def _webhook_events() -> Any:
+    return Field(None, max_length=4, description=WEBHOOK_EVENTS_HELP)
 
 
 class _AsSegmentParams:
@@ -63,6 +82,8 @@ class JobSubmitJson(SegmentParams):
         description="Reuse the result of an identical finished job (same image, parameters and "
         "algorithm version) instead of computing again; the job is then born succeeded.",
     )
+    webhook_url: str | None = _webhook_url()
+    webhook_events: list[EventType] | None = _webhook_events()
 
 
 class JobSubmitForm(SegmentParams):
@@ -73,6 +94,10 @@ class JobSubmitForm(SegmentParams):
 
     file: bytes = Field(description="The image (JPEG, PNG, GIF, WebP, TIFF, BMP, …).")
     reuse: bool = Field(True, description="As in the JSON form.")
+    webhook_url: str | None = _webhook_url()
+    webhook_events: str | None = Field(
+        None, max_length=200, description=WEBHOOK_EVENTS_HELP + " Comma-separated."
+    )
 
 
 class ImageUploadForm(BaseModel):
@@ -136,6 +161,8 @@ class ScheduleIn(BaseModel):
         description="Skip images that already have a succeeded result for the same parameters "
         "and the current algorithm version (extension).",
     )
+    webhook_url: str | None = _webhook_url()
+    webhook_events: list[EventType] | None = _webhook_events()
 
 
 class RunCreate(BaseModel):
@@ -152,6 +179,8 @@ class RunCreate(BaseModel):
         description="Skip images that already have a succeeded result for the same parameters "
         "and the current algorithm version.",
     )
+    webhook_url: str | None = _webhook_url()
+    webhook_events: list[EventType] | None = _webhook_events()
 
 
 # ---------------------------------------------------------------- responses
@@ -260,6 +289,10 @@ class JobOut(BaseModel):
         description="Its class of work: `interactive` (submitted through POST /jobs) or "
         "`batch` (made by a gallery run). Free workers take waiting interactive jobs first.",
     )
+    webhook_url: str | None = Field(None, description="Where its final status is POSTed.")
+    webhook_events: list[EventType] | None = Field(
+        None, description="The events wanted; null: all that apply."
+    )
     links: JobLinks
 
 
@@ -334,6 +367,7 @@ class RunLinks(BaseModel):
     self: str
     gallery: str
     jobs: str
+    export: str = Field(description="The run's results as one ZIP file.")
 
 
 class RunOut(BaseModel):
@@ -351,6 +385,12 @@ class RunOut(BaseModel):
     only_stale: bool
     scheduled_for: datetime | None = Field(
         None, description="The schedule slot this run is for (scheduled runs only)."
+    )
+    webhook_url: str | None = Field(
+        None, description="Where `run.finished` and its jobs' events are POSTed."
+    )
+    webhook_events: list[EventType] | None = Field(
+        None, description="The events wanted; null: all that apply."
     )
     links: RunLinks
 
@@ -383,6 +423,8 @@ class ScheduleOut(BaseModel):
         description="Human reading, e.g. 'every day at 03:00 (UTC), next: 2026-01-02 03:00 UTC'."
     )
     last_run_id: str | None
+    webhook_url: str | None = Field(None, description="Given to each run it starts.")
+    webhook_events: list[EventType] | None = None
     created_at: datetime
     updated_at: datetime
 
@@ -430,6 +472,46 @@ class Ready(BaseModel):
     fresh_workers: int | None = None
 
 
+class WebhookSecret(BaseModel):
+    """The owner's webhook signing secret (``Kseg-Signature``)."""
+
+    secret: str = Field(description="`whsec_…`: HMAC-SHA256 key of the signatures.")
+
+
+class DeliveryOut(BaseModel):
+    """One webhook event to one URL, and how its attempts went."""
+
+    id: str
+    event_id: str = Field(description="The `Kseg-Event-Id` (receivers de-duplicate by it).")
+    type: EventType
+    url: str
+    status: DeliveryStatus = Field(
+        description="`pending` (to be sent or retried), `succeeded` (a 2xx came back) or "
+        "`failed` (given up after the last retry)."
+    )
+    attempts: int = Field(ge=0)
+    last_status_code: int | None = Field(description="HTTP status of the last answer.")
+    last_error: str | None = Field(description="Why the last attempt failed.")
+    next_attempt_at: datetime | None = Field(description="When it is tried next (pending).")
+    created_at: datetime
+    object_id: str = Field(description="The job or run the event tells of.")
+    finished_at: datetime | None = None
+
+
+class DeliveryList(BaseModel):
+    items: list[DeliveryOut]
+    next: str | None = Field(None, description="Cursor of the next page, or null.")
+
+
+class PaletteColor(BaseModel):
+    """One colour of a job's palette (``palette.json``)."""
+
+    hex: str
+    rgb: list[int]
+    name: str
+    fraction: float
+
+
 REQUEST_MODELS: tuple[type[BaseModel], ...] = (
     JobSubmitJson,
     JobSubmitForm,
@@ -457,4 +539,8 @@ RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     Health,
     Ready,
     SegmentParams,
+    WebhookSecret,
+    DeliveryOut,
+    DeliveryList,
+    PaletteColor,
 )

@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from kseg.shared.core.params import OUTPUT_NAMES
 from kseg.shared.statuses import JobStatus, RunStatus
 from kseg.shared.store.galleries import latest_jobs, tile_jobs
-from kseg.shared.store.models import Gallery, GalleryImage, Image, Job, ResultOutput, Run, Schedule
+from kseg.shared.store.models import Gallery, GalleryImage, Image, Job, Run, Schedule
+from kseg.shared.store.objects import (
+    BASE,
+    events_list,
+    job_data,
+    output_names,
+    output_url,
+    result_data,
+    run_data,
+)
 from kseg.shared.store.runs import live_counts, split_live_counts, with_live_counts
 from kseg.shared.store.schedules import describe
 from kseg.web.common import paging
@@ -29,21 +37,6 @@ from kseg.web.common.schemas import (
 )
 
 log = logging.getLogger(__name__)
-
-BASE = "/api/v1"
-
-
-def isoz(value: datetime | None) -> str | None:
-    """ISO 8601 in UTC with a ``Z`` suffix."""
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def output_url(job_id: str, name: str) -> str:
-    return f"{BASE}/jobs/{job_id}/outputs/{name}.png"
 
 
 def _image_data(image: Image) -> dict[str, Any]:
@@ -69,67 +62,19 @@ def images_objs(_session: Session, images: Sequence[Image]) -> list[dict[str, An
     return [image_obj(image) for image in images]
 
 
-def output_names(session: Session, result_ids: Iterable[str]) -> dict[str, list[str]]:
-    """Names of the stored outputs of each result, in the contract's order (one query)."""
-    ids = sorted(set(result_ids))
-    names: dict[str, list[str]] = {rid: [] for rid in ids}
-    if not ids:
-        return names
-    for rid, name in session.execute(
-        select(ResultOutput.result_id, ResultOutput.name).where(ResultOutput.result_id.in_(ids))
-    ):
-        names[rid].append(name)
-    order = {name: i for i, name in enumerate(OUTPUT_NAMES)}
-    for rid in names:
-        names[rid].sort(key=lambda n: (order.get(n, len(order)), n))
-    return names
-
-
 def _result(job: Job, names: list[str]) -> dict[str, Any] | None:
-    if job.status != JobStatus.SUCCEEDED or job.result is None:
+    meta = result_data(job, names)
+    if meta is None:
         return None
-    meta = dict(job.result.meta or {})
-    meta["outputs"] = {name: output_url(job.id, name) for name in names}
     try:
         return JobResult.model_validate(meta).model_dump(mode="json", exclude_none=True)
     except ValidationError as exc:  # the core's metadata drifted: still answer, but say so
-        log.warning("result %s does not match the JobResult schema: %s", job.result.id, exc)
+        log.warning("result %s does not match the JobResult schema: %s", job.result_id, exc)
         return meta
 
 
 def job_obj(job: Job, names: list[str] | None = None) -> dict[str, Any]:
-    error = None
-    if job.error_code or job.error_message:
-        error = {
-            "code": job.error_code or "failed",
-            "message": job.error_message or "The job failed.",
-        }
-    image = job.image
-    data = {
-        "id": job.id,
-        "status": job.status,
-        "progress": max(0, min(100, int(job.progress or 0))),
-        "stage": job.stage,
-        "attempts": int(job.attempts or 0),
-        "params": dict(job.params or {}),
-        "image": {
-            "id": image.id,
-            "filename": image.filename,
-            "width": image.width,
-            "height": image.height,
-        },
-        "created_at": job.created_at,
-        "started_at": job.started_at,
-        "finished_at": job.finished_at,
-        "error": error if job.status == JobStatus.FAILED else None,
-        "result": None,
-        "reused_from": job.reused_from,
-        "gallery_id": job.gallery_id,
-        "run_id": job.run_id,
-        "queue": job.queue,
-        "links": {"self": f"{BASE}/jobs/{job.id}", "image": f"{BASE}/images/{image.id}"},
-    }
-    out = JobOut.model_validate(data).model_dump(mode="json")
+    out = JobOut.model_validate(job_data(job)).model_dump(mode="json")
     out["result"] = _result(job, names or [])
     return out
 
@@ -150,32 +95,7 @@ def run_obj(
     """A run; ``live`` (:func:`kseg.shared.store.runs.live_counts`) replaces its stored
     counters, and ``state`` (``status``, ``finished_at``) its status and end as read with them
     (:func:`kseg.shared.store.runs.with_live_counts`)."""
-    counters = {
-        name: int(getattr(run, name) or 0)
-        for name in ("total", "queued", "running", "succeeded", "failed", "skipped")
-    }
-    counters["dispatched"] = 0
-    if live is not None:
-        counters.update(live)
-    data = {
-        "id": run.id,
-        "gallery_id": run.gallery_id,
-        "trigger": run.trigger,
-        "status": run.status,
-        "created_at": run.created_at,
-        "finished_at": run.finished_at,
-        **(state or {}),
-        "jobs": counters,
-        "params": dict(run.params or {}),
-        "only_stale": bool(run.only_stale),
-        "scheduled_for": run.scheduled_for,
-        "links": {
-            "self": f"{BASE}/runs/{run.id}",
-            "gallery": f"{BASE}/galleries/{run.gallery_id}",
-            "jobs": f"{BASE}/runs/{run.id}/jobs",
-        },
-    }
-    return RunOut.model_validate(data).model_dump(mode="json")
+    return RunOut.model_validate({**run_data(run, live), **(state or {})}).model_dump(mode="json")
 
 
 def runs_objs(session: Session, runs: Sequence[Run]) -> list[dict[str, Any]]:
@@ -198,6 +118,8 @@ def schedule_obj(schedule: Schedule) -> dict[str, Any]:
         "next_run_at": next_run_at,
         "description": description,
         "last_run_id": schedule.last_run_id,
+        "webhook_url": schedule.webhook_url,
+        "webhook_events": events_list(schedule.webhook_events),
         "created_at": schedule.created_at,
         "updated_at": schedule.updated_at,
     }

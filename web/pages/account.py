@@ -15,8 +15,8 @@ from typing import Any
 from flask import abort, flash, redirect, render_template, request, url_for
 
 from kseg.shared.store.auth import TokenInfo, create_owner_token, owner_tokens, revoke_owner_token
+from kseg.shared.store.objects import isoz
 from kseg.web import browser_session
-from kseg.web.common.serialize import isoz
 from kseg.web.db import get_session
 from kseg.web.pages.auth import current_owner, login_required, owner_id
 from kseg.web.pages.blueprint import bp

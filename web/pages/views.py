@@ -28,9 +28,10 @@ from kseg.shared.core.params import OUTPUT_NAMES, parse_params
 from kseg.shared.errors import ImageError, InvalidParameterError, QuotaExceededError
 from kseg.shared.settings import Settings
 from kseg.shared.statuses import FINAL_STATUSES, JOB_STATUSES
+from kseg.shared.store.events import delivery_id, run_delivery
 from kseg.shared.store.images import delete_image, store_image
 from kseg.shared.store.jobs import delete_job, submit_job
-from kseg.shared.store.models import Image, Job
+from kseg.shared.store.models import Image, Job, Run
 from kseg.shared.store.quotas import check_active_jobs
 from kseg.web import limits
 from kseg.web.common import paging
@@ -41,7 +42,7 @@ from kseg.web.db import get_session
 from kseg.web.pages import present
 from kseg.web.pages.auth import login_required, owner_id
 from kseg.web.pages.blueprint import bp
-from kseg.web.queue import commit_and_publish
+from kseg.web.queue import commit_and_publish, wake
 
 HISTORY_PAGE = 24
 
@@ -227,8 +228,13 @@ def job_delete(job_id: str) -> Any:
     row = _own_job(job_id)
     db = get_session()
     filename = row.image.filename
+    run_id = row.run_id
     outcome = delete_job(db, row)
+    events = [delivery_id(job_id, "job.canceled")] if outcome == "canceled" else []
+    if outcome == "canceled" and run_id:
+        events.append(run_delivery(db.get(Run, run_id)))
     db.commit()
+    wake(events)
     if outcome == "canceled":
         flash(f"Canceled the job on {filename}.", "ok")
         return redirect(url_for("pages.job", job_id=job_id), 303)
