@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from kseg.shared.core import palette as palettes
 from kseg.shared.core.allocator import retain_freed_memory
 from kseg.shared.core.params import (
     AUTO_K_MAX,
@@ -216,8 +217,8 @@ def summary(name: str, outdir: Path, written: list[Path], result: dict[str, Any]
         scores = ", ".join(f"{s['k']}:{s['score']:.2f}" for s in result["k_scores"])
         lines.append(f"auto k (kneedle score per k): {scores}")
     lines.append("palette:")
-    for c in result.get("clusters", []):
-        lines.append(f"  {c['label']:>3}  {c['hex']}  {c['fraction'] * 100:5.1f}%  {c['name']}")
+    for label, c in enumerate(palettes.colors(result.get("clusters", []))):
+        lines.append(f"  {label:>3}  {c['hex']}  {c['percent']:5.1f}%  {c['name']}")
     lines.append(f"wrote {', '.join(p.name for p in written)} to {outdir}/")
     return "\n".join(lines)
 

@@ -12,6 +12,7 @@ NUL, the colour model ``RGB `` (4 bytes), R, G, B as float32 in 0..1, and the co
 from __future__ import annotations
 
 import json
+import math
 import struct
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -27,17 +28,50 @@ ASE_COLOR_ENTRY = 0x0001
 ASE_NORMAL = 2
 
 
-def colors(clusters: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """``[{"hex", "rgb", "name", "fraction"}]`` in label order."""
+def percents(fractions: Sequence[float], digits: int = 1) -> list[float]:
+    """Fractions as percentages rounded to ``digits`` decimals that add up to exactly 100
+    (largest-remainder rounding): the one rounding the pages, the CLI and the palette files
+    show, so their numbers agree with each other and with a bar of the shares."""
+    if not fractions:
+        return []
+    scale = 10**digits
+    total = sum(fractions) or 1.0
+    raw = [f / total * 100 * scale for f in fractions]
+    floors = [math.floor(r) for r in raw]
+    short = 100 * scale - sum(floors)
+    order = sorted(range(len(raw)), key=lambda i: raw[i] - floors[i], reverse=True)
+    for i in order[: max(0, short)]:
+        floors[i] += 1
+    return [f / scale for f in floors]
+
+
+def distinct_names(names: Sequence[str]) -> list[str]:
+    """Colour names made unique in order: a name that comes again is numbered from its second
+    use (``black``, ``black 2``, ``black 3``), so five near-blacks can be told apart."""
+    seen: dict[str, int] = {}
     out = []
-    for cluster in sorted(clusters, key=lambda c: int(c.get("label", 0))):
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        out.append(name if seen[name] == 1 or not name else f"{name} {seen[name]}")
+    return out
+
+
+def colors(clusters: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """``[{"hex", "rgb", "name", "fraction", "percent"}]`` in label order; names made
+    distinct, percentages as :func:`percents` rounds them."""
+    ordered = sorted(clusters, key=lambda c: int(c.get("label", 0)))
+    names = distinct_names([str(c.get("name") or "") for c in ordered])
+    shares = [float(c.get("fraction") or 0.0) for c in ordered]
+    out = []
+    for cluster, name, share, pct in zip(ordered, names, shares, percents(shares), strict=True):
         r, g, b = (int(v) for v in cluster["rgb"])
         out.append(
             {
                 "hex": str(cluster.get("hex") or f"#{r:02x}{g:02x}{b:02x}").lower(),
                 "rgb": [r, g, b],
-                "name": str(cluster.get("name") or ""),
-                "fraction": float(cluster.get("fraction") or 0.0),
+                "name": name,
+                "fraction": share,
+                "percent": pct,
             }
         )
     return out
@@ -52,7 +86,7 @@ def to_css(palette: list[dict[str, Any]], title: str = "kseg palette") -> bytes:
     safe = title.replace("*/", "* /")
     lines = [f"/* {safe} */", ":root {"]
     for i, color in enumerate(palette):
-        note = f"{color['name']}, {color['fraction'] * 100:.1f} %".replace("*/", "* /")
+        note = f"{color['name']}, {color['percent']:.1f} %".replace("*/", "* /")
         lines.append(f"  --kseg-{i}: {color['hex']}; /* {note} */")
     lines.append("}")
     return ("\n".join(lines) + "\n").encode()

@@ -129,7 +129,7 @@ def test_a_tile_shows_the_result_a_run_skips_as_up_to_date(live: BrowserStack, p
     new = page.locator(f'[data-image-id="{fresh}"]')
     expect(lake.locator("[data-badge]")).to_have_text("Done")
     expect(lake.locator("[data-tile-img]")).to_have_attribute(
-        "src", f"/api/v1/jobs/{single['id']}/outputs/recolor.png"
+        "src", f"/api/v1/jobs/{single['id']}/outputs/recolor/thumbnail?size=480"
     )
     expect(lake.locator("[data-tile-link]")).to_have_attribute("href", f"/jobs/{single['id']}")
     expect(new.locator("[data-badge]")).to_have_text("Not run yet")
@@ -146,7 +146,7 @@ def test_a_tile_shows_the_result_a_run_skips_as_up_to_date(live: BrowserStack, p
     )
     expect(page.locator(".tiles [data-badge]")).to_have_text(["Done", "Done"])
     expect(lake.locator("[data-tile-img]")).to_have_attribute(
-        "src", f"/api/v1/jobs/{single['id']}/outputs/recolor.png"
+        "src", f"/api/v1/jobs/{single['id']}/outputs/recolor/thumbnail?size=480"
     )
 
     # After a reload too, and over the API: the same story.

@@ -153,10 +153,15 @@ def test_each_palette_format_parses_back_to_the_clusters(api: Api) -> None:
 
     r = api.get(base + ".json")
     assert r.status_code == 200 and r.mimetype == "application/json"
+    from kseg.shared.core.palette import distinct_names, percents
+
+    names = distinct_names([c["name"] for c in clusters])
+    shown = percents([c["fraction"] for c in clusters])
     assert r.get_json() == [
-        {"hex": c["hex"], "rgb": c["rgb"], "name": c["name"], "fraction": c["fraction"]}
-        for c in clusters
+        {"hex": c["hex"], "rgb": c["rgb"], "name": n, "fraction": c["fraction"], "percent": p}
+        for c, n, p in zip(clusters, names, shown, strict=True)
     ]
+    assert abs(sum(shown) - 100) < 1e-9
 
     r = api.get(base + ".css")
     assert r.status_code == 200 and r.mimetype == "text/css"

@@ -171,7 +171,11 @@ def test_create_a_gallery_with_its_default_parameters(signed_in: Pages) -> None:
         ({"name": "   "}, "name", "Give the gallery a name."),
         ({"name": "x" * 201}, "name", "At most 200 characters."),
         ({"k": "1"}, "k", "at least 2"),
-        ({"k_mode": "auto", "k_min": "9", "k_max": "3"}, "k_min", "must not exceed"),
+        (
+            {"k_mode": "auto", "k_min": "9", "k_max": "3"},
+            "k_min",
+            "“from” (9) must not exceed “to” (3)",
+        ),
         ({"outputs": []}, "outputs", "at least one output"),
     ],
 )

@@ -487,7 +487,11 @@ ERROR_CASES = [
     ({"k": "1"}, "k", "at least 2"),
     ({"k": "300"}, "k", "at most 256"),
     ({"k": "many"}, "k", "integer 2..256"),
-    ({"k_mode": "auto", "k_min": "8", "k_max": "3"}, "k_min", "must not exceed"),
+    (
+        {"k_mode": "auto", "k_min": "8", "k_max": "3"},
+        "k_min",
+        "“from” (8) must not exceed “to” (3)",
+    ),
     ({"k_mode": "auto", "k_min": "1"}, "k_min", "at least 2"),
     ({"max_side": "4"}, "max_side", "at least 16"),
     ({"seed": "-1"}, "seed", "at least 0"),
@@ -625,7 +629,7 @@ def test_a_finished_job_page_shows_the_results(signed_in: Pages) -> None:
     assert page.status_code == 200 and "data-watch-job" not in body
     percents = [float(p) for p in re.findall(r'data-percent="([0-9.]+)"', body)]
     assert len(percents) == 6 and sum(percents) == pytest.approx(100.0, abs=1e-9)
-    assert len(re.findall(r'class="swatch-hex">#[0-9a-f]{6}<', body)) == 6
+    assert len(re.findall(r'class="swatch-hex" data-copy-text="#[0-9a-f]{6}"', body)) == 6
     for name in ("labels", "gray", "color", "recolor", "overlay"):
         assert f"/api/v1/jobs/{job_id}/outputs/{name}.png" in body
         assert signed_in.client.get(f"/api/v1/jobs/{job_id}/outputs/{name}.png").status_code == 200

@@ -24,13 +24,13 @@ from flask import Response, stream_with_context
 from sqlalchemy import select
 
 from kseg.shared.core import palette as palettes
-from kseg.shared.statuses import JobStatus
 from kseg.shared.store.models import Image, Job, Run, utcnow
 from kseg.shared.store.objects import isoz
 from kseg.shared.store.outputs import output_png
 from kseg.web.api.auth import own, owner_id
 from kseg.web.api.blueprint import bp
 from kseg.web.api.galleries import own_run
+from kseg.web.api.jobs import succeeded_job
 from kseg.web.common.apidoc import operation, ref
 from kseg.web.common.errors import ApiError
 from kseg.web.common.serialize import jobs_objs, output_names, run_obj
@@ -257,20 +257,15 @@ def export_run(run_id: str) -> Response:
     errors=(404,),
 )
 def job_palette(job_id: str, fmt: str) -> Response:
-    job = _own_job(job_id)
     if fmt not in palettes.FORMATS:
+        _own_job(job_id)  # another owner's job is a 404 whatever the format
         raise ApiError(
             404,
             "output_not_found",
             f"There is no palette format {fmt!r}; use one of {', '.join(palettes.FORMATS)}.",
         )
-    if job.status != JobStatus.SUCCEEDED or job.result is None:
-        raise ApiError(
-            404,
-            "output_not_found",
-            f"Job {job_id} is {job.status}; its palette exists once it has succeeded "
-            "(poll GET /api/v1/jobs/<id>).",
-        )
+    job = succeeded_job(job_id, what="palette files")
+    assert job.result is not None  # succeeded
     clusters = (job.result.meta or {}).get("clusters") or []
     stem = PurePosixPath(job.image.filename).stem or "kseg"
     data = palettes.encode(fmt, clusters, title=f"{stem} (kseg, k={len(clusters)})")

@@ -31,6 +31,8 @@ from kseg.web.api.requests import (
 from kseg.web.api.webhooks import wake, webhook_fields
 from kseg.web.common import paging
 from kseg.web.common.apidoc import (
+    IF_NONE_MATCH,
+    cached_file,
     delete_operation,
     header,
     json_response,
@@ -53,6 +55,26 @@ OUTPUT_ETAG = {"ETag": header("The output's id: an output never changes once sto
 
 def _own_job(job_id: str) -> Job:
     return own(Job, job_id, "job")
+
+
+def succeeded_job(job_id: str, *, output: str | None = None, what: str = "outputs") -> Job:
+    """The owner's job, or the contract's 404 (``output_not_found``) when ``output`` names no
+    output or the job has not succeeded (it has no ``what`` yet)."""
+    job = _own_job(job_id)
+    if output is not None and output not in OUTPUT_NAMES:
+        raise ApiError(
+            404,
+            "output_not_found",
+            f"There is no output named {output!r}; outputs are {', '.join(OUTPUT_NAMES)}.",
+        )
+    if job.status != JobStatus.SUCCEEDED or job.result_id is None:
+        raise ApiError(
+            404,
+            "output_not_found",
+            f"Job {job_id} is {job.status}; its {what} exist once it has succeeded "
+            "(poll GET /api/v1/jobs/<id>).",
+        )
+    return job
 
 
 def _submission() -> tuple[Image, SegmentParams, bool, tuple[str | None, str | None]]:
@@ -216,35 +238,13 @@ def remove_job(job_id: str) -> tuple[str, int]:
     "getJobOutput",
     "A result image (PNG); cacheable forever (it never changes)",
     tag="jobs",
-    parameters=[
-        {"name": "If-None-Match", "in": "header", "required": False, "schema": {"type": "string"}}
-    ],
-    responses={
-        "200": {
-            "description": "The PNG.",
-            "headers": OUTPUT_ETAG,
-            "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
-        },
-        "304": {"description": "Not modified (If-None-Match matched).", "headers": OUTPUT_ETAG},
-    },
+    parameters=[IF_NONE_MATCH],
+    responses=cached_file("image/png", "The PNG.", OUTPUT_ETAG),
     errors=(404,),
 )
 def job_output(job_id: str, name: str) -> Response:
     session = get_session()
-    job = _own_job(job_id)
-    if name not in OUTPUT_NAMES:
-        raise ApiError(
-            404,
-            "output_not_found",
-            f"There is no output named {name!r}; outputs are {', '.join(OUTPUT_NAMES)}.",
-        )
-    if job.status != JobStatus.SUCCEEDED or job.result_id is None:
-        raise ApiError(
-            404,
-            "output_not_found",
-            f"Job {job_id} is {job.status}; its outputs exist once it has succeeded "
-            "(poll GET /api/v1/jobs/<id>).",
-        )
+    job = succeeded_job(job_id, output=name)
     # Output rows never change: the row's id is a strong validator.
     etag = session.scalar(
         select(ResultOutput.id).where(

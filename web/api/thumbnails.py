@@ -14,20 +14,17 @@ from typing import Any
 
 from flask import Response, request
 
-from kseg.shared.core.params import OUTPUT_NAMES
 from kseg.shared.core.thumbnail import THUMBNAIL_SIZES
-from kseg.shared.statuses import JobStatus
-from kseg.shared.store.models import Job
 from kseg.shared.store.thumbnails import (
     StoredThumbnail,
     image_thumbnail,
     output_thumbnail,
     thumbnail_data,
 )
-from kseg.web.api.auth import own
 from kseg.web.api.blueprint import bp
 from kseg.web.api.images import own_image
-from kseg.web.common.apidoc import header, operation, query
+from kseg.web.api.jobs import succeeded_job
+from kseg.web.common.apidoc import IF_NONE_MATCH, cached_file, header, operation, query
 from kseg.web.common.errors import ApiError, not_found
 from kseg.web.db import get_session
 
@@ -60,21 +57,9 @@ def thumbnail_operation(operation_id: str, tag: str, summary: str, description: 
                 type="integer",
                 enum=list(THUMBNAIL_SIZES),
             ),
-            {
-                "name": "If-None-Match",
-                "in": "header",
-                "required": False,
-                "schema": {"type": "string"},
-            },
+            IF_NONE_MATCH,
         ],
-        responses={
-            "200": {
-                "description": "The thumbnail.",
-                "headers": ETAG,
-                "content": {"image/webp": {"schema": {"type": "string", "format": "binary"}}},
-            },
-            "304": {"description": "Not modified (If-None-Match matched).", "headers": ETAG},
-        },
+        responses=cached_file("image/webp", "The thumbnail.", ETAG),
         errors=(404, 422),
     )
 
@@ -134,21 +119,9 @@ def image_thumbnail_file(image_id: str) -> Response:
     "output's palette. 404 until the job has succeeded.",
 )
 def output_thumbnail_file(job_id: str, name: str) -> Response:
-    job = own(Job, job_id, "job")
-    if name not in OUTPUT_NAMES:
-        raise ApiError(
-            404,
-            "output_not_found",
-            f"There is no output named {name!r}; outputs are {', '.join(OUTPUT_NAMES)}.",
-        )
+    job = succeeded_job(job_id, output=name)
     size = requested_size()
-    if job.status != JobStatus.SUCCEEDED or job.result_id is None:
-        raise ApiError(
-            404,
-            "output_not_found",
-            f"Job {job_id} is {job.status}; its outputs exist once it has succeeded "
-            "(poll GET /api/v1/jobs/<id>).",
-        )
+    assert job.result_id is not None  # succeeded
     session = get_session()
     stored = output_thumbnail(session, job.result_id, name, size)
     if stored is None:

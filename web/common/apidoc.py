@@ -72,6 +72,26 @@ def header(description: str, type_: str = "string") -> dict[str, Any]:
     return {"description": description, "schema": {"type": type_}}
 
 
+IF_NONE_MATCH = {
+    "name": "If-None-Match",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string"},
+}
+
+
+def cached_file(media_type: str, description: str, etag: dict[str, Any]) -> dict[str, Any]:
+    """The 200 (the file, with its ``ETag``) and 304 responses of a cacheable file."""
+    return {
+        "200": {
+            "description": description,
+            "headers": etag,
+            "content": {media_type: {"schema": {"type": "string", "format": "binary"}}},
+        },
+        "304": {"description": "Not modified (If-None-Match matched).", "headers": etag},
+    }
+
+
 def query(name: str, description: str, **schema: Any) -> dict[str, Any]:
     return {
         "name": name,

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
+from kseg.shared.core import palette as palettes
 from kseg.shared.core.params import OUTPUT_NAMES, SegmentParams
 from kseg.shared.settings import TRUE
 
@@ -94,9 +94,9 @@ FIELDS: dict[str, Field] = {
 }
 
 NORMALIZE_CHOICES = (
-    ("fixed", "fixed — (c+1)/256"),
-    ("minmax", "minmax — per-channel min–max"),
-    ("none", "none — raw 0..255"),
+    ("fixed", "fixed — the same scale for every image"),
+    ("minmax", "minmax — stretch each channel to its own range"),
+    ("none", "none — raw values"),
 )
 COLOR_SPACE_CHOICES = (("rgb", "RGB"), ("lab", "CIELAB"))
 OUTPUT_HELP = {
@@ -184,6 +184,9 @@ def field_error(message: str) -> tuple[str, str]:
         text = message
     if field == "outputs" and ("at least 1" in text or "too_short" in text):
         text = "tick at least one output"
+    k_range = re.search(r"k_min \((\d+)\) must not exceed k_max \((\d+)\)", text)
+    if k_range:  # the form labels the range "from" and "to"
+        text = f"“from” ({k_range[1]}) must not exceed “to” ({k_range[2]})"
     for pattern, replacement in _PYDANTIC_WORDS:
         text = pattern.sub(replacement, text)
     text = text.strip()
@@ -223,36 +226,15 @@ def params_summary(params: dict[str, Any]) -> list[tuple[str, str]]:
 # ---------------------------------------------------------------- results
 
 
-def display_percents(fractions: list[float], digits: int = 1) -> list[float]:
-    """Fractions as percentages rounded to ``digits`` decimals that add up to exactly 100
-    (largest-remainder rounding), so the palette's numbers agree with its bar."""
-    if not fractions:
-        return []
-    scale = 10**digits
-    total = sum(fractions) or 1.0
-    raw = [f / total * 100 * scale for f in fractions]
-    floors = [math.floor(r) for r in raw]
-    short = 100 * scale - sum(floors)
-    order = sorted(range(len(raw)), key=lambda i: raw[i] - floors[i], reverse=True)
-    for i in order[: max(0, short)]:
-        floors[i] += 1
-    return [f / scale for f in floors]
-
-
 def palette(clusters: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The result's clusters with a display percentage and a readable text colour."""
-    shown = display_percents([float(c.get("fraction") or 0.0) for c in clusters])
+    """The result's clusters with their palette-file colour (distinct name, the shared
+    percentage rounding: :func:`kseg.shared.core.palette.colors`) and a readable text colour."""
+    ordered = sorted(clusters, key=lambda c: int(c.get("label", 0)))
     rows = []
-    for cluster, pct in zip(clusters, shown, strict=True):
-        r, g, b = [*(cluster.get("rgb") or []), 0, 0, 0][:3]
+    for cluster, color in zip(ordered, palettes.colors(ordered), strict=True):
+        r, g, b = color["rgb"]
         luminance = 0.2126 * r + 0.7152 * g + 0.0722 * b
-        rows.append(
-            {
-                **cluster,
-                "percent": pct,
-                "ink": "#111" if luminance > 140 else "#fff",
-            }
-        )
+        rows.append({**cluster, **color, "ink": "#111" if luminance > 140 else "#fff"})
     return rows
 
 
@@ -324,7 +306,7 @@ def metrics(result: dict[str, Any]) -> list[tuple[str, str]]:
     psnr = result.get("psnr")
     rows.append(("PSNR", "∞ (lossless)" if psnr is None else f"{psnr:.2f} dB"))
     if result.get("n_iter") is not None:
-        rows.append(("iterations", str(result["n_iter"])))
+        rows.append(("refinement steps", f"{result['n_iter']} (until the colours settled)"))
     if result.get("n_colors") is not None:
         rows.append(("distinct colours", f"{result['n_colors']:,}"))
     return rows
@@ -333,7 +315,8 @@ def metrics(result: dict[str, Any]) -> list[tuple[str, str]]:
 def timings(result: dict[str, Any]) -> list[tuple[str, float]]:
     raw = result.get("timings_ms") or {}
     order = ["decode", "fit", "render", "total"]
-    keys = [k for k in order if k in raw] + sorted(k for k in raw if k not in order)
+    # "cpu" is not a stage (it is the core's CPU time over all of them).
+    keys = [k for k in order if k in raw] + sorted(k for k in raw if k not in [*order, "cpu"])
     return [(k, float(raw[k])) for k in keys if isinstance(raw[k], int | float)]
 
 

@@ -567,6 +567,24 @@
     });
   });
 
+  // Palette swatches: a click copies the colour's hex and says so in place for 1.5 s.
+  $all("[data-copy-text]").forEach(function (button) {
+    var label = button.innerHTML;
+    var said = function (text) {
+      button.textContent = text;
+      window.setTimeout(function () { button.innerHTML = label; }, 1500);
+    };
+    button.addEventListener("click", function () {
+      var text = button.getAttribute("data-copy-text");
+      if (navigator.clipboard && window.isSecureContext) {
+        navigator.clipboard.writeText(text).then(function () { said("Copied"); },
+          function () { said(text); });
+      } else {
+        said(text);  // no clipboard here (plain http off localhost): show it to copy by hand
+      }
+    });
+  });
+
   $all("form[data-confirm]").forEach(function (form) {
     form.addEventListener("submit", function (event) {
       if (!window.confirm(form.getAttribute("data-confirm"))) { event.preventDefault(); }
