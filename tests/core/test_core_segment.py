@@ -87,7 +87,7 @@ def test_clusters_ordered_and_fractions(seg: Segmentation) -> None:
 def test_result_is_json_and_complete(seg: Segmentation) -> None:
     data = json.loads(json.dumps(seg.result, allow_nan=False))
     assert {"k", "inertia", "mse", "psnr", "n_iter", "clusters", "timings_ms"} <= set(data)
-    assert set(data["timings_ms"]) == {"decode", "fit", "render", "total"}
+    assert set(data["timings_ms"]) == {"decode", "fit", "render", "total", "cpu"}
     assert "k_scores" not in data
     assert data["algorithm_version"] == ALGORITHM_VERSION
     assert data["k"] == 16 and data["n_iter"] >= 1

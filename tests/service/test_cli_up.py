@@ -324,4 +324,4 @@ def test_make_run_ends_with_the_banner_logs_requests_to_a_file_and_saves_its_url
                 proc.wait(30)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
-    assert "kseg: stopping web, worker and beat" in err_path.read_text()
+    assert "kseg: stopping web, worker, beat and webhooks" in err_path.read_text()
