@@ -308,7 +308,7 @@ def start_process(name: str, args: list[str], env: dict[str, str], log_dir: Path
 
 def start_worker(env: dict[str, str], log_dir: Path) -> Proc:
     """A real Celery worker (prefork pool), started as ``kseg worker`` starts it."""
-    from kseg.shared.cli.service import worker_command
+    from kseg.shared.cli.processes import worker_command
 
     # Unique (several workers per test) and marked with the session, for the Redis cleanup.
     name = ["-n", f"test-{RUN_ID}-{uuid.uuid4().hex[:6]}@%h"]
@@ -317,7 +317,7 @@ def start_worker(env: dict[str, str], log_dir: Path) -> Proc:
 
 def start_beat(env: dict[str, str], log_dir: Path) -> Proc:
     """Celery beat, started as ``kseg beat`` starts it."""
-    from kseg.shared.cli.service import beat_command
+    from kseg.shared.cli.processes import beat_command
 
     return start_process("beat", beat_command(settings_from(env)), env, log_dir)
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from kseg.shared.cli import service as cli
-from kseg.shared.cli.service import (
+from kseg.shared.cli import up as cli
+from kseg.shared.cli.up import (
     GIVE_UP_CRASHES,
     GIVE_UP_WINDOW,
     RESTART_MAX_DELAY,

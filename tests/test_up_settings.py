@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kseg.shared.cli.service import _up_env
+from kseg.shared.cli.up import _up_env
 from kseg.shared.settings import access_log_setting
 from tests.conftest import settings_from
 

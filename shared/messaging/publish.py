@@ -43,61 +43,42 @@ def _drop_connection() -> None:
             log.debug("closing a broken broker connection failed", exc_info=True)
 
 
-def enqueue_jobs(celery: Celery, job_ids: Iterable[str], queue: str) -> bool:
-    """Publish one ``kseg.run_job`` message per id to ``queue``'s broker queue; False when
-    the broker could not be reached.
+def _publish(celery: Celery, task: str, ids: Iterable[str], queue: str, **options: Any) -> bool:
+    """Send one ``task`` message per id to the broker queue of ``queue``; False when the
+    broker could not be reached.
 
     A publish that fails on the kept connection (say, the broker restarted since) is tried
-    once more on a fresh one; a second failure leaves the jobs to the sweeper.
+    once more on a fresh one; a second failure leaves the rest to the sweeper.
     """
     name = queue_name(settings_of(celery), queue)
-    pending = list(job_ids)
+    pending = list(ids)
     for attempt in (1, 2):
         try:
             conn = _connection(celery)
             while pending:
                 celery.send_task(
-                    RUN_JOB_TASK,
-                    args=[pending[0]],
-                    kwargs={"queue": queue},
-                    queue=name,
-                    connection=conn,
-                    retry=False,
+                    task, args=[pending[0]], queue=name, connection=conn, retry=False, **options
                 )
                 pending.pop(0)
             return True
-        except Exception as exc:  # any broker failure: the sweeper enqueues it later
+        except Exception as exc:  # any broker failure: the sweeper publishes it later
             _drop_connection()
             if attempt == 2:
-                log.warning("broker unavailable, jobs stay queued for the sweeper: %s", exc)
+                log.warning("broker unavailable, %s waits for the sweeper: %s", task, exc)
     return False
+
+
+def enqueue_jobs(celery: Celery, job_ids: Iterable[str], queue: str) -> bool:
+    """Publish one ``kseg.run_job`` message per id to ``queue``'s broker queue; False when
+    the broker could not be reached (the jobs stay queued for the sweeper)."""
+    return _publish(celery, RUN_JOB_TASK, job_ids, queue, kwargs={"queue": queue})
 
 
 def wake_deliveries(celery: Celery, delivery_ids: Iterable[str], countdown: float = 0) -> bool:
     """Wake the webhook senders up for these deliveries (after ``countdown`` s); False when
     the broker could not be reached. A lost wake-up only delays a delivery: the webhook
     sweep publishes again what is due."""
-    name = queue_name(settings_of(celery), WEBHOOKS)
-    pending = list(delivery_ids)
-    for attempt in (1, 2):
-        try:
-            conn = _connection(celery)
-            while pending:
-                celery.send_task(
-                    DELIVER_TASK,
-                    args=[pending[0]],
-                    queue=name,
-                    connection=conn,
-                    retry=False,
-                    countdown=countdown or None,
-                )
-                pending.pop(0)
-            return True
-        except Exception as exc:
-            _drop_connection()
-            if attempt == 2:
-                log.warning("broker unavailable, webhook deliveries wait for the sweep: %s", exc)
-    return False
+    return _publish(celery, DELIVER_TASK, delivery_ids, WEBHOOKS, countdown=countdown or None)
 
 
 def held_job_ids(celery: Celery, queue: str) -> set[str] | None:

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, Select, bindparam, create_engine, event, select
+from sqlalchemy import Engine, Select, bindparam, create_engine, event, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
@@ -104,6 +104,19 @@ def fetch_blob(session: Session, column: Any, **equal_to: Any) -> bytes | None:
         return session.scalar(stmt, equal_to)
     row = binary_row(session, stmt, equal_to)
     return None if row is None else bytes(row[0])
+
+
+def mark(session: Session, model: Any, ids: list[str], still: Any, **values: Any) -> set[str]:
+    """Compare-and-set: write ``values`` on the rows of ``ids`` that still meet ``still``;
+    the ids of those written. A row another process changed in between is left alone."""
+    stmt = (
+        update(model)
+        .where(model.id.in_(ids), still)
+        .values(**values)
+        .returning(model.id)
+        .execution_options(synchronize_session=False)
+    )
+    return set(session.scalars(stmt))
 
 
 def binary_row(session: Session, stmt: Any, values: dict[str, Any]) -> Any:

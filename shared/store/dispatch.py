@@ -36,6 +36,7 @@ from sqlalchemy import ColumnElement, and_, func, insert, literal_column, select
 from sqlalchemy.orm import Session
 
 from kseg.shared.settings import QUEUE_CLASSES
+from kseg.shared.store.db import mark
 from kseg.shared.store.models import DispatchLock, Job, WorkerHeartbeat, utcnow
 
 #: Lane of a class: (owner id, run id); interactive jobs have no run, so one lane per owner.
@@ -189,15 +190,7 @@ def top_up(
     ids = [picked[key].pop(0) for key in order if picked[key]]
     if not ids:
         return []
-    marked = set(
-        session.scalars(
-            update(Job)
-            .where(Job.id.in_(ids), WAITING)
-            .values(dispatched_at=now)
-            .returning(Job.id)
-            .execution_options(synchronize_session=False)
-        )
-    )
+    marked = mark(session, Job, ids, WAITING, dispatched_at=now)
     return [job_id for job_id in ids if job_id in marked]
 
 

@@ -12,15 +12,7 @@ from sqlalchemy.orm import Session
 
 from kseg.shared.core.imageio import probe_image
 from kseg.shared.store import quotas
-from kseg.shared.store.models import (
-    GalleryImage,
-    Image,
-    Job,
-    Result,
-    ResultOutput,
-    new_id,
-    utcnow,
-)
+from kseg.shared.store.models import GalleryImage, Image, Job, Result, ResultOutput, new_id, utcnow
 from kseg.shared.store.runs import refresh_runs
 
 _IMAGE_BY_SHA = select(Image).where(

@@ -24,14 +24,7 @@ from kseg.shared.core.segment import ALGORITHM_VERSION, Segmentation
 from kseg.shared.statuses import ACTIVE_STATUSES, FINAL_STATUSES, JOB_STATUSES, JobStatus
 from kseg.shared.store.db import binary_row, fetch_blob, pipelined
 from kseg.shared.store.events import JOB_EVENT_INSERTS, job_event_params, record_job_event
-from kseg.shared.store.models import (
-    Image,
-    Job,
-    Result,
-    ResultOutput,
-    new_id,
-    utcnow,
-)
+from kseg.shared.store.models import Image, Job, Result, ResultOutput, new_id, utcnow
 from kseg.shared.store.outputs import output_rows
 from kseg.shared.store.runs import refresh_runs
 

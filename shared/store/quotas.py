@@ -44,6 +44,19 @@ def stored_bytes(session: Session, owner_id: str) -> int:
     )
 
 
+#: What an owner over a quota is told: why, which setting, and what to do.
+ACTIVE_MESSAGE = (
+    "You have {active} jobs queued or running, and at most {limit} may be "
+    "(KSEG_QUOTA_ACTIVE_JOBS); retry after some have finished (Retry-After), or put bulk work "
+    "in a gallery and start a run: runs are not limited this way."
+)
+STORED_MESSAGE = (
+    "Your images take {stored} and this upload {adding}, over your {limit} "
+    "(KSEG_QUOTA_STORED_MB); delete images you no longer need (DELETE /api/v1/images/<id>, "
+    "or on the history page) and upload again."
+)
+
+
 def check_active_jobs(session: Session, owner_id: str, adding: int, limit: int) -> None:
     """Raise :class:`QuotaExceededError` when ``adding`` more jobs would put the owner over
     ``limit`` active interactive jobs (0: no limit)."""
@@ -51,27 +64,17 @@ def check_active_jobs(session: Session, owner_id: str, adding: int, limit: int) 
         return
     active = active_interactive_jobs(session, owner_id)
     if active + adding > limit:
-        raise QuotaExceededError(
-            f"You have {active} jobs queued or running, and at most {limit} may be "
-            f"(KSEG_QUOTA_ACTIVE_JOBS); retry after some have finished (Retry-After), or "
-            "put bulk work in a gallery and start a run: runs are not limited this way.",
-            retry_after=ACTIVE_RETRY_AFTER,
-        )
+        message = ACTIVE_MESSAGE.format(active=active, limit=limit)
+        raise QuotaExceededError(message, retry_after=ACTIVE_RETRY_AFTER)
 
 
 def check_stored_bytes(session: Session, owner_id: str, adding: int, limit: int) -> None:
     """Raise :class:`QuotaExceededError` when storing ``adding`` more bytes would put the
     owner's uploads over ``limit`` bytes (0: no limit)."""
-    if limit <= 0:
-        return
-    stored = stored_bytes(session, owner_id)
-    if stored + adding > limit:
-        raise QuotaExceededError(
-            f"Your images take {_mb(stored)} and this upload {_mb(adding)}, over your "
-            f"{_mb(limit)} (KSEG_QUOTA_STORED_MB); delete images you no longer need "
-            "(DELETE /api/v1/images/<id>, or on the history page) and upload again.",
-            retry_after=STORED_RETRY_AFTER,
-        )
+    stored = stored_bytes(session, owner_id) if limit > 0 else 0
+    if limit > 0 and stored + adding > limit:
+        message = STORED_MESSAGE.format(stored=_mb(stored), adding=_mb(adding), limit=_mb(limit))
+        raise QuotaExceededError(message, retry_after=STORED_RETRY_AFTER)
 
 
 def _mb(n: int) -> str:

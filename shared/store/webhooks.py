@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 
 from kseg.shared import webhooks
 from kseg.shared.settings import Settings
-from kseg.shared.store.db import get_worker_sessionmaker
+from kseg.shared.store.db import get_worker_sessionmaker, mark
 from kseg.shared.store.models import Job, Run, WebhookDelivery, WebhookSecret, utcnow
 from kseg.shared.store.objects import isoz, job_object, plain, run_data
 
@@ -280,15 +280,8 @@ def wake_due(session: Session, *, now: datetime | None = None, limit: int = 500)
     ids = list(session.scalars(stmt))
     if not ids:
         return []
-    return list(
-        session.scalars(
-            update(D)
-            .where(D.id.in_(ids), due)
-            .values(woken_at=now)
-            .returning(D.id)
-            .execution_options(synchronize_session=False)
-        )
-    )
+    woken = mark(session, D, ids, due, woken_at=now)
+    return [i for i in ids if i in woken]
 
 
 def prune(session: Session, *, now: datetime | None = None, limit: int = 1000) -> int:

@@ -56,7 +56,7 @@ def compose_server_settings() -> dict[str, str]:
 def start_web(kind: str, request: pytest.FixtureRequest, tmp_path: Path, **extra: str) -> Stack:
     """``kseg web`` (as ``kseg up`` and compose start it) and a worker: ``embedded-default`` or
     ``compose-settings`` (PostgreSQL + Redis); the Stack's URL is the real server's."""
-    from kseg.shared.cli.service import web_command
+    from kseg.shared.cli.processes import web_command
     from kseg.shared.store.auth import create_token
     from kseg.shared.store.db import migrate, session_scope
 

@@ -123,7 +123,7 @@ def receiver() -> Iterator[Receiver]:
 
 def start_sender(stack: Stack) -> Proc:
     """``kseg webhooks``, as `kseg up` starts it (a unique node name per test)."""
-    from kseg.shared.cli.service import webhooks_command
+    from kseg.shared.cli.processes import webhooks_command
 
     name = ["-n", f"test-{RUN_ID}-hooks-{uuid.uuid4().hex[:6]}@%h"]
     proc = start_process(

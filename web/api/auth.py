@@ -12,14 +12,16 @@ default owner — only for a single-user local run.
 from __future__ import annotations
 
 import logging
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from flask import current_app, g, request
+from flask import Response, current_app, g, request
 from flask import session as cookie_session
+from sqlalchemy import select
 
 from kseg.shared.settings import Settings
 from kseg.shared.store.auth import DEFAULT_OWNER, ensure_token, use_token
 from kseg.web.browser_session import SESSION_ID, current_web_session
+from kseg.web.common import paging
 from kseg.web.common.errors import ApiError, not_found
 from kseg.web.common.owned import default_owner_id, find_owned
 from kseg.web.db import get_session
@@ -126,3 +128,11 @@ def own(model: type[T], ident: str, what: str, listing: str | None = None) -> T:
     if row is None:
         raise not_found(what, ident, listing)
     return row
+
+
+def owned_page(model: Any, objs: paging.Serializer, *criteria: Any) -> Response:
+    """The API's answer for one page (``?limit``, ``?cursor``) of the token owner's ``model``
+    rows that meet ``criteria``, newest first, each serialised by ``objs``."""
+    page = paging.parse_page()
+    stmt = select(model).where(model.owner_id == owner_id(), *criteria)
+    return paging.respond(stmt, model, page, objs)

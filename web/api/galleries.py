@@ -25,7 +25,7 @@ from kseg.shared.store.galleries import (
     update_gallery,
 )
 from kseg.shared.store.models import Gallery, Image, Run, Schedule
-from kseg.web.api.auth import own, owner_id
+from kseg.web.api.auth import own, owned_page, owner_id
 from kseg.web.api.blueprint import bp
 from kseg.web.api.images import store_uploads
 from kseg.web.api.requests import body_kind, json_body, json_object, validate
@@ -111,9 +111,7 @@ def create_gallery_view() -> tuple[Response, int, dict[str, str]]:
     errors=(400, 422),
 )
 def list_galleries() -> Response:
-    page = paging.parse_page()
-    stmt = select(Gallery).where(Gallery.owner_id == owner_id())
-    return paging.respond(stmt, Gallery, page, galleries_objs)
+    return owned_page(Gallery, galleries_objs)
 
 
 @bp.get("/galleries/<gallery_id>")
@@ -364,10 +362,7 @@ def create_run(gallery_id: str) -> tuple[Response, int, dict[str, str]]:
 @bp.get("/galleries/<gallery_id>/runs")
 @list_operation("listRuns", "The gallery's runs, newest first", tag=TAG, model="RunList")
 def list_runs(gallery_id: str) -> Response:
-    page = paging.parse_page()
-    gallery = own_gallery(gallery_id)
-    stmt = select(Run).where(Run.gallery_id == gallery.id, Run.owner_id == owner_id())
-    return paging.respond(stmt, Run, page, runs_objs)
+    return owned_page(Run, runs_objs, Run.gallery_id == own_gallery(gallery_id).id)
 
 
 @bp.get("/runs/<run_id>")

@@ -4,17 +4,15 @@ deletion."""
 from __future__ import annotations
 
 from flask import Response, current_app, jsonify, request
-from sqlalchemy import select
 
 from kseg.shared.core.imageio import probe_image
 from kseg.shared.errors import ImageError
 from kseg.shared.store.db import fetch_blob
 from kseg.shared.store.images import delete_image, store_image
 from kseg.shared.store.models import Image
-from kseg.web.api.auth import own, owner_id
+from kseg.web.api.auth import own, owned_page, owner_id
 from kseg.web.api.blueprint import bp
 from kseg.web.api.requests import body_kind, file_parts, form_fields
-from kseg.web.common import paging
 from kseg.web.common.apidoc import (
     delete_operation,
     header,
@@ -106,9 +104,7 @@ def upload_images() -> tuple[Response, int]:
     errors=(400, 422),
 )
 def list_images() -> Response:
-    page = paging.parse_page()
-    stmt = select(Image).where(Image.owner_id == owner_id())
-    return paging.respond(stmt, Image, page, images_objs)
+    return owned_page(Image, images_objs)
 
 
 @bp.get("/images/<image_id>")

@@ -16,7 +16,7 @@ from kseg.shared.store.models import Image, Job, ResultOutput, Run
 from kseg.shared.store.outputs import output_png
 from kseg.shared.store.quotas import check_active_jobs
 from kseg.web import limits
-from kseg.web.api.auth import own, owner_id
+from kseg.web.api.auth import own, owned_page, owner_id
 from kseg.web.api.blueprint import bp
 from kseg.web.api.galleries import own_gallery
 from kseg.web.api.images import own_image
@@ -29,7 +29,6 @@ from kseg.web.api.requests import (
     validate,
 )
 from kseg.web.api.webhooks import wake, webhook_fields
-from kseg.web.common import paging
 from kseg.web.common.apidoc import (
     IF_NONE_MATCH,
     cached_file,
@@ -187,8 +186,7 @@ def get_job(job_id: str) -> Response:
     model="JobList",
 )
 def list_jobs() -> Response:
-    page = paging.parse_page()
-    stmt = select(Job).where(Job.owner_id == owner_id())
+    criteria = []
     raw_status = request.args.get("status")
     if raw_status:
         wanted = [s.strip() for s in raw_status.split(",") if s.strip()]
@@ -200,14 +198,12 @@ def list_jobs() -> Response:
                 f"status: {bad[0] if bad else raw_status!r} is not a job status; use one or "
                 f"more (comma-separated) of {', '.join(JOB_STATUSES)}.",
             )
-        stmt = stmt.where(Job.status.in_(wanted))
-    gallery_id = request.args.get("gallery_id")
-    if gallery_id:
-        stmt = stmt.where(Job.gallery_id == own_gallery(gallery_id).id)
-    image_id = request.args.get("image_id")
-    if image_id:
-        stmt = stmt.where(Job.image_id == own_image(image_id).id)
-    return paging.respond(stmt, Job, page, jobs_objs)
+        criteria.append(Job.status.in_(wanted))
+    if gallery_id := request.args.get("gallery_id"):
+        criteria.append(Job.gallery_id == own_gallery(gallery_id).id)
+    if image_id := request.args.get("image_id"):
+        criteria.append(Job.image_id == own_image(image_id).id)
+    return owned_page(Job, jobs_objs, *criteria)
 
 
 @bp.delete("/jobs/<job_id>")

@@ -108,12 +108,10 @@ def fetch(
     return finish(rows, page)
 
 
-def respond(
-    stmt: Select[Any],
-    model: Any,
-    page: Page,
-    objs: Callable[[Session, list[Any]], list[dict[str, Any]]],
-) -> Response:
+Serializer = Callable[[Session, list[Any]], list[dict[str, Any]]]
+
+
+def respond(stmt: Select[Any], model: Any, page: Page, objs: Serializer) -> Response:
     """The API's answer for one page: ``{"items": objs(session, rows), "next": cursor}``."""
     session = get_session()
     rows, cursor = fetch(session, stmt, model, page)

@@ -14,15 +14,7 @@ import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from flask import (
-    current_app,
-    flash,
-    g,
-    redirect,
-    render_template,
-    request,
-    url_for,
-)
+from flask import current_app, flash, g, redirect, render_template, request, url_for
 from sqlalchemy import select
 from werkzeug.wrappers import Response
 
