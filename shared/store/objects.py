@@ -29,6 +29,11 @@ def isoz(value: datetime | None) -> str | None:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
+def columns(row: Any, names: Iterable[str]) -> dict[str, Any]:
+    """``{name: row.name}`` for each of ``names``: the plain columns of an object."""
+    return {name: getattr(row, name) for name in names}
+
+
 def output_url(job_id: str, name: str) -> str:
     return f"{BASE}/jobs/{job_id}/outputs/{name}.png"
 

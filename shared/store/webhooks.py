@@ -31,7 +31,7 @@ from kseg.shared import webhooks
 from kseg.shared.settings import Settings
 from kseg.shared.store.db import get_worker_sessionmaker, mark
 from kseg.shared.store.models import Job, Run, WebhookDelivery, WebhookSecret, utcnow
-from kseg.shared.store.objects import isoz, job_object, plain, run_data
+from kseg.shared.store.objects import columns, isoz, job_object, plain, run_data
 
 log = logging.getLogger(__name__)
 
@@ -303,19 +303,11 @@ def prune(session: Session, *, now: datetime | None = None, limit: int = 1000) -
 
 
 def delivery_data(delivery: WebhookDelivery) -> dict[str, Any]:
+    names = ("id", "event_id", "type", "url", "status", "last_status_code", "last_error")
+    times = ("next_attempt_at", "created_at", "finished_at")
     return {
-        "id": delivery.id,
-        "event_id": delivery.event_id,
-        "type": delivery.type,
-        "url": delivery.url,
-        "status": delivery.status,
+        **columns(delivery, (*names, *times, "object_id")),
         "attempts": int(delivery.attempts or 0),
-        "last_status_code": delivery.last_status_code,
-        "last_error": delivery.last_error,
-        "next_attempt_at": delivery.next_attempt_at,
-        "created_at": delivery.created_at,
-        "object_id": delivery.object_id,
-        "finished_at": delivery.finished_at,
     }
 
 

@@ -16,6 +16,7 @@ from kseg.shared.store.galleries import latest_jobs, tile_jobs
 from kseg.shared.store.models import Gallery, GalleryImage, Image, Job, Run, Schedule
 from kseg.shared.store.objects import (
     BASE,
+    columns,
     events_list,
     job_data,
     output_names,
@@ -40,16 +41,9 @@ log = logging.getLogger(__name__)
 
 
 def _image_data(image: Image) -> dict[str, Any]:
+    names = ("id", "filename", "width", "height", "content_type", "format", "size_bytes")
     return {
-        "id": image.id,
-        "filename": image.filename,
-        "width": image.width,
-        "height": image.height,
-        "content_type": image.content_type,
-        "format": image.format,
-        "size_bytes": image.size_bytes,
-        "sha256": image.sha256,
-        "created_at": image.created_at,
+        **columns(image, (*names, "sha256", "created_at")),
         "links": {"self": f"{BASE}/images/{image.id}", "file": f"{BASE}/images/{image.id}/file"},
     }
 

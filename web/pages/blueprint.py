@@ -7,12 +7,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Flask, Response, render_template, request
+from flask import Blueprint, Flask, Response, flash, redirect, render_template, request
 from flask.sansio.blueprints import BlueprintSetupState
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
 from kseg.web.common.errors import handle_any
+from kseg.web.db import get_session
 from kseg.web.limits import retry_after
 from kseg.web.pages import present
 
@@ -36,6 +37,14 @@ def _security_headers(response: Response) -> Response:
     if response.mimetype == "text/html":
         response.headers.setdefault("Cache-Control", "no-store")
     return response
+
+
+def done(message: str, to: str) -> Response:
+    """The end of a form that changed something: commit, say what was done on the next page,
+    and send the browser there (303, so a reload does not post again)."""
+    get_session().commit()
+    flash(message, "ok")
+    return redirect(to, 303)
 
 
 def _on_api(path: str) -> bool:

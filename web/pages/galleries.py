@@ -54,7 +54,7 @@ from kseg.web.common.serialize import (
 from kseg.web.db import get_session
 from kseg.web.pages import present
 from kseg.web.pages.auth import current_owner, login_required, owner_id
-from kseg.web.pages.blueprint import bp, error_page
+from kseg.web.pages.blueprint import bp, done, error_page
 from kseg.web.queue import commit_and_publish
 
 GALLERY_PAGE = 50
@@ -278,9 +278,10 @@ def gallery_create() -> Any:
         db.rollback()
         field, text = field_error(exc.message)
         return _list_page(name, values, {field: text}, 422)
-    db.commit()
-    flash(f"Created the gallery {gallery.name}. Add images to it below.", "ok")
-    return redirect(url_for("pages.gallery", gallery_id=gallery.id), 303)
+    return done(
+        f"Created the gallery {gallery.name}. Add images to it below.",
+        url_for("pages.gallery", gallery_id=gallery.id),
+    )
 
 
 # ---------------------------------------------------------------- one gallery
@@ -364,8 +365,12 @@ def _gallery_page(
     return html, status
 
 
+def _to(gallery: Gallery, anchor: str = "") -> str:
+    return url_for("pages.gallery", gallery_id=gallery.id) + anchor
+
+
 def _back(gallery: Gallery, anchor: str = "") -> Response:
-    return redirect(url_for("pages.gallery", gallery_id=gallery.id) + anchor, 303)
+    return redirect(_to(gallery, anchor), 303)
 
 
 @bp.get("/galleries/<gallery_id>")
@@ -444,9 +449,10 @@ def gallery_remove_image(gallery_id: str, image_id: str) -> Any:
     )
     if filename is None or not remove_image(db, gallery, image_id):
         abort(404)
-    db.commit()
-    flash(f"Removed {filename} from the gallery (the image and its results are kept).", "ok")
-    return _back(gallery, "#images")
+    return done(
+        f"Removed {filename} from the gallery (the image and its results are kept).",
+        _to(gallery, "#images"),
+    )
 
 
 @bp.post("/galleries/<gallery_id>/settings")
@@ -463,9 +469,7 @@ def gallery_settings(gallery_id: str) -> Any:
         db.rollback()
         field, text = field_error(exc.message)
         return _gallery_page(gallery, errors={field: text}, name=name, values=values, status=422)
-    db.commit()
-    flash("Saved the name and the default parameters.", "ok")
-    return _back(gallery)
+    return done("Saved the name and the default parameters.", _to(gallery))
 
 
 @bp.post("/galleries/<gallery_id>/runs")
@@ -530,9 +534,7 @@ def gallery_schedule(gallery_id: str) -> Any:
     if errors:
         db.rollback()
         return _gallery_page(gallery, errors=errors, schedule_form=sent, status=422)
-    db.commit()
-    flash("Saved the schedule.", "ok")
-    return _back(gallery, "#schedule")
+    return done("Saved the schedule.", _to(gallery, "#schedule"))
 
 
 @bp.post("/galleries/<gallery_id>/schedule/delete")
@@ -555,9 +557,10 @@ def gallery_delete(gallery_id: str) -> Any:
     db = get_session()
     name = gallery.name
     db.execute(delete(Gallery).where(Gallery.id == gallery.id))
-    db.commit()
-    flash(f"Deleted the gallery {name}; its images and their results are kept.", "ok")
-    return redirect(url_for("pages.galleries"), 303)
+    return done(
+        f"Deleted the gallery {name}; its images and their results are kept.",
+        url_for("pages.galleries"),
+    )
 
 
 # ---------------------------------------------------------------- one run

@@ -41,7 +41,7 @@ from kseg.web.common.serialize import jobs_objs
 from kseg.web.db import get_session
 from kseg.web.pages import present
 from kseg.web.pages.auth import login_required, owner_id
-from kseg.web.pages.blueprint import bp
+from kseg.web.pages.blueprint import bp, done
 from kseg.web.queue import commit_and_publish, wake
 
 HISTORY_PAGE = 24
@@ -252,9 +252,10 @@ def image_delete(image_id: str) -> Any:
     db = get_session()
     filename = image.filename
     jobs = delete_image(db, image.id)
-    db.commit()
-    flash(f"Deleted {filename} and its {jobs} job{'s' if jobs != 1 else ''}.", "ok")
-    return redirect(url_for("pages.history"), 303)
+    return done(
+        f"Deleted {filename} and its {jobs} job{'s' if jobs != 1 else ''}.",
+        url_for("pages.history"),
+    )
 
 
 # ---------------------------------------------------------------- history
