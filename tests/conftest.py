@@ -381,14 +381,17 @@ class Stack:
     def logs(self) -> str:
         return "\n".join(f"--- {p.name} (pid {p.pid})\n{p.log()[-4000:]}" for p in self.processes)
 
-    def stop(self) -> None:
+    def stop(self, grace: float = 0.5) -> None:
         # SIGTERM to all first, then wait: their shutdown graces overlap instead of adding up.
+        # A short grace: a worker's warm shutdown on the embedded broker waits out its ~2 s
+        # poll, and nothing a test checks comes after its stack stops (CI has 15 minutes).
         for proc in self.processes:
             if proc.alive():
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.popen.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
         for proc in self.processes:
-            proc.stop()
+            proc.stop(grace=max(0.0, deadline - time.monotonic()))
         if self.server is not None:
             self.server.stop()
 
