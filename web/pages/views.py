@@ -1,8 +1,9 @@
 """The pages: submit (``/``), a job (``/jobs/<id>``) and the history (``/jobs``).
 
 Submitting uses the same service functions as ``POST /api/v1/jobs``: parameters are checked
-with :func:`kseg.shared.core.params.parse_params` before anything is stored, images are
-stored with :func:`kseg.shared.store.images.store_image`, jobs created with
+with :func:`kseg.shared.core.params.parse_params`, images are stored with
+:func:`kseg.shared.store.images.store_image` (the usable ones even when the form has errors,
+so that the form can offer them again: :mod:`kseg.web.pages.uploads`), jobs created with
 :func:`kseg.shared.store.jobs.submit_job`, committed, and only then published with
 :func:`kseg.web.queue.commit_and_publish`. Jobs are shown through the API's own serializer, so
 a page shows exactly what ``GET /api/v1/jobs/<id>`` answers.
@@ -10,6 +11,7 @@ a page shows exactly what ``GET /api/v1/jobs/<id>`` answers.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from flask import (
@@ -22,14 +24,13 @@ from flask import (
     url_for,
 )
 from sqlalchemy import func, select
-from werkzeug.datastructures import FileStorage
 
-from kseg.shared.core.params import OUTPUT_NAMES, parse_params
-from kseg.shared.errors import ImageError, InvalidParameterError, QuotaExceededError
+from kseg.shared.core.params import OUTPUT_NAMES, SegmentParams, parse_params
+from kseg.shared.errors import InvalidParameterError, QuotaExceededError
 from kseg.shared.settings import Settings
 from kseg.shared.statuses import FINAL_STATUSES, JOB_STATUSES
 from kseg.shared.store.events import delivery_id, run_delivery
-from kseg.shared.store.images import delete_image, store_image
+from kseg.shared.store.images import delete_image
 from kseg.shared.store.jobs import delete_job, submit_job
 from kseg.shared.store.models import Image, Job, Run
 from kseg.shared.store.quotas import check_active_jobs
@@ -39,7 +40,7 @@ from kseg.web.common.errors import ApiError
 from kseg.web.common.owned import find_owned
 from kseg.web.common.serialize import jobs_objs
 from kseg.web.db import get_session
-from kseg.web.pages import present
+from kseg.web.pages import present, uploads
 from kseg.web.pages.auth import login_required, owner_id
 from kseg.web.pages.blueprint import bp, done
 from kseg.web.queue import commit_and_publish, wake
@@ -65,7 +66,10 @@ def _submit_page(
     image: Image | None = None,
     source: str = "upload",
     status: int = 200,
+    got: uploads.Uploads | None = None,
 ) -> tuple[str, int]:
+    """The submit form; ``got``: the images kept from this post (offered again by id, so a
+    form error costs no upload) and the files it could not use."""
     settings = _settings()
     html = render_template(
         "submit.html",
@@ -73,6 +77,9 @@ def _submit_page(
         errors=errors or {},
         image=image,
         source=source if image is not None else "upload",
+        kept=got.images if got else [],
+        keep_field=uploads.KEEP_FIELD,
+        skipped=got.skipped if got and got.images else [],
         fields=present.FIELDS,
         normalize_choices=present.NORMALIZE_CHOICES,
         color_space_choices=present.COLOR_SPACE_CHOICES,
@@ -107,73 +114,92 @@ def too_large_page() -> tuple[str, int]:
 @bp.post("/")
 @login_required
 def submit_post() -> Any:
-    settings = _settings()
-    form = request.form
-    values = present.form_from(form, submitted=True)
+    """One job per image: a "run again" image, or the uploads (new files and kept ones)."""
+    values = present.form_from(request.form, submitted=True)
     errors: dict[str, str] = {}
-    source = form.get("source", "upload")
-    image = _own_image(form.get("image_id")) if source == "image" else None
-    files: list[FileStorage] = [part for part in request.files.getlist("file") if part.filename]
-
     params = None
     try:
         params = parse_params(present.params_input(values))
     except InvalidParameterError as exc:
         field, text = present.field_error(exc.message)
         errors[field] = text
+    if request.form.get("source", "upload") == "image":
+        return _submit_image(values, errors, params)
+    return _submit_uploads(values, errors, params)
 
-    if source == "image" and image is None:
+
+def _submit_image(
+    values: dict[str, Any], errors: dict[str, str], params: SegmentParams | None
+) -> Any:
+    """A job on an image stored before ("run again"), if it is still the owner's."""
+    image = _own_image(request.form.get("image_id"))
+    if image is None:
         errors["file"] = "That image is no longer available; choose a file instead."
-        source = "upload"
-    elif source != "image" and not files:
-        errors["file"] = "Choose at least one image (or drop it on the box)."
+        return _submit_page(values, errors, status=422)
     if errors or params is None:
-        if files and "file" not in errors:
-            errors.setdefault("file_again", "Choose your file(s) again after fixing the above.")
-        return _submit_page(values, errors, image, source, status=422)
+        return _submit_page(values, errors, image, "image", status=422)
 
+    def again(errors: dict[str, str], status: int) -> tuple[str, int]:
+        return _submit_page(values, errors, image, "image", status=status)
+
+    return _submit_jobs(values, params, uploads.Uploads(images=[image]), again)
+
+
+def _submit_uploads(
+    values: dict[str, Any], errors: dict[str, str], params: SegmentParams | None
+) -> Any:
+    """Jobs on the posted files and kept images. The usable files are stored even when the
+    form has errors, and the form offers them again: fixing a field never means choosing
+    the files again. Unusable files are left out, with why; none usable is a form error."""
+    db = get_session()
+    files = [part for part in request.files.getlist("file") if part.filename]
+    kept_ids = request.form.getlist(uploads.KEEP_FIELD)
+    got = uploads.collect(db, owner_id(), kept_ids, files, _settings())
+    problem = got.problem()
+    status = 422
+    if problem:
+        errors["file"], status = problem
+    if errors or params is None:
+        if got.stored:
+            db.commit()  # kept for the next try, as the API would keep an upload
+        return _submit_page(values, errors, status=status if len(errors) == 1 else 422, got=got)
+
+    def again(errors: dict[str, str], status: int) -> tuple[str, int]:
+        if got.stored:
+            db.commit()
+        return _submit_page(values, errors, status=status, got=got)
+
+    return _submit_jobs(values, params, got, again)
+
+
+def _submit_jobs(
+    values: dict[str, Any],
+    params: SegmentParams,
+    got: uploads.Uploads,
+    again: Callable[[dict[str, str], int], tuple[str, int]],
+) -> Any:
+    """One job per image of ``got``, committed and published; the files left out are
+    named on the next page. Over the active-jobs quota: ``again`` (the form, 429)."""
     db = get_session()
     me = owner_id()
-    jobs: list[Job] = []
     try:
-        check_active_jobs(
-            db, me, 1 if image is not None else len(files), settings.quota_active_jobs
-        )
+        check_active_jobs(db, me, len(got.images), _settings().quota_active_jobs)
     except QuotaExceededError as exc:
-        errors["file"] = exc.message
-        return _submit_page(values, errors, image, source, status=429)
+        return again({"file": exc.message}, 429)
     with limits.submissions(me):  # over the limit: the 429 page (web.pages)
-        if image is not None:
-            jobs.append(submit_job(db, me, image, params, reuse=values["reuse"]))
-        else:
-            for part in files:  # one job per file; one bad file stores none (one transaction)
-                data = part.read()
-                try:
-                    stored, created = store_image(
-                        db,
-                        me,
-                        data,
-                        part.filename,
-                        max_pixels=settings.max_image_pixels,
-                        max_stored_bytes=settings.quota_stored_bytes,
-                    )
-                except (ImageError, QuotaExceededError) as exc:
-                    db.rollback()
-                    name = part.filename or "the file"
-                    errors["file"] = f"{name}: {exc.message.rstrip('.')}."
-                    if len(files) > 1:
-                        errors["file"] += " No file was submitted; choose the images again."
-                    return _submit_page(values, errors, status=exc.status)
-                # A first upload has no finished job to reuse: skip looking for one.
-                jobs.append(
-                    submit_job(db, me, stored, params, reuse=values["reuse"] and not created)
-                )
+        # A first upload has no finished job to reuse: skip looking for one.
+        jobs = [
+            submit_job(db, me, image, params, reuse=values["reuse"] and image.id not in got.created)
+            for image in got.images
+        ]
     ids = [job.id for job in jobs]
     queued = [job.id for job in jobs if job.status == "queued"]
     if not queued:
         db.commit()
     elif not commit_and_publish(db, "interactive"):
         flash("The queue is not answering right now; your jobs will start shortly.", "warn")
+    for line in got.skipped:
+        flash(f"Left out {line}", "warn")
     if len(ids) == 1:
         return redirect(url_for("pages.job", job_id=ids[0]), 303)
     flash(f"Submitted {len(ids)} jobs.", "ok")

@@ -1,8 +1,9 @@
 /* kseg — small progressive enhancements; every page works without them, except live updates.
  *
  * - times shown in the browser's time zone
- * - submit form: drag and drop, chosen files listed, size limit checked before sending,
- *   k fixed/auto toggles its inputs
+ * - submit form: drag and drop, chosen files listed (unusable ones left out, with why), size
+ *   limit checked before sending, k fixed/auto toggles its inputs, "from" ≤ "to" and at least
+ *   one output checked before sending, images kept from a refused try can be removed
  * - job page: polls GET /api/v1/jobs/<id> every 300 ms while queued or running, reloads
  *   when it ends; before/after slider; the lightbox: the original and outputs full size in
  *   a modal dialog (←/→ or a swipe between them, 1:1 zoom panned by scrolling or dragging,
@@ -76,8 +77,27 @@
 
   /* ------------------------------------------------------------ upload forms */
 
+  // What the server reads (web/pages/present.py FIELDS "file"): by MIME type, or by name
+  // where the browser gives no type; the server still checks each file's bytes.
+  var IMAGE_TYPE = /^image\/(png|jpeg|gif|webp|tiff|bmp|x-ms-bmp)$/;
+  var IMAGE_NAME = /\.(png|jpe?g|gif|webp|tiff?|bmp)$/i;
+
+  // Why a chosen file cannot be used ("" when it can).
+  var fileProblem = function (file, maxBytes, maxSize) {
+    var named = IMAGE_NAME.test(file.name) || !/\.[^.\/]+$/.test(file.name);
+    var typed = file.type
+      ? IMAGE_TYPE.test(file.type) || (file.type === "application/octet-stream" && named)
+      : named;
+    if (!typed) { return "not an image (PNG, JPEG, GIF, WebP, TIFF or BMP)"; }
+    if (maxBytes && file.size > maxBytes) { return "over the size limit (" + maxSize + ")"; }
+    return "";
+  };
+
   // The submit form and a gallery's "add images" form: drag and drop, the chosen files
   // listed, the size limit checked before sending, the button disabled while uploading.
+  // Files that cannot be used are left out of a drop or choice and listed with why, so one
+  // bad file does not cost the good ones; when none is good they are sent as they are, and
+  // the server's answer says what is wrong (as without this script).
   var uploadForm = function (form) {
     var input = $("input[type=file]", form);
     var zone = $("[data-dropzone]", form);
@@ -88,14 +108,28 @@
     var useUpload = $("[data-source-upload]", form);
     var button = $("[data-submit-button]", form);
     var label = button.textContent;
+    var leftOut = [];  // [file, why, taken out of the input] of the last choice
 
     var showFiles = function () {
       chosen.textContent = "";
       var total = 0;
+      var isBad = function (file) {
+        return leftOut.some(function (bad) {
+          return bad[0].name === file.name && bad[0].size === file.size;
+        });
+      };
       Array.prototype.forEach.call(input.files || [], function (file) {
         total += file.size;
+        if (isBad(file)) { return; }  // none was usable: listed below, with why
         var li = document.createElement("li");
         li.textContent = file.name + " · " + humanBytes(file.size);
+        chosen.appendChild(li);
+      });
+      leftOut.forEach(function (bad) {
+        var li = document.createElement("li");
+        li.className = "is-bad";
+        li.setAttribute("data-left-out", "");
+        li.textContent = bad[0].name + ": " + bad[1] + (bad[2] ? " — left out" : "");
         chosen.appendChild(li);
       });
       var tooBig = maxBytes && total > maxBytes;
@@ -108,7 +142,28 @@
       if (input.files && input.files.length && useUpload) { useUpload.checked = true; }
       return !tooBig;
     };
-    input.addEventListener("change", showFiles);
+
+    // A new choice or drop: keep the usable files in the input, list the others.
+    var pickFiles = function (files) {
+      var good = [];
+      leftOut = [];
+      Array.prototype.forEach.call(files || [], function (file) {
+        var why = fileProblem(file, maxBytes, maxSize);
+        if (why) { leftOut.push([file, why]); } else { good.push(file); }
+      });
+      var keep = files;
+      if (good.length && leftOut.length && window.DataTransfer) {
+        try {
+          var only = new DataTransfer();
+          good.forEach(function (file) { only.items.add(file); });
+          keep = only.files;
+          leftOut.forEach(function (bad) { bad.push(true); });
+        } catch (e) { keep = files; }
+      }
+      if (keep !== input.files) { input.files = keep; }
+      showFiles();
+    };
+    input.addEventListener("change", function () { pickFiles(input.files); });
 
     ["dragenter", "dragover"].forEach(function (type) {
       zone.addEventListener(type, function (event) {
@@ -122,8 +177,7 @@
     zone.addEventListener("drop", function (event) {
       event.preventDefault();
       if (event.dataTransfer && event.dataTransfer.files && event.dataTransfer.files.length) {
-        input.files = event.dataTransfer.files;
-        showFiles();
+        pickFiles(event.dataTransfer.files);
       }
     });
 
@@ -152,19 +206,65 @@
     var kNumber = $("[data-k-number]", fieldset);
     var kAuto = $all("[data-k-auto]", fieldset);
     var kRange = $("[data-k-range]", fieldset);
+    // "from" ≤ "to", in the server's words (web/pages/present.py field_error), on "from":
+    // the browser then refuses to submit and says so there. (A disabled input, in fixed
+    // mode, is not checked.) min and max are the inputs' own attributes.
+    var checkRange = function () {
+      var low = parseInt(kAuto[0].value, 10);
+      var high = parseInt(kAuto[1].value, 10);
+      var wrong = low > high;  // false when either is not a number
+      kAuto[0].setCustomValidity(wrong
+        ? "\u201cfrom\u201d (" + low + ") must not exceed \u201cto\u201d (" + high + ")." : "");
+    };
     var syncK = function () {
       var checked = $("[data-k-mode]:checked", fieldset);
       var auto = checked && checked.value === "auto";
       kNumber.disabled = auto;
       kAuto.forEach(function (el) { el.disabled = !auto; });
       kRange.classList.toggle("is-off", !auto);
+      checkRange();
     };
+    kAuto.forEach(function (el) { el.addEventListener("input", checkRange); });
     $all("[data-k-mode]", fieldset).forEach(function (radio) { radio.addEventListener("change", syncK); });
     kNumber.addEventListener("focus", function () {
       var fixed = $("[data-k-mode][value=number]", fieldset);
       if (fixed && !fixed.checked) { fixed.checked = true; syncK(); }
     });
     syncK();
+  });
+
+  // Outputs: at least one ticked, or the browser refuses to submit (the server's rule too).
+  $all("fieldset#outputs").forEach(function (fieldset) {
+    var boxes = $all("input[type=checkbox][name=outputs]", fieldset);
+    if (!boxes.length) { return; }
+    var checkOutputs = function () {
+      var none = !boxes.some(function (box) { return box.checked; });
+      boxes[0].setCustomValidity(none ? "Tick at least one output." : "");
+    };
+    boxes.forEach(function (box) { box.addEventListener("change", checkOutputs); });
+    checkOutputs();
+  });
+
+  /* ------------------------------------------------------------ submit form: kept images */
+
+  // Images kept from a try the server refused (a form error): each is sent again by id
+  // unless removed here. Without this script the list stays as it is.
+  $all("[data-kept]").forEach(function (kept) {
+    $all("[data-kept-remove]", kept).forEach(function (button) {
+      button.hidden = false;
+      button.addEventListener("click", function () {
+        var item = button.closest("[data-kept-item]");
+        var next = item.nextElementSibling || item.previousElementSibling;
+        item.parentNode.removeChild(item);
+        if (next) {
+          $("[data-kept-remove]", next).focus();
+        } else {
+          kept.hidden = true;
+          var file = document.getElementById("file");
+          if (file) { file.focus(); }
+        }
+      });
+    });
   });
 
   var formErrors = $("#form-errors");
