@@ -117,7 +117,7 @@ def test_create_upload_run_and_see_the_grid_fill_in(live: BrowserStack, page: An
         }""",
         timeout=90_000,
     )
-    expect(tiles.locator("[data-badge]")).to_have_text(["Done"] * 3)
+    expect(tiles.locator("[data-badge]")).to_have_text(["Succeeded"] * 3)
     expect(run_row.locator("[data-run-badge]")).to_have_text("Succeeded", timeout=30_000)
     expect(run_row.locator("[data-counter-text]")).to_have_text("3/3 done")
     expect(run_row.locator("[data-counter-detail]")).to_have_text("3 succeeded")
@@ -159,7 +159,7 @@ def test_create_upload_run_and_see_the_grid_fill_in(live: BrowserStack, page: An
     expect(page.locator(".run-progress [data-counter-text]")).to_have_text("3/3 done")
     rows = page.locator("[data-run-jobs] [data-job-id]")
     expect(rows).to_have_count(3)
-    expect(rows.locator("[data-badge]")).to_have_text(["Done"] * 3)
+    expect(rows.locator("[data-badge]")).to_have_text(["Succeeded"] * 3)
     all_images_loaded(page, "[data-run-jobs] img")
     rows.first.locator(".jobrow-title a").click()
     expect(page.locator("[data-results]")).to_be_visible()
@@ -196,7 +196,7 @@ def test_a_run_page_follows_a_running_run(live: BrowserStack, page: Any) -> None
     page.wait_for_url(RUN_URL)
     expect(page.locator(".job-title [data-run-badge]")).to_have_text("Succeeded", timeout=60_000)
     expect(page.locator(".run-progress [data-counter-text]")).to_have_text("4/4 done")
-    expect(page.locator("[data-run-jobs] [data-badge]")).to_have_text(["Done"] * 4)
+    expect(page.locator("[data-run-jobs] [data-badge]")).to_have_text(["Succeeded"] * 4)
     expect(page.locator("[data-run-announce]")).to_have_text(re.compile("Succeeded|^$"))
     all_images_loaded(page, "[data-run-jobs] img")
     srcs = page.locator("[data-run-jobs] img").evaluate_all("imgs => imgs.map(i => i.src)")

@@ -88,7 +88,7 @@ def test_a_run_pages_counters_agree_with_its_rows_while_it_drains(
     live.start_worker()
     expect(page.locator(".job-title [data-run-badge]")).to_have_text("Succeeded", timeout=90_000)
     expect(page.locator(".run-progress [data-counter-text]")).to_have_text("10/10 done")
-    expect(page.locator("[data-run-jobs] [data-badge]")).to_have_text(["Done"] * 10)
+    expect(page.locator("[data-run-jobs] [data-badge]")).to_have_text(["Succeeded"] * 10)
     page.evaluate("window.clearInterval(window.__watch)")
     assert page.evaluate("window.__mismatches") == []
     assert page.evaluate("window.__samples") > 10
@@ -127,7 +127,7 @@ def test_a_tile_shows_the_result_a_run_skips_as_up_to_date(live: BrowserStack, p
     page.goto(f"/galleries/{gallery_id}")
     lake = page.locator(f'[data-image-id="{single["image"]["id"]}"]')
     new = page.locator(f'[data-image-id="{fresh}"]')
-    expect(lake.locator("[data-badge]")).to_have_text("Done")
+    expect(lake.locator("[data-badge]")).to_have_text("Succeeded")
     expect(lake.locator("[data-tile-img]")).to_have_attribute(
         "src", f"/api/v1/jobs/{single['id']}/outputs/recolor/thumbnail?size=480"
     )
@@ -144,14 +144,14 @@ def test_a_tile_shows_the_result_a_run_skips_as_up_to_date(live: BrowserStack, p
     expect(run_row.locator("[data-counter-detail]")).to_have_text(
         "1 succeeded · 1 skipped (up to date)"
     )
-    expect(page.locator(".tiles [data-badge]")).to_have_text(["Done", "Done"])
+    expect(page.locator(".tiles [data-badge]")).to_have_text(["Succeeded", "Succeeded"])
     expect(lake.locator("[data-tile-img]")).to_have_attribute(
         "src", f"/api/v1/jobs/{single['id']}/outputs/recolor/thumbnail?size=480"
     )
 
     # After a reload too, and over the API: the same story.
     page.reload()
-    expect(page.locator(".tiles [data-badge]")).to_have_text(["Done", "Done"])
+    expect(page.locator(".tiles [data-badge]")).to_have_text(["Succeeded", "Succeeded"])
     items = live.api("GET", f"/api/v1/galleries/{gallery_id}/images").json()["items"]
     by_id = {item["id"]: item for item in items}
     assert by_id[single["image"]["id"]]["current_job"]["id"] == single["id"]

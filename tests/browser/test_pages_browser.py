@@ -230,10 +230,10 @@ def test_history_lists_filters_and_pages(live: BrowserStack, page: Any) -> None:
     all_images_loaded(page, "[data-joblist] img")
     screenshot(page, "history")
 
-    page.get_by_role("link", name=re.compile(r"^Done")).click()
-    expect(page.locator(".filters [aria-current=page]")).to_contain_text("Done")
+    page.get_by_role("link", name=re.compile(r"^Succeeded")).click()
+    expect(page.locator(".filters [aria-current=page]")).to_contain_text("Succeeded")
     badges = page.locator("[data-joblist] [data-badge]").all_text_contents()
-    assert badges and all(b.strip() == "Done" for b in badges), badges
+    assert badges and all(b.strip() == "Succeeded" for b in badges), badges
     page.get_by_role("link", name=re.compile(r"^Failed")).click()
     expect(page.get_by_text("No failed jobs.")).to_be_visible()
 

@@ -100,7 +100,7 @@ NORMALIZE_CHOICES = (
 )
 COLOR_SPACE_CHOICES = (("rgb", "RGB"), ("lab", "CIELAB"))
 OUTPUT_HELP = {
-    "labels": "label map (machine-readable)",
+    "labels": "label map for programs: pixel value = cluster number (shown in colour)",
     "gray": "labels as greys",
     "color": "a colour per label",
     "recolor": "each pixel as its cluster's colour",
@@ -323,7 +323,7 @@ def timings(result: dict[str, Any]) -> list[tuple[str, float]]:
 STATUS_TEXT = {
     "queued": "Queued",
     "running": "Running",
-    "succeeded": "Done",
+    "succeeded": "Succeeded",
     "failed": "Failed",
     "canceled": "Canceled",
 }

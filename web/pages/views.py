@@ -225,8 +225,12 @@ def job(job_id: str) -> Any:
     obj = jobs_objs(db, [row])[0]
     result = obj.get("result") or {}
     chart = None
+    run_again = present.run_again_url(url_for("pages.submit"), obj["image"]["id"], obj["params"])
     if result.get("k_scores"):
         chart = present.k_chart(result["k_scores"], int(result.get("k") or 0))
+        for bar in chart.bars:  # each bar is a link: this image again at that k
+            fixed = {**obj["params"], "k": bar["k"], "k_min": None, "k_max": None}
+            bar["url"] = present.run_again_url(url_for("pages.submit"), obj["image"]["id"], fixed)
     outputs = result.get("outputs") or {}
     return render_template(
         "job.html",
@@ -240,11 +244,36 @@ def job(job_id: str) -> Any:
         metrics=present.metrics(result) if result else [],
         timings=present.timings(result) if result else [],
         params=present.params_summary(obj["params"]),
-        run_again=present.run_again_url(url_for("pages.submit"), obj["image"]["id"], obj["params"]),
+        run_again=run_again,
+        other_k=_other_k(row, result.get("k")),
         advice=present.advice((obj.get("error") or {}).get("code")),
         status_text=present.STATUS_TEXT,
         final=obj["status"] in FINAL_STATUSES,
     )
+
+
+#: How many results at other k the job page shows side by side.
+OTHER_K_SHOWN = 8
+
+
+def _other_k(row: Job, k: Any) -> list[dict[str, Any]]:
+    """The owner's newest succeeded job on the same image for each other k, by k: the job
+    page's side-by-side (the API has the same as ``GET /api/v1/jobs?image_id=…``)."""
+    db = get_session()
+    stmt = (
+        select(Job)
+        .where(Job.owner_id == row.owner_id, Job.image_id == row.image_id, Job.id != row.id)
+        .where(Job.status == "succeeded")
+        .order_by(Job.created_at.desc(), Job.id.desc())
+        .limit(4 * OTHER_K_SHOWN)
+    )
+    by_k: dict[int, dict[str, Any]] = {}
+    for item in jobs_objs(db, list(db.scalars(stmt))):
+        other = (item.get("result") or {}).get("k")
+        if isinstance(other, int) and other != k and other not in by_k:
+            item["thumbnail"] = present.thumbnail_url(item, present.GRID_THUMB)
+            by_k[other] = item
+    return [by_k[n] for n in sorted(by_k)[:OTHER_K_SHOWN]]
 
 
 @bp.post("/jobs/<job_id>/delete")

@@ -21,7 +21,7 @@
 
   var FINAL = { succeeded: true, failed: true, canceled: true };
   var STATUS_TEXT = {
-    queued: "Queued", running: "Running", succeeded: "Done", failed: "Failed", canceled: "Canceled"
+    queued: "Queued", running: "Running", succeeded: "Succeeded", failed: "Failed", canceled: "Canceled"
   };
 
   function $(sel, root) { return (root || document).querySelector(sel); }
