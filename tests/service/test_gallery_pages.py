@@ -228,7 +228,7 @@ def test_add_several_images_and_remove_one(signed_in: Pages) -> None:
 @pytest.mark.parametrize(
     ("files", "status", "message"),
     [
-        ([(tiny_png(1), "ok.png"), (b"hello\n", "notes.txt")], 415, "notes.txt: not an image"),
+        ([(b"hello\n", "notes.txt"), (b"", "empty.png")], 415, "notes.txt: not an image"),
         ([(b"", "empty.png")], 422, "empty.png: the file is empty"),
         ([], 422, "Choose at least one image"),
     ],
@@ -242,6 +242,20 @@ def test_a_bad_upload_shows_a_message_and_adds_nothing(
     assert message in field_error(response, "file")
     assert count(signed_in, GalleryImage, gallery_id=gallery_id) == 0
     assert signed_in.count(Image) == 0
+
+
+def test_one_bad_file_in_a_drop_is_left_out_and_the_good_ones_are_added(
+    signed_in: Pages,
+) -> None:
+    gallery_id = new_gallery(signed_in)
+    files = [(tiny_png(1), "ok-1.png"), (b"hello\n", "notes.txt"), (tiny_png(2), "ok-2.png")]
+    response = upload(signed_in, gallery_id, files)
+    assert response.status_code == 303, text(response)[:2000]
+    body = text(signed_in.client.get(f"/galleries/{gallery_id}"))
+    assert "Added 2 images." in body
+    assert "Left out notes.txt: not an image" in body
+    assert count(signed_in, GalleryImage, gallery_id=gallery_id) == 2
+    assert signed_in.count(Image) == 2
 
 
 def test_an_upload_over_the_limit_is_a_friendly_413(

@@ -25,7 +25,7 @@ from werkzeug.datastructures import FileStorage, MultiDict
 from werkzeug.wrappers import Response
 
 from kseg.shared.core.params import OUTPUT_NAMES
-from kseg.shared.errors import ImageError, InvalidParameterError, QuotaExceededError
+from kseg.shared.errors import InvalidParameterError
 from kseg.shared.settings import TRUE, Settings
 from kseg.shared.statuses import FINAL_STATUSES
 from kseg.shared.store.galleries import (
@@ -39,7 +39,6 @@ from kseg.shared.store.galleries import (
     start_run,
     update_gallery,
 )
-from kseg.shared.store.images import store_image
 from kseg.shared.store.models import Gallery, GalleryImage, Image, Run, Schedule
 from kseg.web.common import paging
 from kseg.web.common.errors import ApiError
@@ -52,7 +51,7 @@ from kseg.web.common.serialize import (
     runs_objs,
 )
 from kseg.web.db import get_session
-from kseg.web.pages import present
+from kseg.web.pages import present, uploads
 from kseg.web.pages.auth import current_owner, login_required, owner_id
 from kseg.web.pages.blueprint import bp, done, error_page
 from kseg.web.queue import commit_and_publish
@@ -397,32 +396,17 @@ def too_large_page() -> Any:
 @bp.post("/galleries/<gallery_id>/images")
 @login_required
 def gallery_upload(gallery_id: str) -> Any:
-    """Adds the uploaded images (one file or several, all or none) to the gallery."""
+    """Adds the uploaded images to the gallery; a file that is not a usable image is left
+    out and named, the rest are added (as on the submit page)."""
     gallery = _own_gallery(gallery_id)
     files: list[FileStorage] = [part for part in request.files.getlist("file") if part.filename]
-    if not files:
-        errors = {"file": "Choose at least one image (or drop them on the box)."}
-        return _gallery_page(gallery, errors=errors, status=422)
     db = get_session()
+    got = uploads.collect(db, owner_id(), (), files, _settings())
+    if (problem := got.problem()) is not None:  # no usable image: nothing was stored
+        db.rollback()
+        return _gallery_page(gallery, errors={"file": problem[0]}, status=problem[1])
     before = image_count(db, gallery.id)
-    images: list[Image] = []
-    for part in files:  # one bad file adds none (one transaction), as on the submit page
-        try:
-            image, _ = store_image(
-                db,
-                owner_id(),
-                part.read(),
-                part.filename,
-                max_pixels=_settings().max_image_pixels,
-                max_stored_bytes=_settings().quota_stored_bytes,
-            )
-        except (ImageError, QuotaExceededError) as exc:
-            db.rollback()
-            text = f"{part.filename}: {exc.message.rstrip('.')}."
-            if len(files) > 1:
-                text += " No image was added; choose the images again."
-            return _gallery_page(gallery, errors={"file": text}, status=exc.status)
-        images.append(image)
+    images = got.images
     add_images(db, gallery, images)
     added = image_count(db, gallery.id) - before
     db.commit()
@@ -433,6 +417,8 @@ def gallery_upload(gallery_id: str) -> Any:
     if added:
         message += " Run the gallery to segment them."
     flash(message, "ok")
+    for line in got.skipped:
+        flash(f"Left out {line}", "warn")
     return _back(gallery, "#images")
 
 
