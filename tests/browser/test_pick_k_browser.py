@@ -57,6 +57,7 @@ def test_a_bar_of_the_curve_segments_again_at_that_k_and_both_show_side_by_side(
     expect(strip.locator("[data-other-k-job]")).to_have_text([f"k = {chosen}"])
     for img in strip.locator("img").all():  # thumbnails, not full-size files
         assert "/thumbnail?size=" in (img.get_attribute("src") or "")
+    strip.scroll_into_view_if_needed()
     screenshot(page, "job-other-k", full_page=False)
     strip.locator("[data-other-k-job]").click()
     page.wait_for_url(re.compile(f"/jobs/{auto['id']}$"))

@@ -100,7 +100,7 @@ NORMALIZE_CHOICES = (
 )
 COLOR_SPACE_CHOICES = (("rgb", "RGB"), ("lab", "CIELAB"))
 OUTPUT_HELP = {
-    "labels": "label map for programs: pixel value = cluster number (shown in colour)",
+    "labels": "label map for programs (pixel value = cluster number)",
     "gray": "labels as greys",
     "color": "a colour per label",
     "recolor": "each pixel as its cluster's colour",
