@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -106,8 +107,16 @@ def _add_service_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_command(
-    subparsers: Any, name: str, summary: str, description: str, epilog: str = _EXIT_CODES
+    subparsers: Any,
+    name: str,
+    func: Callable[[argparse.Namespace], int],
+    summary: str,
+    description: str,
+    epilog: str = _EXIT_CODES,
+    common: Callable[[argparse.ArgumentParser], None] | None = None,
 ) -> Any:
+    """The sub-command ``name`` run by ``func``, with ``common``'s arguments (the service's
+    address and token, and for submit and fetch where results go)."""
     p = subparsers.add_parser(
         name,
         help=summary,
@@ -116,6 +125,8 @@ def _add_command(
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.error = usage_error(f"kseg {name}")
+    p.set_defaults(func=func)
+    (common or _add_service_arguments)(p)
     return p
 
 
@@ -124,6 +135,7 @@ def add_client_parsers(subparsers: Any) -> None:
     p = _add_command(
         subparsers,
         "submit",
+        run_submit,
         "upload images to a running service, watch progress, download the results",
         _SUBMIT_DESCRIPTION,
     )
@@ -152,11 +164,9 @@ def add_client_parsers(subparsers: Any) -> None:
         help="only these events, comma-separated: job.succeeded, job.failed, job.canceled "
         "(default: all)",
     )
-    _add_service_arguments(p)
-    p.set_defaults(func=run_submit)
 
     p = _add_command(
-        subparsers, "fetch", "wait for submitted jobs and download their results",
+        subparsers, "fetch", run_fetch, "wait for submitted jobs and download their results",
         _FETCH_DESCRIPTION,
     )  # fmt: skip
     p.add_argument("job_ids", metavar="JOB_ID", nargs="+", help="ids of jobs to fetch")
@@ -166,13 +176,13 @@ def add_client_parsers(subparsers: Any) -> None:
         help="download each job's export.zip (every output PNG, result.json and a manifest) "
         "as ./<image stem>-kseg.zip (in OUTDIR with -o) instead of unpacked files",
     )
-    _add_service_arguments(p)
-    p.set_defaults(func=run_fetch)
 
     p = _add_command(
-        subparsers, "jobs", "list your newest jobs on a running service (ids for kseg fetch)",
-        _JOBS_DESCRIPTION, "exit codes: 0 listed; 2 a usage error (e.g. an unknown status);\n"
+        subparsers, "jobs", run_jobs,
+        "list your newest jobs on a running service (ids for kseg fetch)", _JOBS_DESCRIPTION,
+        "exit codes: 0 listed; 2 a usage error (e.g. an unknown status);\n"
         "3 the service could not be used (not reachable, token refused, server error).",
+        _add_connection_arguments,
     )  # fmt: skip
     p.add_argument(
         "--status", metavar="LIST",
@@ -183,8 +193,6 @@ def add_client_parsers(subparsers: Any) -> None:
         "-n", "--limit", type=int, default=20, metavar="N",
         help="how many, newest first, 1..200 (default: 20)",
     )  # fmt: skip
-    _add_connection_arguments(p)
-    p.set_defaults(func=run_jobs)
 
 
 def _fail(message: str) -> None:
