@@ -19,22 +19,10 @@ from werkzeug.test import TestResponse
 
 from kseg.shared.store.db import get_sessionmaker
 from kseg.shared.store.models import Gallery, GalleryImage, Image, Run, Schedule
-from tests.service.test_api_common import BACKENDS, baby, make_api, tiny_png
+from tests.service.test_api_common import baby, make_api, tiny_png
 from tests.service.test_pages import Pages, field_error, text
 
 GALLERY_PATH = re.compile(r"^/galleries/([0-9a-f-]{36})$")
-
-
-@pytest.fixture(params=BACKENDS)
-def pages(request: pytest.FixtureRequest, tmp_path: Path) -> Pages:
-    return Pages(make_api(request, tmp_path, request.param))
-
-
-@pytest.fixture
-def signed_in(pages: Pages) -> Pages:
-    response = pages.sign_in()
-    assert response.status_code == 302, response.get_data(as_text=True)
-    return pages
 
 
 def csrf(pages: Pages, path: str = "/galleries") -> str:

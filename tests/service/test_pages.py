@@ -23,7 +23,7 @@ from werkzeug.test import TestResponse
 from kseg.shared.store.auth import hash_token
 from kseg.shared.store.db import get_sessionmaker
 from kseg.shared.store.models import ApiToken, Image, Job, Owner, WebSession
-from tests.service.test_api_common import BACKENDS, Api, baby, make_api, tiny_png, weixin
+from tests.service.test_api_common import Api, baby, make_api, tiny_png, weixin
 
 CSRF_INPUT = re.compile(r'name="csrf_token" value="([^"]+)"')
 JOB_PATH = re.compile(r"^/jobs/([0-9a-f-]{36})$")
@@ -106,18 +106,6 @@ class Pages:
         client = self.api.app.test_client()
         client.set_cookie(self.api.app.config["SESSION_COOKIE_NAME"], cookie)
         return client
-
-
-@pytest.fixture(params=BACKENDS)
-def pages(request: pytest.FixtureRequest, tmp_path: Path) -> Pages:
-    return Pages(make_api(request, tmp_path, request.param))
-
-
-@pytest.fixture
-def signed_in(pages: Pages) -> Pages:
-    response = pages.sign_in()
-    assert response.status_code == 302, response.get_data(as_text=True)
-    return pages
 
 
 def text(response: TestResponse) -> str:

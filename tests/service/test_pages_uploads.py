@@ -9,26 +9,12 @@ from __future__ import annotations
 
 import io
 import re
-from pathlib import Path
-
-import pytest
 
 from kseg.shared.store.models import Image, Job
-from tests.service.test_api_common import BACKENDS, baby, make_api, tiny_png, weixin
+from tests.service.test_api_common import baby, tiny_png, weixin
 from tests.service.test_pages import Pages, field_error, job_id_of, text
 
 KEPT = re.compile(r'name="image_ids" value="([^"]+)"')
-
-
-@pytest.fixture(params=BACKENDS)
-def pages(request: pytest.FixtureRequest, tmp_path: Path) -> Pages:
-    return Pages(make_api(request, tmp_path, request.param))
-
-
-@pytest.fixture
-def signed_in(pages: Pages) -> Pages:
-    assert pages.sign_in().status_code == 302
-    return pages
 
 
 def kept_ids(body: str) -> list[str]:
