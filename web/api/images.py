@@ -13,21 +13,12 @@ from kseg.shared.store.models import Image
 from kseg.web.api.auth import own, owned_page, owner_id
 from kseg.web.api.blueprint import bp
 from kseg.web.api.requests import body_kind, file_parts, form_fields
-from kseg.web.common.apidoc import (
-    delete_operation,
-    header,
-    json_response,
-    list_operation,
-    operation,
-    read_operation,
-    ref,
-    upload_request,
-)
+from kseg.web.common import apidoc as doc
 from kseg.web.common.errors import ApiError
 from kseg.web.common.serialize import image_obj, images_objs
 from kseg.web.db import get_session
 
-IMAGE_ETAG = {"ETag": header("The original's SHA-256 (hex).")}
+IMAGE_ETAG = {"ETag": doc.header("The original's SHA-256 (hex).")}
 
 
 def own_image(image_id: str) -> Image:
@@ -72,14 +63,16 @@ def store_uploads() -> list[Image]:
 
 
 @bp.post("/images")
-@operation(
+@doc.operation(
     "uploadImages",
     "Upload one or more images (parts `file`)",
     tag="images",
     description="The same bytes uploaded twice by one owner give the same image id. All or "
     "nothing: one unusable file rejects the whole request.",
-    request_body=upload_request("ImageUploadForm"),
-    responses={"201": json_response(ref("ImageList"), "The images, one per part, in order.")},
+    request_body=doc.upload_request("ImageUploadForm"),
+    responses={
+        "201": doc.json_response(doc.ref("ImageList"), "The images, one per part, in order.")
+    },
     errors=(400, 413, 415, 422),
 )
 def upload_images() -> tuple[Response, int]:
@@ -96,7 +89,7 @@ def upload_images() -> tuple[Response, int]:
 
 
 @bp.get("/images")
-@list_operation(
+@doc.list_operation(
     "listImages",
     "List your images, newest first (extension)",
     tag="images",
@@ -108,13 +101,13 @@ def list_images() -> Response:
 
 
 @bp.get("/images/<image_id>")
-@read_operation("getImage", "Image metadata", tag="images", model="ImageOut")
+@doc.read_operation("getImage", "Image metadata", tag="images", model="ImageOut")
 def get_image(image_id: str) -> Response:
     return jsonify(image_obj(own_image(image_id)))
 
 
 @bp.delete("/images/<image_id>")
-@delete_operation(
+@doc.delete_operation(
     "deleteImage",
     "Delete an image, every job on it and their results",
     tag="images",
@@ -131,7 +124,7 @@ def remove_image(image_id: str) -> tuple[str, int]:
 
 
 @bp.get("/images/<image_id>/file")
-@operation(
+@doc.operation(
     "getImageFile",
     "The original bytes as uploaded, with their content type",
     tag="images",
