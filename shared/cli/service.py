@@ -130,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: KSEG_WORKER_QUEUES, else both)",
     )
     command(sub, cmd_beat, "beat", help="run Celery beat (the sweeper and schedules)")
-    p = command(
+    command(
         sub,
         cmd_webhooks,
         "webhooks",

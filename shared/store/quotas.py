@@ -71,8 +71,10 @@ def check_active_jobs(session: Session, owner_id: str, adding: int, limit: int) 
 def check_stored_bytes(session: Session, owner_id: str, adding: int, limit: int) -> None:
     """Raise :class:`QuotaExceededError` when storing ``adding`` more bytes would put the
     owner's uploads over ``limit`` bytes (0: no limit)."""
-    stored = stored_bytes(session, owner_id) if limit > 0 else 0
-    if limit > 0 and stored + adding > limit:
+    if limit <= 0:
+        return
+    stored = stored_bytes(session, owner_id)
+    if stored + adding > limit:
         message = STORED_MESSAGE.format(stored=_mb(stored), adding=_mb(adding), limit=_mb(limit))
         raise QuotaExceededError(message, retry_after=STORED_RETRY_AFTER)
 

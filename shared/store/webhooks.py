@@ -302,13 +302,15 @@ def prune(session: Session, *, now: datetime | None = None, limit: int = 1000) -
 # ---------------------------------------------------------------- reading
 
 
+#: A delivery's columns its API object shows as they are.
+DELIVERY_COLUMNS = (
+    "id", "event_id", "type", "url", "status", "last_status_code", "last_error",
+    "next_attempt_at", "created_at", "object_id", "finished_at",
+)  # fmt: skip
+
+
 def delivery_data(delivery: WebhookDelivery) -> dict[str, Any]:
-    names = ("id", "event_id", "type", "url", "status", "last_status_code", "last_error")
-    times = ("next_attempt_at", "created_at", "finished_at")
-    return {
-        **columns(delivery, (*names, *times, "object_id")),
-        "attempts": int(delivery.attempts or 0),
-    }
+    return {**columns(delivery, DELIVERY_COLUMNS), "attempts": int(delivery.attempts or 0)}
 
 
 __all__ = [

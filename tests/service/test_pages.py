@@ -74,6 +74,13 @@ class Pages:
             data["file"] = [(io.BytesIO(blob), name) for blob, name in files]
         return self.client.post("/", data=data, content_type="multipart/form-data")
 
+    def post_as(self, token: str, path: str, data: bytes, filename: str) -> Any:
+        """``path``'s JSON answer to an upload of ``data`` with another ``token`` (another
+        owner's, say)."""
+        files = {"file": (io.BytesIO(data), filename)}
+        response = self.api.post(path, token=token, data=files, content_type="multipart/form-data")
+        return response.get_json()
+
     def count(self, model: Any) -> int:
         with get_sessionmaker(self.api.settings.database_url)() as session:
             return int(
@@ -563,12 +570,7 @@ def test_run_again_prefills_the_form_with_the_image(signed_in: Pages) -> None:
 
 def test_another_owners_job_and_images_are_not_found(signed_in: Pages) -> None:
     theirs_token = signed_in.api.new_token()
-    theirs = signed_in.api.post(
-        "/api/v1/jobs",
-        token=theirs_token,
-        data={"file": (io.BytesIO(weixin()), "secret-weixin.jpg")},
-        content_type="multipart/form-data",
-    ).get_json()
+    theirs = signed_in.post_as(theirs_token, "/api/v1/jobs", weixin(), "secret-weixin.jpg")
     page = signed_in.client.get(f"/jobs/{theirs['id']}")
     assert page.status_code == 404 and page.mimetype == "text/html"
     assert "Not found" in text(page) and "secret-weixin" not in text(page)

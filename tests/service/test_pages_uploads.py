@@ -7,7 +7,6 @@ bad ones; none good is a form error that stores nothing, as before.
 
 from __future__ import annotations
 
-import io
 import re
 
 from kseg.shared.store.models import Image, Job
@@ -54,12 +53,8 @@ def test_kept_images_and_new_files_go_together_once_each(signed_in: Pages) -> No
 
 def test_another_owners_image_id_is_refused(signed_in: Pages) -> None:
     theirs_token = signed_in.api.new_token()
-    theirs = signed_in.api.post(
-        "/api/v1/images",
-        token=theirs_token,
-        data={"file": (io.BytesIO(weixin()), "secret-weixin.jpg")},
-        content_type="multipart/form-data",
-    ).get_json()["items"][0]
+    upload = signed_in.post_as(theirs_token, "/api/v1/images", weixin(), "secret-weixin.jpg")
+    theirs = upload["items"][0]
     mine = job_id_of(signed_in.submit([(baby(), "baby.jpg")], k="3"))
     my_image = signed_in.api.get(f"/api/v1/jobs/{mine}").get_json()["image"]["id"]
 

@@ -40,10 +40,16 @@ from kseg.web.common.schemas import (
 log = logging.getLogger(__name__)
 
 
+#: An image's columns its API object shows as they are.
+IMAGE_COLUMNS = (
+    "id", "filename", "width", "height", "content_type", "format", "size_bytes", "sha256",
+    "created_at",
+)  # fmt: skip
+
+
 def _image_data(image: Image) -> dict[str, Any]:
-    names = ("id", "filename", "width", "height", "content_type", "format", "size_bytes")
     return {
-        **columns(image, (*names, "sha256", "created_at")),
+        **columns(image, IMAGE_COLUMNS),
         "links": {"self": f"{BASE}/images/{image.id}", "file": f"{BASE}/images/{image.id}/file"},
     }
 

@@ -28,7 +28,7 @@ from sqlalchemy import func, select
 from kseg.shared.core.params import OUTPUT_NAMES, SegmentParams, parse_params
 from kseg.shared.errors import InvalidParameterError, QuotaExceededError
 from kseg.shared.settings import Settings
-from kseg.shared.statuses import FINAL_STATUSES, JOB_STATUSES
+from kseg.shared.statuses import FINAL_STATUSES, JOB_STATUSES, JobStatus
 from kseg.shared.store.events import delivery_id, run_delivery
 from kseg.shared.store.images import delete_image
 from kseg.shared.store.jobs import delete_job, submit_job
@@ -225,12 +225,12 @@ def job(job_id: str) -> Any:
     obj = jobs_objs(db, [row])[0]
     result = obj.get("result") or {}
     chart = None
-    run_again = present.run_again_url(url_for("pages.submit"), obj["image"]["id"], obj["params"])
+    submit, image_id = url_for("pages.submit"), obj["image"]["id"]
     if result.get("k_scores"):
         chart = present.k_chart(result["k_scores"], int(result.get("k") or 0))
         for bar in chart.bars:  # each bar is a link: this image again at that k
             fixed = {**obj["params"], "k": bar["k"], "k_min": None, "k_max": None}
-            bar["url"] = present.run_again_url(url_for("pages.submit"), obj["image"]["id"], fixed)
+            bar["url"] = present.run_again_url(submit, image_id, fixed)
     outputs = result.get("outputs") or {}
     return render_template(
         "job.html",
@@ -244,7 +244,7 @@ def job(job_id: str) -> Any:
         metrics=present.metrics(result) if result else [],
         timings=present.timings(result) if result else [],
         params=present.params_summary(obj["params"]),
-        run_again=run_again,
+        run_again=present.run_again_url(submit, image_id, obj["params"]),
         other_k=_other_k(row, result.get("k")),
         advice=present.advice((obj.get("error") or {}).get("code")),
         status_text=present.STATUS_TEXT,
@@ -263,7 +263,7 @@ def _other_k(row: Job, k: Any) -> list[dict[str, Any]]:
     stmt = (
         select(Job)
         .where(Job.owner_id == row.owner_id, Job.image_id == row.image_id, Job.id != row.id)
-        .where(Job.status == "succeeded")
+        .where(Job.status == JobStatus.SUCCEEDED)
         .order_by(Job.created_at.desc(), Job.id.desc())
         .limit(4 * OTHER_K_SHOWN)
     )
