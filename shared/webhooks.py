@@ -19,6 +19,7 @@ import ipaddress
 import socket
 import time
 from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 from kseg.shared.errors import KsegError
@@ -38,6 +39,25 @@ MAX_URL_LENGTH = 2048
 SIGNATURE_HEADER = "Kseg-Signature"
 EVENT_ID_HEADER = "Kseg-Event-Id"
 USER_AGENT = "kseg-webhooks/1"
+#: urllib3 options of an attempt: no redirect followed (it could lead to an unchecked
+#: address), no retry (the outbox retries), the answer streamed so its size stays bounded.
+_ONE_SHOT = {
+    "redirect": False,
+    "retries": False,
+    "preload_content": False,
+    "assert_same_host": False,
+}
+
+
+class Hook(NamedTuple):
+    """Where a job's, run's or schedule's events go, as stored: the checked URL (``None``:
+    no webhook) and the canonical comma-separated events wanted (``None``: all of them)."""
+
+    url: str | None = None
+    events: str | None = None
+
+
+NO_HOOK = Hook()
 
 
 class WebhookUrlRefused(KsegError):
@@ -248,16 +268,7 @@ def post(
         )
     started = time.monotonic()
     try:
-        response = pool.urlopen(
-            "POST",
-            target.path,
-            body=body,
-            headers=all_headers,
-            redirect=False,
-            retries=False,
-            preload_content=False,
-            assert_same_host=False,
-        )
+        response = pool.urlopen("POST", target.path, body=body, headers=all_headers, **_ONE_SHOT)
         try:
             response.read(MAX_RESPONSE_BYTES)  # bounded: never the whole of a huge answer
         finally:

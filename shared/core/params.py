@@ -119,6 +119,11 @@ class SegmentParams(BaseModel):
             data.pop("k_max")
         return data
 
+    def cluster_options(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`kseg.shared.core.cluster.cluster_image` that these
+        parameters set (all but ``outputs``, which only rendering reads)."""
+        return self.model_dump(exclude={"outputs"})
+
 
 def _describe(error: dict[str, Any]) -> str:
     loc = error.get("loc", ())

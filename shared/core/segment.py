@@ -170,16 +170,7 @@ def segment(
     t1 = time.perf_counter()
     report("fit", 0.0)
     clustering = cluster_image(
-        rgb,
-        k=params.k,
-        k_min=params.k_min,
-        k_max=params.k_max,
-        normalize=params.normalize,
-        color_space=params.color_space,
-        max_side=params.max_side,
-        seed=params.seed,
-        progress=lambda f: report("fit", f),
-        n_threads=n_threads,
+        rgb, **params.cluster_options(), progress=lambda f: report("fit", f), n_threads=n_threads
     )
     t2 = time.perf_counter()
     report("render", 0.0)

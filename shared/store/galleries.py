@@ -39,6 +39,7 @@ from kseg.shared.store.models import (
 )
 from kseg.shared.store.runs import refresh_run
 from kseg.shared.store.schedules import next_slot, parse_timezone, validate_cron
+from kseg.shared.webhooks import NO_HOOK, Hook
 
 log = logging.getLogger(__name__)
 
@@ -259,13 +260,11 @@ def start_run(
     only_stale: bool,
     scheduled_for: datetime | None = None,
     plan: RunPlan | None = None,
-    webhook_url: str | None = None,
-    webhook_events: str | None = None,
+    hook: Hook = NO_HOOK,
 ) -> RunStart:
     """Create a run and one job per image; skipped images (``only_stale``) get no job.
-    ``plan``: the :func:`plan_run` already made for these parameters. With ``webhook_url``,
-    the run's ``run.finished`` and its jobs' events go there (``webhook_events``: those
-    wanted, None: all)."""
+    ``plan``: the :func:`plan_run` already made for these parameters. With a ``hook``, the
+    run's ``run.finished`` and its jobs' events go to its URL."""
     key = jobs.params_key(params)
     if plan is None:
         plan = plan_run(session, gallery, key, only_stale=only_stale)
@@ -278,8 +277,8 @@ def start_run(
         params_key=key,
         only_stale=only_stale,
         scheduled_for=scheduled_for,
-        webhook_url=webhook_url,
-        webhook_events=webhook_events,
+        webhook_url=hook.url,
+        webhook_events=hook.events,
     )
     session.add(run)
     session.flush()
@@ -295,8 +294,7 @@ def start_run(
             params,
             reuse=False,
             queue="batch",
-            webhook_url=webhook_url,
-            webhook_events=webhook_events,
+            hook=hook,
         )
         job.gallery_id = gallery.id
         job.run_id = run.id
@@ -319,8 +317,7 @@ def set_schedule(
     enabled: bool = True,
     only_stale: bool = True,
     now: datetime | None = None,
-    webhook_url: str | None = None,
-    webhook_events: str | None = None,
+    hook: Hook = NO_HOOK,
 ) -> Schedule:
     """Create or replace the gallery's schedule; computes ``next_run_at``."""
     cron = validate_cron(cron)
@@ -337,8 +334,7 @@ def set_schedule(
     schedule.params = canonical
     schedule.enabled = bool(enabled)
     schedule.only_stale = bool(only_stale)
-    schedule.webhook_url = webhook_url
-    schedule.webhook_events = webhook_events
+    schedule.webhook_url, schedule.webhook_events = hook
     schedule.next_run_at = upcoming if enabled else None
     schedule.updated_at = now
     session.flush()
@@ -403,8 +399,7 @@ def run_due_schedules(session: Session, *, now: datetime | None = None) -> list[
             only_stale=schedule.only_stale,
             scheduled_for=slot,
             plan=plan,
-            webhook_url=schedule.webhook_url,
-            webhook_events=schedule.webhook_events,
+            hook=Hook(schedule.webhook_url, schedule.webhook_events),
         )
         session.execute(
             update(Schedule)

@@ -27,6 +27,7 @@ from kseg.shared.store.events import JOB_EVENT_INSERTS, job_event_params, record
 from kseg.shared.store.models import Image, Job, Result, ResultOutput, new_id, utcnow
 from kseg.shared.store.outputs import output_rows
 from kseg.shared.store.runs import refresh_runs
+from kseg.shared.webhooks import NO_HOOK, Hook
 
 
 class JobLostError(RuntimeError):
@@ -135,16 +136,15 @@ def submit_job(
     *,
     reuse: bool = True,
     queue: str = "interactive",
-    webhook_url: str | None = None,
-    webhook_events: str | None = None,
+    hook: Hook = NO_HOOK,
 ) -> Job:
     """Create a job row of class ``queue``. With ``reuse``, an identical finished job's result
     is shared and the new job is born ``succeeded`` (``reused_from`` says which job computed
     it); otherwise the job is ``queued``, waiting for a place in its class's window: the
     caller tops the window up (:func:`shared.dispatch.top_up`), commits, and publishes.
 
-    With ``webhook_url``, its final status is POSTed there (``webhook_events``: the events
-    wanted, None: all); a job born succeeded records its event at once."""
+    With a ``hook``, its final status is POSTed to the hook's URL; a job born succeeded
+    records its event at once."""
     key = params_key(params)
     now = utcnow()
     job = Job(
@@ -156,8 +156,8 @@ def submit_job(
         queue=queue,
         created_at=now,
         queued_at=now,
-        webhook_url=webhook_url,
-        webhook_events=webhook_events,
+        webhook_url=hook.url,
+        webhook_events=hook.events,
     )
     job.image = image
     found = find_reusable_result(session, owner_id, image.id, key) if reuse else None
@@ -173,7 +173,7 @@ def submit_job(
         job.finished_at = now
     session.add(job)
     session.flush()
-    if webhook_url and job.status == "succeeded":
+    if hook.url and job.status == "succeeded":
         record_job_event(session, job.id, "succeeded", now)
     return job
 

@@ -59,6 +59,16 @@ def test_openapi_is_valid_public_and_complete(api: Api) -> None:
     assert set(post["responses"]) >= {"202", "400", "401", "413", "415", "422", "503"}
     error = doc["components"]["schemas"]["Error"]
     assert error["properties"]["error"] == {"$ref": "#/components/schemas/ErrorDetail"}
+    # A path naming an object answers 404 for another owner's object; lists say so too.
+    no_404 = [
+        f"{method.upper()} {path}"
+        for path, item in paths.items()
+        if "{" in path
+        for method, op in item.items()
+        if method in {"get", "post", "put", "patch", "delete"} and "404" not in op["responses"]
+    ]
+    assert not no_404, f"operations on an object's path without a 404: {no_404}"
+    assert "404" not in paths["/api/v1/galleries"]["get"]["responses"]
 
 
 def test_openapi_schemas_come_from_the_models(api: Api) -> None:

@@ -31,7 +31,7 @@ from kseg.web.api.auth import own, owner_id
 from kseg.web.api.blueprint import bp
 from kseg.web.api.galleries import own_run
 from kseg.web.api.jobs import succeeded_job
-from kseg.web.common.apidoc import operation, ref
+from kseg.web.common.apidoc import ref, tagged
 from kseg.web.common.errors import ApiError
 from kseg.web.common.serialize import jobs_objs, output_names, run_obj
 from kseg.web.db import get_session
@@ -39,6 +39,7 @@ from kseg.web.db import get_session
 #: Jobs whose objects are built together (one query for their outputs' names).
 BATCH = 50
 
+job_ops, gallery_ops = tagged("jobs"), tagged("galleries")
 ZIP_RESPONSE = {
     "200": {
         "description": "The ZIP.",
@@ -197,10 +198,9 @@ def _manifest_jobs(plan: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 @bp.get("/jobs/<job_id>/export.zip")
-@operation(
+@job_ops.operation(
     "exportJob",
     "The job's outputs and result.json as one ZIP",
-    tag="jobs",
     description=EXPORT_TEXT,
     responses=ZIP_RESPONSE,
     errors=(404,),
@@ -218,10 +218,9 @@ def export_job(job_id: str) -> Response:
 
 
 @bp.get("/runs/<run_id>/export.zip")
-@operation(
+@gallery_ops.operation(
     "exportRun",
     "Every job of the run: outputs and result.json, as one ZIP",
-    tag="galleries",
     description=EXPORT_TEXT + " Images the run skipped (`only_stale`) are not in it.",
     responses=ZIP_RESPONSE,
     errors=(404,),
@@ -239,10 +238,9 @@ def export_run(run_id: str) -> Response:
 
 
 @bp.get("/jobs/<job_id>/palette.<fmt>")
-@operation(
+@job_ops.operation(
     "getJobPalette",
     "The job's cluster colours as a palette file (label order)",
-    tag="jobs",
     responses={
         "200": {
             "description": "The palette.",

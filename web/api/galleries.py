@@ -33,13 +33,10 @@ from kseg.web.api.webhooks import wake, webhook_fields
 from kseg.web.common import paging
 from kseg.web.common.apidoc import (
     PAGING,
-    delete_operation,
     json_request,
     json_response,
-    list_operation,
-    operation,
-    read_operation,
     ref,
+    tagged,
     upload_request,
 )
 from kseg.web.common.errors import ApiError, not_found
@@ -63,7 +60,7 @@ from kseg.web.common.serialize import (
 from kseg.web.db import get_session
 from kseg.web.queue import commit_and_publish
 
-TAG = "galleries"
+ops = tagged("galleries")
 LOCATION = {"Location": {"description": "URL of the new object.", "schema": {"type": "string"}}}
 
 
@@ -83,10 +80,9 @@ def _gallery_response(gallery: Gallery) -> Response:
 
 
 @bp.post("/galleries")
-@operation(
+@ops.operation(
     "createGallery",
     "Create a gallery: a name and default segmentation parameters",
-    tag=TAG,
     request_body=json_request("GalleryCreate"),
     responses={
         "201": {**json_response(ref("GalleryOut"), "Created: the gallery."), "headers": LOCATION}
@@ -103,33 +99,23 @@ def create_gallery_view() -> tuple[Response, int, dict[str, str]]:
 
 
 @bp.get("/galleries")
-@list_operation(
-    "listGalleries",
-    "List your galleries, newest first",
-    tag=TAG,
-    model="GalleryList",
-    errors=(400, 422),
-)
+@ops.list("listGalleries", "List your galleries, newest first", model="GalleryList")
 def list_galleries() -> Response:
     return owned_page(Gallery, galleries_objs)
 
 
 @bp.get("/galleries/<gallery_id>")
-@read_operation(
-    "getGallery",
-    "A gallery with its image count, schedule and newest run",
-    tag=TAG,
-    model="GalleryOut",
+@ops.read(
+    "getGallery", "A gallery with its image count, schedule and newest run", model="GalleryOut"
 )
 def get_gallery(gallery_id: str) -> Response:
     return _gallery_response(own_gallery(gallery_id))
 
 
 @bp.patch("/galleries/<gallery_id>")
-@operation(
+@ops.operation(
     "updateGallery",
     "Rename a gallery and/or change its default parameters",
-    tag=TAG,
     description="`params` is merged over the current defaults (JSON merge patch); "
     '`"params": null` resets them to the contract\'s defaults.',
     request_body=json_request("GalleryUpdate"),
@@ -154,10 +140,9 @@ def patch_gallery(gallery_id: str) -> Response:
 
 
 @bp.delete("/galleries/<gallery_id>")
-@delete_operation(
+@ops.delete(
     "deleteGallery",
     "Delete a gallery with its membership, schedule and runs",
-    tag=TAG,
     description="The images and the jobs stay (the jobs lose `gallery_id` and `run_id`).",
 )
 def delete_gallery(gallery_id: str) -> tuple[str, int]:
@@ -191,10 +176,9 @@ def _images_by_id(ids: list[str]) -> list[Image]:
 
 
 @bp.post("/galleries/<gallery_id>/images")
-@operation(
+@ops.operation(
     "addGalleryImages",
     "Add images: upload them (parts `file`) or name uploaded ones",
-    tag=TAG,
     description="Multipart: one or more parts `file`, uploaded all or nothing as with POST "
     "/api/v1/images. JSON: `image_ids` of your images (an unknown id is a 404 and adds none). "
     "Images already in the gallery stay in it once.",
@@ -218,10 +202,9 @@ def add_gallery_images(gallery_id: str) -> tuple[Response, int]:
 
 
 @bp.get("/galleries/<gallery_id>/images")
-@list_operation(
+@ops.list(
     "listGalleryImages",
     "The gallery's images, newest added first, each with its newest job",
-    tag=TAG,
     model="GalleryImageList",
 )
 def list_gallery_images(gallery_id: str) -> Response:
@@ -232,9 +215,7 @@ def list_gallery_images(gallery_id: str) -> Response:
 
 
 @bp.delete("/galleries/<gallery_id>/images/<image_id>")
-@delete_operation(
-    "removeGalleryImage", "Take an image out of the gallery (the image itself stays)", tag=TAG
-)
+@ops.delete("removeGalleryImage", "Take an image out of the gallery (the image itself stays)")
 def remove_gallery_image(gallery_id: str, image_id: str) -> tuple[str, int]:
     """Takes the image out of the gallery; the image itself (and its jobs) stay."""
     session = get_session()
@@ -261,10 +242,9 @@ def _own_schedule(gallery: Gallery) -> Schedule:
 
 
 @bp.put("/galleries/<gallery_id>/schedule")
-@operation(
+@ops.operation(
     "putSchedule",
     "Create or replace the gallery's reprocessing schedule",
-    tag=TAG,
     description="The cron expression is matched on the wall clock of `timezone`. Around "
     "daylight-saving changes a skipped local time runs shifted forward by the gap, and a "
     "repeated one runs once, at its first occurrence. A bad cron expression or time zone is a "
@@ -278,7 +258,7 @@ def put_schedule(gallery_id: str) -> Response:
     session = get_session()
     gallery = own_gallery(gallery_id)
     sub = validate(ScheduleIn, json_body())
-    hook_url, hook_events = webhook_fields(sub.webhook_url, sub.webhook_events)
+    hook = webhook_fields(sub.webhook_url, sub.webhook_events)
     try:
         schedule = set_schedule(
             session,
@@ -288,8 +268,7 @@ def put_schedule(gallery_id: str) -> Response:
             params=sub.params,
             enabled=sub.enabled,
             only_stale=sub.only_stale,
-            webhook_url=hook_url,
-            webhook_events=hook_events,
+            hook=hook,
         )
     except CroniterError:  # well-formed but never due, e.g. "0 0 30 2 *" (30 February)
         raise InvalidParameterError(
@@ -300,15 +279,13 @@ def put_schedule(gallery_id: str) -> Response:
 
 
 @bp.get("/galleries/<gallery_id>/schedule")
-@read_operation(
-    "getSchedule", "The gallery's schedule (404 when it has none)", tag=TAG, model="ScheduleOut"
-)
+@ops.read("getSchedule", "The gallery's schedule (404 when it has none)", model="ScheduleOut")
 def get_schedule(gallery_id: str) -> Response:
     return jsonify(schedule_obj(_own_schedule(own_gallery(gallery_id))))
 
 
 @bp.delete("/galleries/<gallery_id>/schedule")
-@delete_operation("deleteSchedule", "Remove the gallery's schedule", tag=TAG)
+@ops.delete("deleteSchedule", "Remove the gallery's schedule")
 def remove_schedule(gallery_id: str) -> tuple[str, int]:
     session = get_session()
     gallery = own_gallery(gallery_id)
@@ -322,10 +299,9 @@ def remove_schedule(gallery_id: str) -> tuple[str, int]:
 
 
 @bp.post("/galleries/<gallery_id>/runs")
-@operation(
+@ops.operation(
     "createRun",
     "Reprocess the gallery now: a job per image",
-    tag=TAG,
     description="`params` are merged over the gallery's defaults. With `only_stale` (the "
     "default), images that already have a succeeded result for the same parameters and the "
     "current algorithm version get no job and count as `skipped`. The jobs are stored before "
@@ -340,15 +316,9 @@ def create_run(gallery_id: str) -> tuple[Response, int, dict[str, str]]:
     gallery = own_gallery(gallery_id)
     sub = validate(RunCreate, json_body(optional=True))
     params = gallery_params(gallery, sub.params)
-    hook_url, hook_events = webhook_fields(sub.webhook_url, sub.webhook_events)
+    hook = webhook_fields(sub.webhook_url, sub.webhook_events)
     start = start_run(
-        session,
-        gallery,
-        trigger="manual",
-        params=params,
-        only_stale=sub.only_stale,
-        webhook_url=hook_url,
-        webhook_events=hook_events,
+        session, gallery, trigger="manual", params=params, only_stale=sub.only_stale, hook=hook
     )
     run = start.run
     body = runs_objs(session, [run])[0]
@@ -360,24 +330,21 @@ def create_run(gallery_id: str) -> tuple[Response, int, dict[str, str]]:
 
 
 @bp.get("/galleries/<gallery_id>/runs")
-@list_operation("listRuns", "The gallery's runs, newest first", tag=TAG, model="RunList")
+@ops.list("listRuns", "The gallery's runs, newest first", model="RunList")
 def list_runs(gallery_id: str) -> Response:
     return owned_page(Run, runs_objs, Run.gallery_id == own_gallery(gallery_id).id)
 
 
 @bp.get("/runs/<run_id>")
-@read_operation(
-    "getRun", "A run: status and how many of its jobs are in each state", tag=TAG, model="RunOut"
-)
+@ops.read("getRun", "A run: status and how many of its jobs are in each state", model="RunOut")
 def get_run(run_id: str) -> Response:
     return jsonify(runs_objs(get_session(), [own_run(run_id)])[0])
 
 
 @bp.get("/runs/<run_id>/jobs")
-@operation(
+@ops.operation(
     "listRunJobs",
     "The run's jobs, newest first, and the run (extension)",
-    tag=TAG,
     description="A page of the run's jobs and, as `run`, the run object with counters counted "
     "in the same statement, so that they agree with the jobs listed.",
     parameters=PAGING,

@@ -18,6 +18,7 @@ from kseg.web.common.errors import ApiError
 from kseg.web.common.serialize import image_obj, images_objs
 from kseg.web.db import get_session
 
+ops = doc.tagged("images")
 IMAGE_ETAG = {"ETag": doc.header("The original's SHA-256 (hex).")}
 
 
@@ -63,10 +64,9 @@ def store_uploads() -> list[Image]:
 
 
 @bp.post("/images")
-@doc.operation(
+@ops.operation(
     "uploadImages",
     "Upload one or more images (parts `file`)",
-    tag="images",
     description="The same bytes uploaded twice by one owner give the same image id. All or "
     "nothing: one unusable file rejects the whole request.",
     request_body=doc.upload_request("ImageUploadForm"),
@@ -89,28 +89,21 @@ def upload_images() -> tuple[Response, int]:
 
 
 @bp.get("/images")
-@doc.list_operation(
-    "listImages",
-    "List your images, newest first (extension)",
-    tag="images",
-    model="ImageList",
-    errors=(400, 422),
-)
+@ops.list("listImages", "List your images, newest first (extension)", model="ImageList")
 def list_images() -> Response:
     return owned_page(Image, images_objs)
 
 
 @bp.get("/images/<image_id>")
-@doc.read_operation("getImage", "Image metadata", tag="images", model="ImageOut")
+@ops.read("getImage", "Image metadata", model="ImageOut")
 def get_image(image_id: str) -> Response:
     return jsonify(image_obj(own_image(image_id)))
 
 
 @bp.delete("/images/<image_id>")
-@doc.delete_operation(
+@ops.delete(
     "deleteImage",
     "Delete an image, every job on it and their results",
-    tag="images",
     description="Also removes the image from its galleries. A job on it that a worker is still "
     "running is dropped: the worker stores nothing. Uploading the same bytes again makes a new "
     "image.",
@@ -124,10 +117,9 @@ def remove_image(image_id: str) -> tuple[str, int]:
 
 
 @bp.get("/images/<image_id>/file")
-@doc.operation(
+@ops.operation(
     "getImageFile",
     "The original bytes as uploaded, with their content type",
-    tag="images",
     responses={
         "200": {
             "description": "The original file.",

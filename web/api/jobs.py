@@ -15,6 +15,7 @@ from kseg.shared.store.jobs import delete_job, submit_job
 from kseg.shared.store.models import Image, Job, ResultOutput, Run
 from kseg.shared.store.outputs import output_png
 from kseg.shared.store.quotas import check_active_jobs
+from kseg.shared.webhooks import Hook
 from kseg.web import limits
 from kseg.web.api.auth import own, owned_page, owner_id
 from kseg.web.api.blueprint import bp
@@ -32,14 +33,11 @@ from kseg.web.api.webhooks import wake, webhook_fields
 from kseg.web.common.apidoc import (
     IF_NONE_MATCH,
     cached_file,
-    delete_operation,
     header,
     json_response,
-    list_operation,
-    operation,
     query,
-    read_operation,
     ref,
+    tagged,
     upload_request,
 )
 from kseg.web.common.errors import ApiError
@@ -48,6 +46,7 @@ from kseg.web.common.serialize import job_obj, jobs_objs, output_names
 from kseg.web.db import get_session
 from kseg.web.queue import commit_and_publish
 
+ops = tagged("jobs")
 CACHE_FOREVER = "private, max-age=31536000, immutable"
 OUTPUT_ETAG = {"ETag": header("The output's id: an output never changes once stored.")}
 
@@ -76,7 +75,7 @@ def succeeded_job(job_id: str, *, output: str | None = None, what: str = "output
     return job
 
 
-def _submission() -> tuple[Image, SegmentParams, bool, tuple[str | None, str | None]]:
+def _submission() -> tuple[Image, SegmentParams, bool, Hook]:
     session = get_session()
     settings = current_app.config["KSEG_SETTINGS"]
     if body_kind() == "multipart":
@@ -105,10 +104,9 @@ def _submission() -> tuple[Image, SegmentParams, bool, tuple[str | None, str | N
 
 
 @bp.post("/jobs")
-@operation(
+@ops.operation(
     "createJob",
     "Submit a segmentation job",
-    tag="jobs",
     description="Multipart: the image in part `file` and the parameters as form fields "
     "(`outputs` comma-separated or repeated). JSON: `image_id` of an uploaded image plus "
     "parameters. The job is stored before it is queued; when an identical job already "
@@ -128,16 +126,8 @@ def create_job() -> tuple[Response, int, dict[str, str]]:
     settings = current_app.config["KSEG_SETTINGS"]
     with limits.submissions(owner_id()):
         check_active_jobs(session, owner_id(), 1, settings.quota_active_jobs)
-        image, params, reuse, (hook_url, hook_events) = _submission()
-        job = submit_job(
-            session,
-            owner_id(),
-            image,
-            params,
-            reuse=reuse,
-            webhook_url=hook_url,
-            webhook_events=hook_events,
-        )
+        image, params, reuse, hook = _submission()
+        job = submit_job(session, owner_id(), image, params, reuse=reuse, hook=hook)
     # The answer is built before the commit, which would expire the rows it reads.
     names = output_names(session, [job.result_id] if job.result_id else [])
     body = job_obj(job, names.get(job.result_id or "", []))
@@ -153,21 +143,17 @@ def create_job() -> tuple[Response, int, dict[str, str]]:
 
 
 @bp.get("/jobs/<job_id>")
-@read_operation(
-    "getJob",
-    "A job: status, progress, parameters and (when succeeded) result",
-    tag="jobs",
-    model="JobOut",
+@ops.read(
+    "getJob", "A job: status, progress, parameters and (when succeeded) result", model="JobOut"
 )
 def get_job(job_id: str) -> Response:
     return jsonify(jobs_objs(get_session(), [_own_job(job_id)])[0])
 
 
 @bp.get("/jobs")
-@list_operation(
+@ops.list(
     "listJobs",
     "List your jobs, newest first",
-    tag="jobs",
     parameters=[
         query(
             "status",
@@ -184,6 +170,7 @@ def get_job(job_id: str) -> Response:
         ),
     ],
     model="JobList",
+    errors=(400, 404, 422),  # an unknown gallery_id or image_id
 )
 def list_jobs() -> Response:
     criteria = []
@@ -207,10 +194,9 @@ def list_jobs() -> Response:
 
 
 @bp.delete("/jobs/<job_id>")
-@delete_operation(
+@ops.delete(
     "deleteJob",
     "Cancel a queued/running job, or delete a finished one, and its results",
-    tag="jobs",
     description="A queued or running job becomes `canceled` (its row stays); a finished job is "
     "removed. Results shared with another job are kept for it.",
 )
@@ -230,10 +216,9 @@ def remove_job(job_id: str) -> tuple[str, int]:
 
 
 @bp.get("/jobs/<job_id>/outputs/<name>.png")
-@operation(
+@ops.operation(
     "getJobOutput",
     "A result image (PNG); cacheable forever (it never changes)",
-    tag="jobs",
     parameters=[IF_NONE_MATCH],
     responses=cached_file("image/png", "The PNG.", OUTPUT_ETAG),
     errors=(404,),

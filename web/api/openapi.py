@@ -15,7 +15,15 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from kseg.web.api.blueprint import bp
-from kseg.web.common.apidoc import REF, json_response, operation, operation_of, path_param, ref
+from kseg.web.common.apidoc import (
+    REF,
+    error_refs,
+    json_response,
+    operation,
+    operation_of,
+    path_param,
+    ref,
+)
 from kseg.web.common.errors import ERROR_CODES
 from kseg.web.common.schemas import REQUEST_MODELS, RESPONSE_MODELS
 
@@ -69,6 +77,9 @@ def _paths(app: Flask) -> dict[str, Any]:
             "x-undocumented": True,
             "responses": {"default": {"$ref": "#/components/responses/Error"}},
         }
+        if rule.arguments and "default" in op["responses"]:
+            # A path naming an object answers 404 when the object is not the caller's.
+            op = {**op, "responses": dict(sorted({**op["responses"], **error_refs([404])}.items()))}
         for method in METHODS:
             if method.upper() in (rule.methods or ()):
                 item[method] = op

@@ -15,7 +15,7 @@ from kseg.shared.store.models import WebhookDelivery
 from kseg.web.api.auth import owner_id
 from kseg.web.api.blueprint import bp
 from kseg.web.common import paging
-from kseg.web.common.apidoc import json_response, list_operation, operation, query, ref
+from kseg.web.common.apidoc import json_response, query, ref, tagged
 from kseg.web.common.errors import ApiError
 from kseg.web.common.schemas import DeliveryOut, WebhookSecret
 from kseg.web.db import get_session
@@ -24,25 +24,26 @@ from kseg.web.queue import wake
 __all__ = ["wake", "webhook_fields"]
 
 DELIVERY_STATUSES = ("pending", "succeeded", "failed")
+ops = tagged("webhooks")
 
 
-def webhook_fields(url: Any, events: Any) -> tuple[str | None, str | None]:
-    """``(webhook_url, webhook_events)`` as stored: the URL checked (malformed, or resolving to
-    an address that is not public: 422 ``webhook_url_refused``), the events canonical."""
+def webhook_fields(url: Any, events: Any) -> webhooks.Hook:
+    """``webhook_url`` and ``webhook_events`` as stored: the URL checked (malformed, or
+    resolving to an address that is not public: 422 ``webhook_url_refused``), the events
+    canonical."""
     if url is None or (isinstance(url, str) and not url.strip()):
         if events not in (None, "", []):
             webhooks.parse_events(events)  # still a 422 for an unknown name
-        return None, None
+        return webhooks.NO_HOOK
     settings: Settings = current_app.config["KSEG_SETTINGS"]
     checked = webhooks.check_url(str(url), allow_private=settings.webhook_allow_private)
-    return checked, webhooks.parse_events(events)
+    return webhooks.Hook(checked, webhooks.parse_events(events))
 
 
 @bp.get("/webhooks/secret")
-@operation(
+@ops.operation(
     "getWebhookSecret",
     "Your webhook signing secret (made on first use)",
-    tag="webhooks",
     description="Every delivery carries `Kseg-Signature: t=<unix seconds>,"
     'v1=<hex HMAC-SHA256(secret, "<t>.<raw body>")>`; verify it and reject old timestamps '
     "(see Webhooks in the README).",
@@ -56,10 +57,9 @@ def get_webhook_secret() -> Response:
 
 
 @bp.post("/webhooks/secret/rotate")
-@operation(
+@ops.operation(
     "rotateWebhookSecret",
     "Replace your webhook signing secret",
-    tag="webhooks",
     description="Attempts made from now on are signed with the new secret.",
     responses={"200": json_response(ref("WebhookSecret"), "The new secret.")},
 )
@@ -71,10 +71,9 @@ def rotate_webhook_secret() -> Response:
 
 
 @bp.get("/webhooks/deliveries")
-@list_operation(
+@ops.list(
     "listWebhookDeliveries",
     "Your webhook deliveries, newest first, with their attempts",
-    tag="webhooks",
     model="DeliveryList",
     parameters=[
         query(
@@ -84,7 +83,6 @@ def rotate_webhook_secret() -> Response:
             enum=["pending", "succeeded", "failed"],
         )
     ],
-    errors=(400, 422),
 )
 def list_deliveries() -> Response:
     page = paging.parse_page()

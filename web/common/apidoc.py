@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from functools import partial
+from typing import Any, NamedTuple, TypeVar
 
 from kseg.shared.core.palette import FORMATS as PALETTE_FORMATS
 from kseg.shared.core.params import OUTPUT_NAMES
@@ -150,8 +151,9 @@ def operation(
     """Record the OpenAPI operation of the decorated view.
 
     ``errors`` are the statuses of the contract's error body this view may answer beyond 401,
-    429 and 503 (which every authenticated call may answer); a ``public`` view needs no token
-    and lists only the ``responses`` given.
+    429 and 503 (which every authenticated call may answer) and 404 (which every route with
+    path parameters may answer); a ``public`` view needs no token and lists only the
+    ``responses`` given.
     """
     op: dict[str, Any] = {"operationId": operation_id, "tags": [tag], "summary": summary}
     if description:
@@ -178,9 +180,11 @@ def list_operation(
     tag: str,
     model: str,
     parameters: Iterable[dict[str, Any]] = (),
-    errors: Iterable[int] = (400, 404, 422),
+    errors: Iterable[int] = (400, 422),
 ) -> Callable[[F], F]:
-    """A paged list (``limit``, ``cursor``) answering a page of ``model`` (``JobList``: jobs)."""
+    """A paged list (``limit``, ``cursor``) answering a page of ``model`` (``JobList``: jobs);
+    one under an object's path (``/galleries/{id}/runs``) answers 404 too, as every route with
+    path parameters does (:mod:`kseg.web.api.openapi` adds it)."""
     noun = re.findall(r"[A-Z][a-z]*", model.removesuffix("List"))[-1].lower()
     what = noun[:-1] + "ies" if noun.endswith("y") else noun + "s"
     return operation(
@@ -217,6 +221,22 @@ def delete_operation(
         responses={"204": {"description": "Done."}},
         errors=(404,),
     )
+
+
+class Operations(NamedTuple):
+    """The decorators above with one ``tag`` filled in (see :func:`tagged`)."""
+
+    operation: Callable[..., Callable[[F], F]]
+    list: Callable[..., Callable[[F], F]]
+    read: Callable[..., Callable[[F], F]]
+    delete: Callable[..., Callable[[F], F]]
+
+
+def tagged(tag: str) -> Operations:
+    """The operation decorators of one resource family, which the document groups under
+    ``tag``: ``ops = tagged("jobs")``, then ``@ops.read(...)`` on a view."""
+    makers = (operation, list_operation, read_operation, delete_operation)
+    return Operations(*(partial(maker, tag=tag) for maker in makers))
 
 
 def operation_of(view: Callable[..., Any]) -> dict[str, Any] | None:
