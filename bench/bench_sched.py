@@ -322,6 +322,12 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms" if seconds < 10 else f"{seconds:.1f} s"
 
 
+def table_head(title: str, columns: str) -> list[str]:
+    """A report section's title and the head of its Markdown table (``columns``: the names
+    separated by " | ")."""
+    return ["", title, "", f"| {columns} |", "|" + "---|" * (columns.count("|") + 1)]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -345,16 +351,13 @@ def main() -> int:
     report: list[str] = []
 
     if "latency" in wanted:
-        report += [
-            "",
+        report += table_head(
             "1. baby.jpg submit → succeeded, idle and while a "
             f"{args.images}-image 1 MP run drains (target during the run: p50 ≤ 1.5 s, "
             "max ≤ 3 s)",
-            "",
-            "| backend | idle p50 | idle max | during p50 | during p95 | during max | "
-            "samples | run jobs/min | verdict |",
-            "|---|---|---|---|---|---|---|---|---|",
-        ]
+            "backend | idle p50 | idle max | during p50 | during p95 | during max | samples | "
+            "run jobs/min | verdict",
+        )
         for backend in backends:
             print(f"latency: {backend} …", flush=True)
             r = scenario_latency(backend, photos, args.images)
@@ -372,15 +375,11 @@ def main() -> int:
         print(f"window: {backend}, {args.trials} paired trials …", flush=True)
         trials = scenario_window(backend, photos, args.images, args.trials)
         ratio = statistics.median(t["ratio"] for t in trials)
-        report += [
-            "",
+        report += table_head(
             f"2. The {args.images}-image 1 MP run with and without the window "
             f"({backend}; target: median ratio ≥ 0.9)",
-            "",
-            "| trial | with: jobs/min | without: jobs/min | ratio | worker CPU ms/job "
-            "with | without |",
-            "|---|---|---|---|---|---|",
-        ]
+            "trial | with: jobs/min | without: jobs/min | ratio | worker CPU ms/job with | without",
+        )
         for t in trials:
             report.append(
                 f"| {t['trial']} | {t['with']:.1f} | {t['without']:.1f} | "
@@ -389,15 +388,12 @@ def main() -> int:
         report.append(f"\nmedian ratio {ratio:.2f}: {'PASS' if ratio >= 0.9 else 'FAIL'}")
 
     if "fair" in wanted:
-        report += [
-            "",
+        report += table_head(
             f"3. A {args.small}-image run beside another owner's {args.big}-image "
             "run, against it alone with half the workers (target: ≤ 1.5×)",
-            "",
-            "| backend | alone, 1 process | beside the big run, 2 processes | ratio | "
-            "big run's jobs still queued | verdict |",
-            "|---|---|---|---|---|---|",
-        ]
+            "backend | alone, 1 process | beside the big run, 2 processes | ratio | "
+            "big run's jobs still queued | verdict",
+        )
         for backend in backends:
             print(f"fair: {backend} …", flush=True)
             r = scenario_fair(backend, photos, args.small, args.big)
@@ -410,15 +406,11 @@ def main() -> int:
             print(report[-1], flush=True)
 
     if "big" in wanted:
-        report += [
-            "",
+        report += table_head(
             f"4. A {args.gallery}-image gallery (96 px images) runs to the end; its "
             "pages timed every 2 s while it drains and once after (target: < 1 s)",
-            "",
-            "| backend | run | jobs/min | gallery page max | run page max | "
-            "run API max | verdict |",
-            "|---|---|---|---|---|---|---|",
-        ]
+            "backend | run | jobs/min | gallery page max | run page max | run API max | verdict",
+        )
         for backend in backends:
             print(f"big: {backend} …", flush=True)
             r = scenario_big(backend, photos, args.gallery)

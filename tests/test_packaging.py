@@ -74,7 +74,7 @@ def decoy_folder(path: Path) -> Path:
 def test_segment_runs_from_a_folder_with_its_own_web_and_shared(tmp_path: Path) -> None:
     here = decoy_folder(tmp_path / "project")
     done = subprocess.run(
-        [sys.executable, "-m", "kseg.shared.cli", "segment", str(IMAGES / "baby.jpg"),
+        [str(Path(sys.executable).parent / "kseg"), "segment", str(IMAGES / "baby.jpg"),
          "-k", "4", "-o", "out", "-q"],
         cwd=here, capture_output=True, text=True, timeout=120,
     )  # fmt: skip

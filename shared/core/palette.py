@@ -128,14 +128,15 @@ def to_ase(palette: list[dict[str, Any]]) -> bytes:
 def encode(fmt: str, clusters: Sequence[Mapping[str, Any]], title: str = "kseg palette") -> bytes:
     """The palette file of format ``fmt`` (a key of :data:`FORMATS`)."""
     palette = colors(clusters)
-    if fmt == "json":
-        return to_json(palette)
-    if fmt == "css":
-        return to_css(palette, title)
-    if fmt == "gpl":
-        return to_gpl(palette, title)
-    if fmt == "ase":
-        return to_ase(palette)
+    match fmt:
+        case "json":
+            return to_json(palette)
+        case "css":
+            return to_css(palette, title)
+        case "gpl":
+            return to_gpl(palette, title)
+        case "ase":
+            return to_ase(palette)
     raise ValueError(f"unknown palette format {fmt!r}; one of {', '.join(FORMATS)}")
 
 

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, Select, bindparam, create_engine, event, select, update
+from sqlalchemy import Engine, Select, bindparam, create_engine, event, func, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
@@ -104,6 +104,16 @@ def fetch_blob(session: Session, column: Any, **equal_to: Any) -> bytes | None:
         return session.scalar(stmt, equal_to)
     row = binary_row(session, stmt, equal_to)
     return None if row is None else bytes(row[0])
+
+
+def newest_first(*columns: Any, per: Any, by: tuple[Any, ...]) -> Select[Any]:
+    """``SELECT columns, rank``: ``rank`` numbers the rows of each group ``per`` (a column or
+    a tuple of columns) from 1, newest first: descending on ``by`` (a time, then an id that
+    breaks ties). Wrap it in ``.subquery()`` and filter on ``rank`` for the newest N rows of
+    every group in one query."""
+    order = [column.desc() for column in by]
+    rank = func.row_number().over(partition_by=per, order_by=order).label("rank")
+    return select(*columns, rank)
 
 
 def mark(session: Session, model: Any, ids: list[str], still: Any, **values: Any) -> set[str]:

@@ -26,6 +26,7 @@ from kseg.shared.core.segment import ALGORITHM_VERSION
 from kseg.shared.errors import InvalidParameterError
 from kseg.shared.statuses import ACTIVE_STATUSES, RunStatus
 from kseg.shared.store import jobs
+from kseg.shared.store.db import newest_first
 from kseg.shared.store.models import (
     Gallery,
     GalleryImage,
@@ -420,18 +421,10 @@ def prune_results(session: Session, keep: int, *, limit: int = 500) -> int:
     ``expired``. Returns how many results were deleted."""
     if keep < 1:
         return 0
-    ranked = (
-        select(
-            Result.id.label("id"),
-            func.row_number()
-            .over(
-                partition_by=(Result.image_id, Result.params_key),
-                order_by=(Result.created_at.desc(), Result.id.desc()),
-            )
-            .label("rank"),
-        )
+    newest = newest_first(
+        Result.id, per=(Result.image_id, Result.params_key), by=(Result.created_at, Result.id)
     ).subquery()
-    doomed = list(session.scalars(select(ranked.c.id).where(ranked.c.rank > keep).limit(limit)))
+    doomed = list(session.scalars(select(newest.c.id).where(newest.c.rank > keep).limit(limit)))
     if not doomed:
         return 0
     session.execute(

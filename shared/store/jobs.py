@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from kseg.shared.core.params import SegmentParams
 from kseg.shared.core.segment import ALGORITHM_VERSION, Segmentation
 from kseg.shared.statuses import ACTIVE_STATUSES, FINAL_STATUSES, JOB_STATUSES, JobStatus
-from kseg.shared.store.db import binary_row, fetch_blob, pipelined
+from kseg.shared.store.db import binary_row, fetch_blob, newest_first, pipelined
 from kseg.shared.store.events import JOB_EVENT_INSERTS, job_event_params, record_job_event
 from kseg.shared.store.models import Image, Job, Result, ResultOutput, new_id, utcnow
 from kseg.shared.store.outputs import output_rows
@@ -99,17 +99,8 @@ def current_results(
     if not ids or not keys:
         return found
     for start in range(0, len(ids), _CURRENT_CHUNK):
-        ranked = (
-            select(
-                Job.image_id.label("image_id"),
-                Job.id.label("job_id"),
-                func.row_number()
-                .over(
-                    partition_by=Job.image_id,
-                    order_by=(Job.finished_at.desc(), Job.id.desc()),
-                )
-                .label("rank"),
-            )
+        newest = (
+            newest_first(Job.image_id, Job.id, per=Job.image_id, by=(Job.finished_at, Job.id))
             .join(Result, Job.result_id == Result.id)
             .where(
                 Job.owner_id == owner_id,
@@ -122,7 +113,7 @@ def current_results(
         found.update(
             (image_id, job_id)
             for image_id, job_id in session.execute(
-                select(ranked.c.image_id, ranked.c.job_id).where(ranked.c.rank == 1)
+                select(newest.c.image_id, newest.c.id).where(newest.c.rank == 1)
             )
         )
     return found

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from typing import Any, TypeVar
 
-from flask import Response, current_app, g, request
+from flask import Response, current_app, g, jsonify, request
 from flask import session as cookie_session
 from sqlalchemy import select
 
@@ -128,6 +128,11 @@ def own(model: type[T], ident: str, what: str, listing: str | None = None) -> T:
     if row is None:
         raise not_found(what, ident, listing)
     return row
+
+
+def object_response(objs: paging.Serializer, row: Any) -> Response:
+    """The API's answer for one row, serialised by ``objs`` as it is in a list."""
+    return jsonify(objs(get_session(), [row])[0])
 
 
 def owned_page(model: Any, objs: paging.Serializer, *criteria: Any) -> Response:

@@ -25,7 +25,7 @@ from kseg.shared.store.galleries import (
     update_gallery,
 )
 from kseg.shared.store.models import Gallery, Image, Run, Schedule
-from kseg.web.api.auth import own, owned_page, owner_id
+from kseg.web.api.auth import object_response, own, owned_page, owner_id
 from kseg.web.api.blueprint import bp
 from kseg.web.api.images import store_uploads
 from kseg.web.api.requests import body_kind, json_body, json_object, validate
@@ -72,10 +72,6 @@ def own_run(run_id: str) -> Run:
     return own(Run, run_id, "run", "GET /api/v1/galleries/<id>/runs")
 
 
-def _gallery_response(gallery: Gallery) -> Response:
-    return jsonify(galleries_objs(get_session(), [gallery])[0])
-
-
 # ---------------------------------------------------------------- galleries
 
 
@@ -95,7 +91,7 @@ def create_gallery_view() -> tuple[Response, int, dict[str, str]]:
     gallery = create_gallery(session, owner_id(), sub.name, sub.params)
     session.commit()
     location = f"{BASE}/galleries/{gallery.id}"
-    return _gallery_response(gallery), 201, {"Location": location}
+    return object_response(galleries_objs, gallery), 201, {"Location": location}
 
 
 @bp.get("/galleries")
@@ -109,7 +105,7 @@ def list_galleries() -> Response:
     "getGallery", "A gallery with its image count, schedule and newest run", model="GalleryOut"
 )
 def get_gallery(gallery_id: str) -> Response:
-    return _gallery_response(own_gallery(gallery_id))
+    return object_response(galleries_objs, own_gallery(gallery_id))
 
 
 @bp.patch("/galleries/<gallery_id>")
@@ -136,7 +132,7 @@ def patch_gallery(gallery_id: str) -> Response:
         params = {**(gallery.params or {}), **sub.params} if sub.params is not None else {}
     update_gallery(session, gallery, name=sub.name, params=params)
     session.commit()
-    return _gallery_response(gallery)
+    return object_response(galleries_objs, gallery)
 
 
 @bp.delete("/galleries/<gallery_id>")
@@ -338,7 +334,7 @@ def list_runs(gallery_id: str) -> Response:
 @bp.get("/runs/<run_id>")
 @ops.read("getRun", "A run: status and how many of its jobs are in each state", model="RunOut")
 def get_run(run_id: str) -> Response:
-    return jsonify(runs_objs(get_session(), [own_run(run_id)])[0])
+    return object_response(runs_objs, own_run(run_id))
 
 
 @bp.get("/runs/<run_id>/jobs")

@@ -17,7 +17,7 @@ from kseg.shared.store.outputs import output_png
 from kseg.shared.store.quotas import check_active_jobs
 from kseg.shared.webhooks import Hook
 from kseg.web import limits
-from kseg.web.api.auth import own, owned_page, owner_id
+from kseg.web.api.auth import object_response, own, owned_page, owner_id
 from kseg.web.api.blueprint import bp
 from kseg.web.api.galleries import own_gallery
 from kseg.web.api.images import own_image
@@ -142,14 +142,6 @@ def create_job() -> tuple[Response, int, dict[str, str]]:
     return jsonify(body), 202, {"Location": f"/api/v1/jobs/{job_id}"}
 
 
-@bp.get("/jobs/<job_id>")
-@ops.read(
-    "getJob", "A job: status, progress, parameters and (when succeeded) result", model="JobOut"
-)
-def get_job(job_id: str) -> Response:
-    return jsonify(jobs_objs(get_session(), [_own_job(job_id)])[0])
-
-
 @bp.get("/jobs")
 @ops.list(
     "listJobs",
@@ -191,6 +183,14 @@ def list_jobs() -> Response:
     if image_id := request.args.get("image_id"):
         criteria.append(Job.image_id == own_image(image_id).id)
     return owned_page(Job, jobs_objs, *criteria)
+
+
+@bp.get("/jobs/<job_id>")
+@ops.read(
+    "getJob", "A job: status, progress, parameters and (when succeeded) result", model="JobOut"
+)
+def get_job(job_id: str) -> Response:
+    return object_response(jobs_objs, _own_job(job_id))
 
 
 @bp.delete("/jobs/<job_id>")

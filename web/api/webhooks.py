@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from flask import Response, current_app, jsonify, request
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from kseg.shared import webhooks
 from kseg.shared.settings import Settings
@@ -25,6 +27,9 @@ __all__ = ["wake", "webhook_fields"]
 
 DELIVERY_STATUSES = ("pending", "succeeded", "failed")
 ops = tagged("webhooks")
+SECRET = {
+    "200": json_response(ref("WebhookSecret"), "The secret that signs attempts made from now on.")
+}
 
 
 def webhook_fields(url: Any, events: Any) -> webhooks.Hook:
@@ -40,6 +45,14 @@ def webhook_fields(url: Any, events: Any) -> webhooks.Hook:
     return webhooks.Hook(checked, webhooks.parse_events(events))
 
 
+def _secret_response(secret_of: Callable[[Session, str], str]) -> Response:
+    """The owner's secret as ``secret_of`` gives it (made or replaced: committed first)."""
+    session = get_session()
+    secret = secret_of(session, owner_id())
+    session.commit()
+    return jsonify(WebhookSecret(secret=secret).model_dump())
+
+
 @bp.get("/webhooks/secret")
 @ops.operation(
     "getWebhookSecret",
@@ -47,27 +60,16 @@ def webhook_fields(url: Any, events: Any) -> webhooks.Hook:
     description="Every delivery carries `Kseg-Signature: t=<unix seconds>,"
     'v1=<hex HMAC-SHA256(secret, "<t>.<raw body>")>`; verify it and reject old timestamps '
     "(see Webhooks in the README).",
-    responses={"200": json_response(ref("WebhookSecret"), "The secret.")},
+    responses=SECRET,
 )
 def get_webhook_secret() -> Response:
-    session = get_session()
-    secret = webhook_store.get_secret(session, owner_id())
-    session.commit()
-    return jsonify(WebhookSecret(secret=secret).model_dump())
+    return _secret_response(webhook_store.get_secret)
 
 
 @bp.post("/webhooks/secret/rotate")
-@ops.operation(
-    "rotateWebhookSecret",
-    "Replace your webhook signing secret",
-    description="Attempts made from now on are signed with the new secret.",
-    responses={"200": json_response(ref("WebhookSecret"), "The new secret.")},
-)
+@ops.operation("rotateWebhookSecret", "Replace your webhook signing secret", responses=SECRET)
 def rotate_webhook_secret() -> Response:
-    session = get_session()
-    secret = webhook_store.rotate_secret(session, owner_id())
-    session.commit()
-    return jsonify(WebhookSecret(secret=secret).model_dump())
+    return _secret_response(webhook_store.rotate_secret)
 
 
 @bp.get("/webhooks/deliveries")

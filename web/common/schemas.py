@@ -35,8 +35,23 @@ def _webhook_url() -> Any:
     return Field(None, max_length=2048, description=WEBHOOK_URL_HELP)
 
 
-def _webhook_events() -> Any:
-    return Field(None, max_length=4, description=WEBHOOK_EVENTS_HELP)
+class _Webhook(BaseModel):
+    """The optional webhook of what a request makes (a job, or a run and its jobs)."""
+
+    webhook_url: str | None = _webhook_url()
+    webhook_events: list[EventType] | None = Field(
+        None, max_length=4, description=WEBHOOK_EVENTS_HELP
+    )
+
+
+class _RunOptions(_Webhook):
+    """What a run (made now, or by a schedule) is asked besides its parameters."""
+
+    only_stale: bool = Field(
+        True,
+        description="Skip images that already have a succeeded result for the same parameters "
+        "and the current algorithm version (in a schedule: an extension).",
+    )
 
 
 class _AsSegmentParams:
@@ -71,7 +86,7 @@ class Error(BaseModel):
 # ---------------------------------------------------------------- requests
 
 
-class JobSubmitJson(SegmentParams):
+class JobSubmitJson(SegmentParams, _Webhook):
     """``POST /api/v1/jobs`` with a JSON body: an uploaded image's id plus parameters."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, title="JobSubmitJson")
@@ -82,8 +97,6 @@ class JobSubmitJson(SegmentParams):
         description="Reuse the result of an identical finished job (same image, parameters and "
         "algorithm version) instead of computing again; the job is then born succeeded.",
     )
-    webhook_url: str | None = _webhook_url()
-    webhook_events: list[EventType] | None = _webhook_events()
 
 
 class JobSubmitForm(SegmentParams):
@@ -138,7 +151,7 @@ class GalleryImagesJson(BaseModel):
     )
 
 
-class ScheduleIn(BaseModel):
+class ScheduleIn(_RunOptions):
     """``PUT /api/v1/galleries/{id}/schedule``: create or replace the gallery's schedule."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, title="ScheduleIn")
@@ -156,16 +169,9 @@ class ScheduleIn(BaseModel):
         "schedule is saved; null: the gallery's defaults at the time of each run.",
     )
     enabled: bool = True
-    only_stale: bool = Field(
-        True,
-        description="Skip images that already have a succeeded result for the same parameters "
-        "and the current algorithm version (extension).",
-    )
-    webhook_url: str | None = _webhook_url()
-    webhook_events: list[EventType] | None = _webhook_events()
 
 
-class RunCreate(BaseModel):
+class RunCreate(_RunOptions):
     """``POST /api/v1/galleries/{id}/runs``: reprocess the gallery now (an empty body is
     fine)."""
 
@@ -174,13 +180,6 @@ class RunCreate(BaseModel):
     params: PartialParams = Field(
         None, description="Merged over the gallery's default parameters for this run."
     )
-    only_stale: bool = Field(
-        True,
-        description="Skip images that already have a succeeded result for the same parameters "
-        "and the current algorithm version.",
-    )
-    webhook_url: str | None = _webhook_url()
-    webhook_events: list[EventType] | None = _webhook_events()
 
 
 # ---------------------------------------------------------------- responses

@@ -18,7 +18,7 @@ from kseg.shared.store.auth import TokenInfo, create_owner_token, owner_tokens, 
 from kseg.shared.store.objects import isoz
 from kseg.web import browser_session
 from kseg.web.db import get_session
-from kseg.web.pages.auth import current_owner, login_required, owner_id
+from kseg.web.pages.auth import login_required, owner_id
 from kseg.web.pages.blueprint import bp
 
 #: The longest token name the form takes (``ApiToken.name``).
@@ -44,29 +44,18 @@ def _clean_name(raw: str) -> tuple[str, str | None]:
     return name, None
 
 
-def _page(
-    *, created: dict[str, Any] | None = None, name: str = "", error: str | None = None
-) -> tuple[str, int]:
-    db = get_session()
-    tokens = [_token_view(info) for info in owner_tokens(db, owner_id())]
-    api_base = request.url_root.rstrip("/")
-    html = render_template(
-        "account.html",
-        owner=current_owner(),
-        tokens=tokens,
-        created=created,
-        name=name,
-        error=error,
-        api_base=api_base,
-        name_max=NAME_MAX,
-    )
-    return html, 422 if error else 200
-
-
 @bp.get("/account")
 @login_required
-def account() -> Any:
-    return _page()
+def account(
+    *, created: dict[str, Any] | None = None, name: str = "", error: str | None = None
+) -> tuple[str, int]:
+    """The account page; the token form's answers show it again with what happened."""
+    db = get_session()
+    tokens = [_token_view(info) for info in owner_tokens(db, owner_id())]
+    html = render_template(
+        "account.html", tokens=tokens, created=created, name=name, error=error, name_max=NAME_MAX
+    )
+    return html, 422 if error else 200
 
 
 @bp.post("/account/tokens")
@@ -75,12 +64,12 @@ def account_token_create() -> Any:
     """Create a token and show it, this once (the answer is not cached: ``no-store``)."""
     name, error = _clean_name(request.form.get("name") or "")
     if error:
-        return _page(name=name, error=error)
+        return account(name=name, error=error)
     db = get_session()
     info, token = create_owner_token(db, owner_id(), name)
     db.commit()
     created = {**_token_view(info), "token": token}
-    return _page(created=created)
+    return account(created=created)
 
 
 @bp.post("/account/tokens/<token_id>/revoke")

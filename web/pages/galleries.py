@@ -28,6 +28,7 @@ from kseg.shared.core.params import OUTPUT_NAMES
 from kseg.shared.errors import InvalidParameterError
 from kseg.shared.settings import TRUE, Settings
 from kseg.shared.statuses import FINAL_STATUSES
+from kseg.shared.store.db import newest_first
 from kseg.shared.store.galleries import (
     add_images,
     create_gallery,
@@ -196,23 +197,19 @@ def _covers(db: Session, gallery_ids: list[str]) -> dict[str, list[str]]:
     """Up to four newest images of each gallery, as thumbnail URLs (one query)."""
     if not gallery_ids:
         return {}
-    ranked = (
-        select(
-            GalleryImage.gallery_id.label("gallery_id"),
-            GalleryImage.image_id.label("image_id"),
-            func.row_number()
-            .over(
-                partition_by=GalleryImage.gallery_id,
-                order_by=(GalleryImage.added_at.desc(), GalleryImage.image_id.desc()),
-            )
-            .label("rank"),
+    newest = (
+        newest_first(
+            GalleryImage.gallery_id,
+            GalleryImage.image_id,
+            per=GalleryImage.gallery_id,
+            by=(GalleryImage.added_at, GalleryImage.image_id),
         ).where(GalleryImage.gallery_id.in_(gallery_ids))
     ).subquery()
     covers: dict[str, list[str]] = {}
     for gallery_id, image_id in db.execute(
-        select(ranked.c.gallery_id, ranked.c.image_id)
-        .where(ranked.c.rank <= COVERS)
-        .order_by(ranked.c.gallery_id, ranked.c.rank)
+        select(newest.c.gallery_id, newest.c.image_id)
+        .where(newest.c.rank <= COVERS)
+        .order_by(newest.c.gallery_id, newest.c.rank)
     ):
         covers.setdefault(gallery_id, []).append(
             present.thumb(f"{BASE}/images/{image_id}/file", present.GRID_THUMB)
@@ -227,7 +224,9 @@ def _run_view(obj: dict[str, Any]) -> dict[str, Any]:
 # ---------------------------------------------------------------- the list
 
 
-def _list_page(
+@bp.get("/galleries")
+@login_required
+def galleries(
     name: str = "",
     values: dict[str, Any] | None = None,
     errors: dict[str, str] | None = None,
@@ -259,12 +258,6 @@ def _list_page(
     return html, status
 
 
-@bp.get("/galleries")
-@login_required
-def galleries() -> Any:
-    return _list_page()
-
-
 @bp.post("/galleries")
 @login_required
 def gallery_create() -> Any:
@@ -276,7 +269,7 @@ def gallery_create() -> Any:
     except InvalidParameterError as exc:
         db.rollback()
         field, text = field_error(exc.message)
-        return _list_page(name, values, {field: text}, 422)
+        return galleries(name, values, {field: text}, 422)
     return done(
         f"Created the gallery {gallery.name}. Add images to it below.",
         url_for("pages.gallery", gallery_id=gallery.id),
