@@ -203,7 +203,6 @@ def _manifest_jobs(plan: list[dict[str, Any]]) -> list[dict[str, Any]]:
     "The job's outputs and result.json as one ZIP",
     description=EXPORT_TEXT,
     responses=ZIP_RESPONSE,
-    errors=(404,),
 )
 def export_job(job_id: str) -> Response:
     job = _own_job(job_id)
@@ -223,7 +222,6 @@ def export_job(job_id: str) -> Response:
     "Every job of the run: outputs and result.json, as one ZIP",
     description=EXPORT_TEXT + " Images the run skipped (`only_stale`) are not in it.",
     responses=ZIP_RESPONSE,
-    errors=(404,),
 )
 def export_run(run_id: str) -> Response:
     run: Run = own_run(run_id)
@@ -252,7 +250,6 @@ def export_run(run_id: str) -> Response:
             },
         }
     },
-    errors=(404,),
 )
 def job_palette(job_id: str, fmt: str) -> Response:
     if fmt not in palettes.FORMATS:

@@ -116,7 +116,7 @@ def get_gallery(gallery_id: str) -> Response:
     '`"params": null` resets them to the contract\'s defaults.',
     request_body=json_request("GalleryUpdate"),
     responses={"200": json_response(ref("GalleryOut"), "The gallery.")},
-    errors=(400, 404, 422),
+    errors=(400, 422),
 )
 def patch_gallery(gallery_id: str) -> Response:
     """Rename and/or change the defaults; ``params`` is merged over the current ones (JSON
@@ -180,7 +180,7 @@ def _images_by_id(ids: list[str]) -> list[Image]:
     "Images already in the gallery stay in it once.",
     request_body=upload_request("ImageUploadForm", "GalleryImagesJson"),
     responses={"201": json_response(ref("ImageList"), "The images, in the order given.")},
-    errors=(400, 404, 413, 415, 422),
+    errors=(400, 413, 415, 422),
 )
 def add_gallery_images(gallery_id: str) -> tuple[Response, int]:
     """Multipart ``file`` parts (uploaded all or nothing) or JSON ``{"image_ids": [...]}``;
@@ -247,7 +247,7 @@ def _own_schedule(gallery: Gallery) -> Schedule:
     "422.",
     request_body=json_request("ScheduleIn"),
     responses={"200": json_response(ref("ScheduleOut"), "The schedule, with `next_run_at`.")},
-    errors=(400, 404, 422),
+    errors=(400, 422),
 )
 def put_schedule(gallery_id: str) -> Response:
     """Create or replace the schedule; a bad cron expression or time zone is a 422."""
@@ -304,7 +304,7 @@ def remove_schedule(gallery_id: str) -> tuple[str, int]:
     "they are queued; an empty body is fine.",
     request_body=json_request("RunCreate", required=False),
     responses={"202": {**json_response(ref("RunOut"), "Accepted: the run."), "headers": LOCATION}},
-    errors=(400, 404, 422),
+    errors=(400, 422),
 )
 def create_run(gallery_id: str) -> tuple[Response, int, dict[str, str]]:
     """Reprocess the gallery now: a job per image (``only_stale`` skips current ones)."""
@@ -345,7 +345,7 @@ def get_run(run_id: str) -> Response:
     "in the same statement, so that they agree with the jobs listed.",
     parameters=PAGING,
     responses={"200": json_response(ref("RunJobList"), "A page of jobs, and the run.")},
-    errors=(400, 404, 422),
+    errors=(400, 422),
 )
 def list_run_jobs(run_id: str) -> Response:
     """A page of the run's jobs, and the run counted in the same statement (``run``)."""

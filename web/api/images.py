@@ -128,7 +128,6 @@ def remove_image(image_id: str) -> tuple[str, int]:
         },
         "304": {"description": "Not modified.", "headers": IMAGE_ETAG},
     },
-    errors=(404,),
 )
 def image_file(image_id: str) -> Response:
     image = own_image(image_id)

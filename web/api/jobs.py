@@ -221,7 +221,6 @@ def remove_job(job_id: str) -> tuple[str, int]:
     "A result image (PNG); cacheable forever (it never changes)",
     parameters=[IF_NONE_MATCH],
     responses=cached_file("image/png", "The PNG.", OUTPUT_ETAG),
-    errors=(404,),
 )
 def job_output(job_id: str, name: str) -> Response:
     session = get_session()

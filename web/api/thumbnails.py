@@ -60,7 +60,7 @@ def thumbnail_operation(operation_id: str, tag: str, summary: str, description: 
             IF_NONE_MATCH,
         ],
         responses=cached_file("image/webp", "The thumbnail.", ETAG),
-        errors=(404, 422),
+        errors=(422,),
     )
 
 

@@ -205,7 +205,6 @@ def read_operation(operation_id: str, summary: str, *, tag: str, model: str) -> 
         summary,
         tag=tag,
         responses={"200": json_response(ref(model), f"The {what}.")},
-        errors=(404,),
     )
 
 
@@ -219,7 +218,6 @@ def delete_operation(
         tag=tag,
         description=description,
         responses={"204": {"description": "Done."}},
-        errors=(404,),
     )
 
 
